@@ -1,0 +1,5 @@
+"""Code generation: kernel IR -> LLVM IR -> assembly / object code."""
+
+from .targets import Target, get_target, host
+
+__all__ = ["Target", "get_target", "host"]

@@ -1,0 +1,129 @@
+"""Program -> LLVM module, optimization, and assembly/object emission."""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
+
+from ..errors import CompileError
+from ..lower.kir import Kernel
+from ..lower.program import Program
+from ..lower.vectorize import vectorize_kernel
+from .llvm import ModuleBuilder
+from .targets import Target
+
+ENTRY = "tf_run"
+_LOCK = threading.Lock()
+
+
+@functools.cache
+def _init_llvm() -> None:
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+
+
+@dataclass
+class LLVMModule:
+    target: Target
+    ir: str  # unoptimized LLVM IR text
+    kernel_names: list[str]
+    kernel_labels: dict[str, list[str]]
+
+
+def build_module(program: Program, target: Target | None = None, with_entry: bool = True) -> LLVMModule:
+    target = target or program.target
+    mb = ModuleBuilder(target, program.name)
+    fns = []
+    for k, args in zip(program.kernels, program.kernel_args):
+        vk = vectorize_kernel(k, 1 if target.is_gpu else None)
+        fn = mb.add_kernel(vk, internal=with_entry and not target.is_gpu)
+        fns.append((fn, args))
+    if with_entry and not target.is_gpu:
+        mb.add_entry(ENTRY, fns)
+    return LLVMModule(target, mb.ir_text(), [k.name for k in program.kernels],
+                      {k.name: k.labels for k in program.kernels})  # fmt: skip
+
+
+def build_kernel_module(kernels: list[Kernel], target: Target, name: str = "kernels") -> LLVMModule:
+    mb = ModuleBuilder(target, name)
+    for k in kernels:
+        mb.add_kernel(vectorize_kernel(k, 1 if target.is_gpu else None), internal=False)
+    return LLVMModule(target, mb.ir_text(), [k.name for k in kernels], {k.name: k.labels for k in kernels})
+
+
+def target_machine(target: Target, jit: bool = False, opt: int = 3) -> llvm.TargetMachine:
+    _init_llvm()
+    try:
+        t = llvm.Target.from_triple(target.triple)
+    except RuntimeError as e:
+        raise CompileError(f"LLVM has no backend for {target.triple}: {e}") from None
+    features = target.features
+    return t.create_target_machine(
+        cpu=target.cpu,
+        features=features,
+        opt=opt,
+        reloc="pic" if not jit else "default",
+        codemodel="jitdefault" if jit else "default",
+    )
+
+
+def parse_and_optimize(ir_text: str, tm: llvm.TargetMachine, opt: int = 3) -> llvm.ModuleRef:
+    _init_llvm()
+    with _LOCK:
+        try:
+            mod = llvm.parse_assembly(ir_text)
+            mod.verify()
+        except RuntimeError as e:
+            raise CompileError(f"generated LLVM IR is invalid (a code-generator bug): {e}") from None
+        mod.triple = tm.triple
+        mod.data_layout = str(tm.target_data)
+        if opt > 0:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pto.loop_vectorization = False  # kernels are vectorized explicitly
+            pto.slp_vectorization = True
+            pb = llvm.create_pass_builder(tm, pto)
+            mpm = pb.getModulePassManager()
+            mpm.run(mod, pb)
+    return mod
+
+
+def emit_assembly(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> str:
+    with _LOCK:
+        return tm.emit_assembly(mod)
+
+
+def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
+    with _LOCK:
+        return tm.emit_object(mod)
+
+
+_FUNC_RE = re.compile(r"^([A-Za-z_.$][\w.$]*):\s*(#.*)?$")
+
+
+def split_assembly(asm: str, names: list[str]) -> dict[str, str]:
+    """Cut a module's assembly into per-function listings (outlined parallel bodies go with their kernel)."""
+    out: dict[str, list[str]] = {}
+    current = None
+    wanted = set(names)
+    for line in asm.splitlines():
+        m = _FUNC_RE.match(line)
+        if m and not line.startswith("."):
+            sym = m.group(1)
+            base = sym.split(".")[0]
+            if sym in wanted:
+                current = sym
+            elif base in wanted:
+                current = base
+            elif sym.startswith("tf."):
+                current = None
+            elif not sym.startswith(".L"):
+                current = None
+        if current is not None:
+            if line.strip().startswith(".cfi_") or line.strip().startswith(".p2align"):
+                continue
+            out.setdefault(current, []).append(line)
+    return {k: "\n".join(v) for k, v in out.items()}

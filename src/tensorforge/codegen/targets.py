@@ -1,0 +1,144 @@
+"""Code-generation targets: what the lowering needs to know about a machine.
+
+All performance knowledge that depends on the machine (vector width, register count, cache sizes) is
+read from a ``Target``; lowering rules never test a CPU name.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, replace
+
+from ..errors import TargetError
+from ..ir.dtype import DType
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    triple: str
+    cpu: str
+    features: str
+    vector_bits: int  # width of one SIMD register
+    num_vregs: int  # architectural SIMD registers
+    fma: bool = True
+    is_gpu: bool = False
+    is_host: bool = False
+    l1d: int = 32 * 1024
+    l2: int = 1024 * 1024
+    l3: int = 32 * 1024 * 1024
+    cores: int = 1
+    data_layout: str = ""
+
+    def lanes(self, dtype: DType) -> int:
+        """How many elements of ``dtype`` fill one vector register (computing f16 as f32)."""
+        if self.is_gpu:
+            return 1
+        bits = 8 if dtype is DType.BOOL else dtype.compute.bits
+        return max(1, self.vector_bits // bits)
+
+    @property
+    def arch(self) -> str:
+        return self.triple.split("-")[0]
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: {self.triple}, cpu={self.cpu}, {self.vector_bits}-bit vectors x "
+            f"{self.num_vregs} registers, L1d={self.l1d // 1024}K L2={self.l2 // 1024}K "
+            f"L3={self.l3 // (1024 * 1024)}M, {self.cores} cores"
+        )
+
+
+X86_64 = Target(
+    "x86_64", "x86_64-unknown-linux-gnu", "haswell", "+avx2,+fma,+f16c,+bmi2", 256, 16,
+)
+X86_64_AVX512 = Target(
+    "x86_64-avx512", "x86_64-unknown-linux-gnu", "skylake-avx512",
+    "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma,+f16c,+bmi2", 512, 32,
+)  # fmt: skip
+AARCH64 = Target(
+    "aarch64", "aarch64-unknown-linux-gnu", "neoverse-n1", "+neon,+fp-armv8", 128, 32,
+    l1d=64 * 1024, l2=1024 * 1024,
+)  # fmt: skip
+NVPTX_SM90 = Target(
+    "nvptx-sm90", "nvptx64-nvidia-cuda", "sm_90", "+ptx80", 32, 255, is_gpu=True,
+)  # fmt: skip
+NVPTX_SM80 = replace(NVPTX_SM90, name="nvptx-sm80", cpu="sm_80", features="+ptx70")
+
+NAMED = {t.name: t for t in (X86_64, X86_64_AVX512, AARCH64, NVPTX_SM90, NVPTX_SM80)}
+ALIASES = {"x86_64-avx2": "x86_64", "avx2": "x86_64", "avx512": "x86_64-avx512", "arm64": "aarch64",
+           "sm_90": "nvptx-sm90", "sm90": "nvptx-sm90", "ptx": "nvptx-sm90", "nvptx": "nvptx-sm90",
+           "sm_80": "nvptx-sm80"}  # fmt: skip
+
+
+def _cache_size(level_type: tuple[int, str], default: int) -> int:
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for idx in sorted(os.listdir(base)):
+            d = os.path.join(base, idx)
+            if not idx.startswith("index"):
+                continue
+            with open(os.path.join(d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(d, "type")) as f:
+                typ = f.read().strip()
+            if level == level_type[0] and typ in (level_type[1], "Unified"):
+                with open(os.path.join(d, "size")) as f:
+                    s = f.read().strip()
+                mult = {"K": 1024, "M": 1024 * 1024}.get(s[-1], 1)
+                return int(s.rstrip("KM")) * mult
+    except OSError:
+        pass
+    return default
+
+
+@functools.cache
+def host() -> Target:
+    """The machine we run on, with its detected ISA extensions and cache sizes."""
+    import llvmlite.binding as llvm
+
+    triple = llvm.get_process_triple()
+    cpu = llvm.get_host_cpu_name()
+    feats = llvm.get_host_cpu_features()
+    # pin the feature set to what was detected (never '+' something the CPU lacks)
+    flags = ",".join(("+" if v else "-") + k for k, v in sorted(feats.items()))
+    arch = triple.split("-")[0]
+    if arch == "x86_64":
+        if feats.get("avx512f") and feats.get("avx512vl") and feats.get("avx512bw"):
+            base = X86_64_AVX512
+        elif feats.get("avx2") and feats.get("fma"):
+            base = X86_64
+        else:
+            base = replace(X86_64, vector_bits=128, num_vregs=16, fma=bool(feats.get("fma")))
+    elif arch in ("aarch64", "arm64"):
+        base = AARCH64
+    else:
+        base = replace(X86_64, vector_bits=128)
+    if os.environ.get("TENSORFORGE_NO_AVX512") and base is X86_64_AVX512:
+        base = X86_64
+        flags += ",-avx512f"
+    return replace(
+        base,
+        name="host",
+        triple=triple,
+        cpu=cpu,
+        features=flags,
+        is_host=True,
+        l1d=_cache_size((1, "Data"), base.l1d),
+        l2=_cache_size((2, "Unified"), base.l2),
+        l3=_cache_size((3, "Unified"), base.l3),
+        cores=os.cpu_count() or 1,
+    )
+
+
+def get_target(name: str | Target | None) -> Target:
+    if isinstance(name, Target):
+        return name
+    if name is None or name in ("host", "native"):
+        return host()
+    key = ALIASES.get(name, name)
+    if key in NAMED:
+        return NAMED[key]
+    known = ", ".join(["host", *NAMED])
+    raise TargetError(f"unknown target {name!r}; known targets: {known}")

@@ -1,0 +1,185 @@
+"""The compiler driver: model -> graph -> passes -> kernels -> LLVM -> native code."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codegen.emit import build_module, emit_assembly, parse_and_optimize, split_assembly, target_machine
+from .codegen.targets import Target, get_target
+from .errors import InputError, TensorforgeError, UnsupportedError
+from .ir.graph import Graph
+from .lower import lower_graph
+from .lower.rules import has_lowering
+from .passes import PassManager, pipeline_for, specialize
+from .runtime.jit import JitModule
+from .runtime.model import CompiledModel, format_listing
+
+
+@dataclass
+class Options:
+    opt_level: int = 2
+    passes: str | None = None  # edits to the pipeline, e.g. "-fuse,+cse"
+    verify: bool = False
+    print_ir_after: set[str] | str | None = None
+    printer: object = print
+    lowering: dict = field(default_factory=dict)
+
+
+def to_graph(model, name: str | None = None) -> Graph:
+    if isinstance(model, Graph):
+        return model
+    from .frontends.onnx import import_onnx
+
+    return import_onnx(model, name=name)
+
+
+def check_lowerable(g: Graph) -> None:
+    problems = [f"node '{n.name}' ({n.op}): no code generation for op {n.op}" for n in g.nodes if not has_lowering(n.op)]
+    if problems:
+        raise UnsupportedError(f"model '{g.name}' has {len(problems)} op(s) tensorforge cannot compile", problems)
+
+
+def optimize(g: Graph, options: Options) -> tuple[Graph, list]:
+    pm = PassManager(pipeline_for(options.opt_level, options.passes), verify=options.verify,
+                     print_after=options.print_ir_after, printer=options.printer,
+                     options={"opt_level": options.opt_level})  # fmt: skip
+    out = pm.run(g)
+    return out, pm.log
+
+
+def compile_graph(g: Graph, target: Target, options: Options) -> CompiledModel:
+    t0 = time.perf_counter()
+    check_lowerable(g)
+    og, log = optimize(g, options)
+    program = lower_graph(og, target, options.lowering)
+    module = build_module(program, target)
+    jit = JitModule(module.ir, target)
+    return CompiledModel(og, program, module, jit, time.perf_counter() - t0, g, log)
+
+
+class DynamicModel:
+    """A model with symbolic input dims: compiled once per concrete input shape, on first use."""
+
+    def __init__(self, graph: Graph, target: Target, options: Options):
+        self.graph = graph
+        self.name = graph.name
+        self.target = target
+        self.options = options
+        self.input_names = [v.name for v in graph.inputs]
+        self.output_names = list(graph.output_names)
+        self._cache: dict[tuple, CompiledModel] = {}
+        self._lock = threading.Lock()
+        check_lowerable(graph)
+
+    def specialize(self, shapes: Mapping[str, Sequence[int]]) -> CompiledModel:
+        key = tuple(tuple(int(d) for d in shapes[n]) for n in self.input_names)
+        m = self._cache.get(key)
+        if m is None:
+            with self._lock:
+                m = self._cache.get(key)
+                if m is None:
+                    g = specialize(self.graph, shapes)
+                    m = compile_graph(g, self.target, self.options)
+                    self._cache[key] = m
+        return m
+
+    def _shapes_of(self, args, kwargs) -> dict[str, tuple[int, ...]]:
+        if kwargs:
+            feeds = kwargs
+        else:
+            if len(args) != len(self.input_names):
+                raise InputError(f"model '{self.name}': expected {len(self.input_names)} input(s) "
+                                 f"{self.input_names}, got {len(args)}")  # fmt: skip
+            feeds = dict(zip(self.input_names, args))
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise InputError(f"model '{self.name}': missing input(s) {missing}; inputs are {self.input_names}")
+        for v in self.graph.inputs:
+            x = feeds[v.name]
+            if not isinstance(x, np.ndarray):
+                raise InputError(f"model '{self.name}': input '{v.name}' must be a numpy array, got {type(x).__name__}")
+            if x.dtype != v.dtype.np:
+                raise InputError(f"model '{self.name}': input '{v.name}' has dtype {x.dtype}, expected {v.dtype.np}")
+        return {n: np.shape(feeds[n]) for n in self.input_names}
+
+    def __call__(self, *args, **kwargs):
+        return self.specialize(self._shapes_of(args, kwargs))(*args, **kwargs)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.specialize(self._shapes_of((), feeds)).run(feeds)
+
+    @property
+    def compiled_shapes(self) -> list[tuple]:
+        return list(self._cache)
+
+
+def compile(
+    model,
+    target: str | Target | None = None,
+    *,
+    opt_level: int = 2,
+    passes: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    num_threads: int | None = None,
+    name: str | None = None,
+    verify: bool = False,
+    print_ir_after: set[str] | str | None = None,
+) -> CompiledModel | DynamicModel:
+    """Compile an ONNX model (path, bytes, ``onnx.ModelProto``) or a ``Graph`` for this machine.
+
+    Models with symbolic input dims return a ``DynamicModel`` that compiles per input shape on first
+    use (or pass ``input_shapes`` to fix them now).
+    """
+    tgt = get_target(target)
+    if not tgt.is_host:
+        raise TensorforgeError(f"target {tgt.name} cannot run in this process; use tensorforge.assembly(model, "
+                               f"target={tgt.name!r}) to see its code")  # fmt: skip
+    options = Options(opt_level=opt_level, passes=passes, verify=verify, print_ir_after=print_ir_after)
+    g = to_graph(model, name)
+    if input_shapes:
+        g = specialize(g, input_shapes)
+    if not all(v.type.is_static for v in g.inputs):
+        return DynamicModel(g, tgt, options)
+    m = compile_graph(g, tgt, options)
+    if num_threads is not None:
+        m.num_threads = num_threads
+    return m
+
+
+def assembly(model, target: str | Target | None = None, kernel: str | None = None, *, opt_level: int = 2,
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> str:  # fmt: skip
+    """Assembly listing of a model's kernels for any target (x86_64, x86_64-avx512, aarch64, nvptx-sm90)."""
+    tgt = get_target(target)
+    g = to_graph(model)
+    if input_shapes:
+        g = specialize(g, input_shapes)
+    if not all(v.type.is_static for v in g.inputs):
+        dims = {v.name: [d if isinstance(d, int) else 1 for d in v.shape] for v in g.inputs}
+        g = specialize(g, dims)
+    check_lowerable(g)
+    og, _ = optimize(g, Options(opt_level=opt_level))
+    program = lower_graph(og, tgt)
+    module = build_module(program, tgt)
+    tm = target_machine(tgt, jit=False)
+    mod = parse_and_optimize(module.ir, tm)
+    asm = emit_assembly(mod, tm)
+    if tgt.is_gpu:
+        return asm if kernel is None else _ptx_kernel(asm, program, kernel)
+    return format_listing(asm, program, kernel)
+
+
+def _ptx_kernel(asm: str, program, kernel: str) -> str:
+    names = [k.name for k in program.kernels if kernel == k.name or any(kernel in lab for lab in k.labels)]
+    if not names:
+        raise KeyError(f"no kernel named or labelled {kernel!r}")
+    parts = split_assembly(asm, names)
+    return "\n".join(parts.get(n, "") for n in names)
+
+
+__all__ = ["DynamicModel", "Options", "assembly", "compile", "compile_graph", "to_graph"]
+

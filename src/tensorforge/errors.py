@@ -1,0 +1,63 @@
+"""Exceptions raised by tensorforge.
+
+Every error that a user can provoke with a model or an input is a ``TensorforgeError``. Messages name
+the model, the node, the op and the expected versus actual values, so that a failure can be traced back
+to the model without a debugger.
+"""
+
+from __future__ import annotations
+
+
+class TensorforgeError(Exception):
+    """Base class of every error tensorforge raises on purpose."""
+
+
+class ModelLoadError(TensorforgeError):
+    """The model file or proto could not be read (missing, truncated, malformed)."""
+
+
+class UnsupportedError(TensorforgeError):
+    """The model uses ops, attributes or dtypes tensorforge does not implement.
+
+    ``problems`` lists every unsupported node at once, so that a user sees the whole list before
+    compiling rather than one failure per attempt.
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        if self.problems:
+            message = message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(message)
+
+
+class ShapeError(TensorforgeError):
+    """A node's inputs have shapes or dtypes its op does not accept."""
+
+
+class InputError(TensorforgeError):
+    """A compiled model was called with missing, extra, or mismatched inputs."""
+
+
+class TargetError(TensorforgeError):
+    """Unknown or unsupported code-generation target."""
+
+
+class CompileError(TensorforgeError):
+    """Lowering or code generation failed for a node (a bug or an unhandled case)."""
+
+
+class TrainingError(TensorforgeError):
+    """A training step could not run (bad labels, non-finite loss, ...)."""
+
+
+def node_context(model: str | None, node_name: str | None, op: str | None) -> str:
+    """A short 'model M, node N (Op)' prefix used at the start of error messages."""
+    parts = []
+    if model:
+        parts.append(f"model '{model}'")
+    if node_name is not None or op is not None:
+        label = f"node '{node_name}'" if node_name else "node"
+        if op:
+            label += f" ({op})"
+        parts.append(label)
+    return ", ".join(parts) if parts else "graph"

@@ -1,0 +1,3 @@
+from .onnx import import_onnx, load_model
+
+__all__ = ["import_onnx", "load_model"]

@@ -1,0 +1,411 @@
+"""ONNX importer: ``onnx.ModelProto`` -> ``Graph``.
+
+IR ops follow the newest ONNX opset's inputs and attributes. Nodes from older opsets are upgraded by
+versioned converters (``@converter("Softmax", until=12)``), so opset differences stay in one place.
+Every unsupported op, attribute or dtype in the model is collected and reported at once, with node
+names, before anything is compiled. Shape computations whose inputs are known at import time
+(``Shape -> Gather -> Concat -> Reshape``) are folded so that later stages see static shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .. import ops as _ops  # noqa: F401  (registers ops)
+from ..errors import ModelLoadError, ShapeError, TensorforgeError, UnsupportedError, node_context
+from ..ir.dtype import DType
+from ..ir.graph import Graph, Node, TensorType, Value
+from ..ops.fold import fold_node
+from ..ops.registry import get_op, has_op, infer_node
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+MIN_OPSET, MAX_OPSET = 7, 23
+
+# (op_type) -> list of (until_version, fn); fn(imp, node, inputs, attrs) -> list[Value] (the outputs)
+_CONVERTERS: dict[str, list[tuple[int, Callable]]] = {}
+
+
+def converter(op_type: str, until: int = 10**6):
+    """Register a conversion for ``op_type`` nodes of opset <= ``until`` (newest matching entry wins)."""
+
+    def deco(fn):
+        _CONVERTERS.setdefault(op_type, []).append((until, fn))
+        _CONVERTERS[op_type].sort(key=lambda t: t[0])
+        return fn
+
+    return deco
+
+
+def _find_converter(op_type: str, opset: int):
+    for until, fn in _CONVERTERS.get(op_type, []):
+        if opset <= until:
+            return fn
+    return None
+
+
+# -------------------------------------------------------------------------------------------------
+# loading
+# -------------------------------------------------------------------------------------------------
+def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, bytes | bytearray):
+        data, src = bytes(model), "<bytes>"
+    else:
+        src = os.fspath(model)
+        if not os.path.exists(src):
+            raise ModelLoadError(f"model file {src!r} does not exist")
+        with open(src, "rb") as f:
+            data = f.read()
+    if not data:
+        raise ModelLoadError(f"model {src!r} is empty")
+    try:
+        proto = onnx.ModelProto()
+        proto.ParseFromString(data)
+    except Exception as e:
+        raise ModelLoadError(f"model {src!r} is not a valid ONNX file (truncated or corrupt?): {e}") from None
+    if not proto.graph.node and not proto.graph.output:
+        raise ModelLoadError(f"model {src!r} has no graph (is it an ONNX model?)")
+    if not isinstance(model, bytes | bytearray):
+        base = os.path.dirname(os.path.abspath(src))
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+            try:
+                onnx.external_data_helper.load_external_data_for_model(proto, base)
+            except Exception as e:
+                raise ModelLoadError(f"model {src!r}: cannot load external data: {e}") from None
+    return proto
+
+
+def _sanitize(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "v"
+
+
+def _dtype(elem_type: int, what: str) -> DType:
+    try:
+        return DType.from_onnx(elem_type)
+    except TypeError:
+        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else elem_type
+        raise UnsupportedError(f"{what}: element type {name} is not supported") from None
+
+
+def _attr_value(a: onnx.AttributeProto) -> Any:
+    if a.type == onnx.AttributeProto.GRAPH or a.type == onnx.AttributeProto.GRAPHS:
+        raise UnsupportedError(f"attribute {a.name!r} holds a subgraph (control flow is not supported)")
+    if a.type == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(a.t)
+    if a.type == onnx.AttributeProto.SPARSE_TENSOR:
+        raise UnsupportedError(f"attribute {a.name!r} holds a sparse tensor")
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, list):
+        if v and isinstance(v[0], bytes):
+            return tuple(x.decode("utf-8", "replace") for x in v)
+        return tuple(v)
+    return v
+
+
+class Importer:
+    def __init__(self, proto: onnx.ModelProto, name: str | None = None, fold_shapes: bool = True):
+        self.proto = proto
+        self.g = proto.graph
+        self.name = name or proto.graph.name or "model"
+        self.opset = MAX_OPSET
+        for o in proto.opset_import:
+            if o.domain in DEFAULT_DOMAINS:
+                self.opset = o.version
+        self.env: dict[str, Value] = {}
+        self.nodes: list[Node] = []
+        self.used_names: set[str] = set()
+        self.fold_shapes = fold_shapes
+        self.current: onnx.NodeProto | None = None
+        self._tmp = 0
+
+    # -- values -------------------------------------------------------------------------------------
+    def fresh_name(self, base: str) -> str:
+        base = _sanitize(base)
+        name, k = base, 1
+        while name in self.used_names:
+            name = f"{base}_{k}"
+            k += 1
+        self.used_names.add(name)
+        return name
+
+    def const(self, data: np.ndarray, base: str = "const") -> Value:
+        return Value(self.fresh_name(base), const=np.asarray(data))
+
+    def value_type(self, vi: onnx.ValueInfoProto) -> TensorType:
+        t = vi.type
+        if not t.HasField("tensor_type"):
+            kind = t.WhichOneof("value")
+            raise UnsupportedError(f"{self.name}: value {vi.name!r} is a {kind}, only tensors are supported")
+        tt = t.tensor_type
+        dt = _dtype(tt.elem_type, f"{self.name}: value {vi.name!r}")
+        if not tt.HasField("shape"):
+            raise UnsupportedError(f"{self.name}: value {vi.name!r} has no shape (rank unknown)")
+        dims = []
+        for i, d in enumerate(tt.shape.dim):
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param:
+                dims.append(_sanitize(d.dim_param))
+            else:
+                dims.append(f"{_sanitize(vi.name)}_d{i}")
+        return TensorType(dt, tuple(dims))
+
+    # -- the whole graph ----------------------------------------------------------------------------
+    def check_supported(self) -> None:
+        problems = []
+        for i, n in enumerate(self.g.node):
+            label = f"node '{n.name or f'{n.op_type}_{i}'}' ({n.op_type})"
+            if n.domain not in DEFAULT_DOMAINS:
+                problems.append(f"{label}: domain {n.domain!r} is not supported")
+                continue
+            if not has_op(n.op_type) and n.op_type not in _CONVERTERS:
+                problems.append(f"{label}: op {n.op_type} is not supported")
+                continue
+            for a in n.attribute:
+                if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    problems.append(f"{label}: attribute {a.name!r} holds a subgraph (control flow)")
+        if problems:
+            raise UnsupportedError(f"model '{self.name}' uses {len(problems)} unsupported construct(s)", problems)
+
+    def run(self) -> Graph:
+        if self.opset < MIN_OPSET:
+            raise UnsupportedError(f"model '{self.name}' uses opset {self.opset}; tensorforge supports {MIN_OPSET}+")
+        self.check_supported()
+        inits = {t.name for t in self.g.initializer}
+        for t in self.g.initializer:
+            try:
+                arr = numpy_helper.to_array(t)
+            except Exception as e:
+                raise ModelLoadError(f"model '{self.name}': initializer {t.name!r} cannot be read: {e}") from None
+            if arr.dtype.kind in "OSU":
+                raise UnsupportedError(f"model '{self.name}': initializer {t.name!r} holds strings")
+            _dtype(t.data_type, f"model '{self.name}': initializer {t.name!r}")
+            self.env[t.name] = Value(self.fresh_name(t.name), const=arr)
+        inputs = []
+        for vi in self.g.input:
+            if vi.name in inits:
+                continue
+            v = Value(self.fresh_name(vi.name), self.value_type(vi))
+            self.env[vi.name] = v
+            inputs.append(v)
+        for i, n in enumerate(self.g.node):
+            self.current = n
+            self.convert(n, i)
+        outputs = []
+        for vi in self.g.output:
+            if vi.name not in self.env:
+                raise ModelLoadError(f"model '{self.name}': graph output {vi.name!r} is not produced by any node")
+            outputs.append(self.env[vi.name])
+        return Graph(self.nodes, inputs, outputs, name=_sanitize(self.name),
+                     output_names=[vi.name for vi in self.g.output])  # fmt: skip
+
+    # -- nodes --------------------------------------------------------------------------------------
+    def node_name(self, n: onnx.NodeProto, i: int) -> str:
+        return n.name or f"{n.op_type}_{i}"
+
+    def convert(self, n: onnx.NodeProto, i: int) -> None:
+        name = self.node_name(n, i)
+        inputs: list[Value | None] = []
+        for x in n.input:
+            if x == "":
+                inputs.append(None)
+            elif x not in self.env:
+                raise ModelLoadError(f"{node_context(self.name, name, n.op_type)}: input {x!r} is not defined "
+                                     "(the graph is not topologically sorted or an input is missing)")  # fmt: skip
+            else:
+                inputs.append(self.env[x])
+        attrs = {}
+        for a in n.attribute:
+            try:
+                attrs[a.name] = _attr_value(a)
+            except UnsupportedError as e:
+                raise UnsupportedError(f"{node_context(self.name, name, n.op_type)}: {e}") from None
+        fn = _find_converter(n.op_type, self.opset)
+        if fn is not None:
+            outs = fn(self, name, n, inputs, attrs)
+        else:
+            outs = self.emit(n.op_type, inputs, attrs, name, [o for o in n.output])
+        for oname, v in zip(n.output, outs):
+            if oname:
+                self.env[oname] = v
+
+    def emit(self, op: str, inputs, attrs, name: str, out_names: list[str] | int = 1) -> list[Value]:
+        """Add an IR node (with type inference and import-time folding) and return its outputs."""
+        if isinstance(out_names, int):
+            out_names = [f"{name}_out{k}" for k in range(out_names)]
+        opdef = get_op(op)
+        for k, v in opdef.attrs.items():
+            attrs.setdefault(k, v)
+        outs = tuple(Value(self.fresh_name(o or f"{name}_unused{k}")) for k, o in enumerate(out_names))
+        node = Node(op, tuple(inputs), outs, attrs, name)
+        types = infer_node(node, self.name)
+        for v, t in zip(outs, types):
+            v.type = t
+        folded = self.try_fold(node)
+        if folded is not None:
+            return folded
+        self.nodes.append(node)
+        return list(outs)
+
+    def try_fold(self, node: Node) -> list[Value] | None:
+        """Fold shape computations at import (Shape, Size, small integer ops on constants)."""
+        if not self.fold_shapes:
+            return None
+        return fold_node(node, self.name, shapes_only=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# Converters for ops whose ONNX form differs from the IR form, or that change meaning across opsets
+# -------------------------------------------------------------------------------------------------
+@converter("Constant")
+def _constant(imp: Importer, name, n, inputs, attrs):
+    if "value" in attrs:
+        arr = attrs["value"]
+    elif "value_float" in attrs:
+        arr = np.array(attrs["value_float"], np.float32)
+    elif "value_floats" in attrs:
+        arr = np.array(attrs["value_floats"], np.float32)
+    elif "value_int" in attrs:
+        arr = np.array(attrs["value_int"], np.int64)
+    elif "value_ints" in attrs:
+        arr = np.array(attrs["value_ints"], np.int64)
+    else:
+        raise UnsupportedError(f"{node_context(imp.name, name, 'Constant')}: only tensor/float/int values are supported")
+    if np.asarray(arr).dtype.kind in "OSU":
+        raise UnsupportedError(f"{node_context(imp.name, name, 'Constant')}: string constants are not supported")
+    return [imp.const(arr, n.output[0])]
+
+
+@converter("Identity")
+def _identity(imp: Importer, name, n, inputs, attrs):
+    return imp.emit("Identity", inputs, attrs, name, list(n.output))
+
+
+def _softmax_legacy(op):
+    def conv(imp: Importer, name, n, inputs, attrs):
+        # opset < 13: softmax over the flattened trailing dims starting at `axis` (default 1)
+        x = inputs[0]
+        axis = int(attrs.get("axis", 1))
+        rank = x.type.rank
+        if axis < 0:
+            axis += rank
+        if axis == rank - 1:
+            return imp.emit(op, [x], {"axis": -1}, name, list(n.output))
+        (flat,) = imp.emit("Flatten", [x], {"axis": axis}, name + "_flatten")
+        (sm,) = imp.emit(op, [flat], {"axis": 1}, name)
+        shape = imp.const(np.array(x.type.shape, np.int64) if x.type.is_static else np.array([0] * rank, np.int64))
+        return imp.emit("Reshape", [sm, shape], {}, name + "_reshape", list(n.output))
+
+    return conv
+
+
+converter("Softmax", until=12)(_softmax_legacy("Softmax"))
+converter("LogSoftmax", until=12)(_softmax_legacy("LogSoftmax"))
+
+
+def _axes_attr_to_input(op):
+    def conv(imp: Importer, name, n, inputs, attrs):
+        axes = attrs.pop("axes", None)
+        ins = list(inputs[:1])
+        if axes is not None:
+            ins.append(imp.const(np.array(axes, np.int64), name + "_axes"))
+        return imp.emit(op, ins, attrs, name, list(n.output))
+
+    return conv
+
+
+converter("Squeeze", until=12)(_axes_attr_to_input("Squeeze"))
+converter("Unsqueeze", until=12)(_axes_attr_to_input("Unsqueeze"))
+for _r in ("ReduceSum",):
+    converter(_r, until=12)(_axes_attr_to_input(_r))
+for _r in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+           "ReduceLogSumExp", "ReduceSumSquare"):  # fmt: skip
+    converter(_r, until=17)(_axes_attr_to_input(_r))
+
+
+@converter("Clip", until=10)
+def _clip_legacy(imp: Importer, name, n, inputs, attrs):
+    x = inputs[0]
+    dt = x.type.dtype.np
+    lo = imp.const(np.array(attrs.get("min", -3.4028234663852886e38), dt), name + "_min")
+    hi = imp.const(np.array(attrs.get("max", 3.4028234663852886e38), dt), name + "_max")
+    return imp.emit("Clip", [x, lo, hi], {}, name, list(n.output))
+
+
+@converter("Reshape", until=4)
+def _reshape_legacy(imp: Importer, name, n, inputs, attrs):
+    shape = imp.const(np.array(attrs["shape"], np.int64), name + "_shape")
+    return imp.emit("Reshape", [inputs[0], shape], {}, name, list(n.output))
+
+
+@converter("Slice", until=9)
+def _slice_legacy(imp: Importer, name, n, inputs, attrs):
+    ins = [inputs[0], imp.const(np.array(attrs["starts"], np.int64)), imp.const(np.array(attrs["ends"], np.int64))]
+    if "axes" in attrs:
+        ins.append(imp.const(np.array(attrs["axes"], np.int64)))
+    return imp.emit("Slice", ins, {}, name, list(n.output))
+
+
+@converter("BatchNormalization")
+def _batchnorm(imp: Importer, name, n, inputs, attrs):
+    attrs.pop("spatial", None)
+    attrs.pop("is_test", None)
+    attrs.pop("consumed_inputs", None)
+    if len(n.output) > 1 and any(n.output[1:]) and attrs.get("training_mode", 0):
+        raise UnsupportedError(f"{node_context(imp.name, name, 'BatchNormalization')}: training_mode=1 outputs "
+                               "(running mean/var) are not supported in inference graphs")  # fmt: skip
+    return imp.emit("BatchNormalization", inputs, attrs, name, [n.output[0]])
+
+
+@converter("MaxPool")
+def _maxpool(imp: Importer, name, n, inputs, attrs):
+    if len(n.output) > 1 and n.output[1]:
+        raise UnsupportedError(f"{node_context(imp.name, name, 'MaxPool')}: the Indices output is not supported")
+    return imp.emit("MaxPool", inputs, attrs, name, [n.output[0]])
+
+
+def _legacy_broadcast(op):
+    def conv(imp: Importer, name, n, inputs, attrs):
+        # opset < 7: 'broadcast'/'axis' attributes; with axis, align B to A starting at axis
+        a, b = inputs
+        axis = attrs.pop("axis", None)
+        attrs.pop("broadcast", None)
+        attrs.pop("consumed_inputs", None)
+        if axis is not None and b.type.rank < a.type.rank:
+            axis = int(axis) % a.type.rank
+            trail = a.type.rank - axis - b.type.rank
+            if trail > 0:
+                shape = imp.const(np.array(list(b.type.shape) + [1] * trail, np.int64))
+                (b,) = imp.emit("Reshape", [b, shape], {}, name + "_align")
+        return imp.emit(op, [a, b], attrs, name, list(n.output))
+
+    return conv
+
+
+for _op in ("Add", "Sub", "Mul", "Div", "Pow"):
+    converter(_op, until=6)(_legacy_broadcast(_op))
+
+
+def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Graph:
+    """Read an ONNX model (path, bytes or ModelProto) into a Graph."""
+    proto = load_model(model)
+    if name is None and not isinstance(model, onnx.ModelProto | bytes | bytearray):
+        name = os.path.splitext(os.path.basename(os.fspath(model)))[0]
+    try:
+        return Importer(proto, name, fold_shapes).run()
+    except (ShapeError, UnsupportedError, ModelLoadError):
+        raise
+    except TensorforgeError:
+        raise
+    except Exception as e:  # a malformed proto that got past parsing
+        raise ModelLoadError(f"model '{name or proto.graph.name}' could not be imported: {type(e).__name__}: {e}") from e

@@ -1,0 +1,76 @@
+"""Readable text form of a graph.
+
+    graph mlp(%x: f32[1,784]) -> (%probs: f32[1,10]) {
+      %fc1: f32[1,256] = Gemm(%x, %W1: const f32[784,256], %b1: const f32[256]) {transB=0}  # fc1
+      ...
+    }
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Graph, Node, Value
+
+
+def format_attr(v) -> str:
+    if isinstance(v, np.ndarray):
+        return f"tensor<{v.dtype}{list(v.shape)}>"
+    if isinstance(v, float):
+        return repr(float(v))
+    if isinstance(v, tuple | list):
+        return "[" + ",".join(format_attr(x) for x in v) + "]"
+    if isinstance(v, str):
+        return repr(v)
+    return str(v)
+
+
+def format_const(v: Value, limit: int = 4) -> str:
+    data = v.const
+    flat = data.reshape(-1)
+    if flat.size <= limit:
+        body = ", ".join(_fmt_scalar(x) for x in flat)
+    else:
+        body = ", ".join(_fmt_scalar(x) for x in flat[:limit]) + ", ..."
+    return f"const {v.type} [{body}]"
+
+
+def _fmt_scalar(x) -> str:
+    if isinstance(x, np.floating):
+        return f"{float(x):.6g}"
+    if isinstance(x, np.bool_):
+        return "true" if x else "false"
+    return str(x)
+
+
+def format_operand(v: Value | None, inline_consts: bool = True) -> str:
+    if v is None:
+        return "_"
+    if v.is_const and inline_consts and v.const.size <= 4:
+        return f"%{v.name}={format_const(v)}"
+    if v.is_const:
+        return f"%{v.name}: const {v.type}"
+    return f"%{v.name}"
+
+
+def format_node(n: Node) -> str:
+    outs = ", ".join(f"%{v.name}: {v.type}" for v in n.outputs)
+    args = ", ".join(format_operand(v) for v in n.inputs)
+    attrs = ""
+    if n.attrs:
+        attrs = " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in sorted(n.attrs.items())) + "}"
+    comment = f"  # {n.name}" if n.name else ""
+    return f"{outs} = {n.op}({args}){attrs}{comment}"
+
+
+def format_graph(g: Graph) -> str:
+    ins = ", ".join(f"%{v.name}: {v.type}" for v in g.inputs)
+    outs = ", ".join(
+        f"%{v.name}: {v.type}" if v.name == name else f"{name}=%{v.name}: {v.type}"
+        for v, name in zip(g.outputs, g.output_names)
+    )
+    lines = [f"graph {g.name}({ins}) -> ({outs}) {{"]
+    for n in g.nodes:
+        lines.append("  " + format_node(n))
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,8 @@
+"""Lowering: graph -> kernel IR. Importing this package registers every lowering rule."""
+
+from . import conv, elementwise, gemm, pool, reduce, shape_ops  # noqa: F401
+from .kir import Kernel
+from .program import Program, ProgramBuilder, lower_graph
+from .rules import has_lowering
+
+__all__ = ["Kernel", "Program", "ProgramBuilder", "has_lowering", "lower_graph"]

@@ -1,0 +1,323 @@
+"""Graph -> Program: kernels in execution order, and where every buffer lives.
+
+The builder walks the (static-shaped) graph once. For each node it applies the op's lowering rule:
+view rules cost nothing, index rules are materialized in a loop nest (or inlined into consumers when
+the fusion plan says so), kernel rules emit their own loops and write through ``Sink``s that carry fused
+epilogues. Every buffer is then bound to an input, output, constant, or an offset in one arena whose
+layout comes from liveness (buffers whose lifetimes do not overlap share memory).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codegen.targets import Target
+from ..errors import CompileError, UnsupportedError, node_context
+from ..ir.dtype import DType
+from ..ir.graph import Graph, Node, Value
+from ..ops.registry import get_op
+from . import rules as R
+from .kir import Buffer, Kernel, Stmt, buffers_of, cast
+from .schedule import pointwise_nest
+from .tensor import TExpr, View
+
+
+class BufKind(enum.Enum):
+    INPUT = "in"
+    OUTPUT = "out"
+    CONST = "const"
+    ARENA = "arena"
+
+
+@dataclass
+class BufInfo:
+    kind: BufKind
+    index: int  # input/output/const table index; arena byte offset after planning
+    nbytes: int
+    first: int = -1  # first kernel using it
+    last: int = -1  # last kernel using it
+    value: str = ""  # the graph value it holds (for reports)
+
+
+@dataclass
+class Program:
+    name: str
+    target: Target
+    kernels: list[Kernel]
+    kernel_args: list[list[tuple[str, int]]]
+    consts: list[np.ndarray]
+    arena_bytes: int
+    intermediate_bytes: int
+    inputs: list[tuple[str, DType, tuple[int, ...]]]
+    outputs: list[tuple[str, DType, tuple[int, ...]]]
+    buffers: dict[int, BufInfo] = field(default_factory=dict)
+    # Graph outputs that are compile-time constants (returned without running code).
+    const_outputs: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def flops(self) -> int:
+        return sum(k.flops for k in self.kernels)
+
+
+ALIGN = 64
+
+
+def _sanitize(s: str, limit: int = 40) -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", s)
+    return s[:limit]
+
+
+class ProgramBuilder:
+    def __init__(self, graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None,
+                 epilogues: dict[int, list[Node]] | None = None):  # fmt: skip
+        self.g = graph
+        self.target = target
+        self.options = dict(options or {})
+        self.inline = set(inline or ())  # value ids not to materialize
+        self.buffers: dict[int, tuple[Buffer, BufInfo]] = {}
+        self.consts: list[np.ndarray] = []
+        self.kernels: list[Kernel] = []
+        self.env: dict[int, TExpr] = {}
+        self.current_ws: list[Buffer] = []
+        self._names: set[str] = set()
+        self.const_cache: dict[int, TExpr] = {}
+        self.const_data: dict[int, np.ndarray] = {}
+
+    # -- buffers ------------------------------------------------------------------------------------
+    def _buf_name(self, base: str) -> str:
+        base = _sanitize(base, 32) or "buf"
+        name, k = base, 1
+        while name in self._names:
+            name = f"{base}_{k}"
+            k += 1
+        self._names.add(name)
+        return name
+
+    def new_buffer(self, dtype: DType, numel: int, name: str, kind: BufKind, index: int = 0) -> Buffer:
+        buf = Buffer(self._buf_name(name), dtype, numel)
+        nbytes = max(numel, 1) * dtype.itemsize
+        self.buffers[id(buf)] = (buf, BufInfo(kind, index, nbytes, value=name))
+        return buf
+
+    def add_const(self, data: np.ndarray, name: str) -> View:
+        """A compile-time constant; it gets a slot in the constant table only if a kernel reads it."""
+        data = np.ascontiguousarray(data)
+        buf = self.new_buffer(DType.from_numpy(data.dtype), data.size, name, BufKind.CONST, -1)
+        self.const_data[id(buf)] = data
+        return View.of(buf, data.shape)
+
+    def add_workspace(self, dtype: DType, numel: int, name: str) -> Buffer:
+        buf = self.new_buffer(dtype, numel, name, BufKind.ARENA)
+        self.current_ws.append(buf)
+        return buf
+
+    # -- values -------------------------------------------------------------------------------------
+    def const_texpr(self, v: Value) -> TExpr:
+        t = self.const_cache.get(v.id)
+        if t is None:
+            data = v.const
+            if data.size == 1:
+                t = TExpr.scalar(data.reshape(-1)[0], v.dtype, data.shape)
+            else:
+                view = self.add_const(data, v.name)
+                t = TExpr.from_view(view, data)
+            self.const_cache[v.id] = t
+        return t
+
+    def lookup(self, v: Value) -> TExpr:
+        if v.is_const:
+            return self.const_texpr(v)
+        t = self.env.get(v.id)
+        if t is None:
+            raise CompileError(f"model '{self.g.name}': value %{v.name} used before it is computed")
+        return t
+
+    # -- kernels ------------------------------------------------------------------------------------
+    def add_kernel(self, node_labels: Sequence[str], op: str, body: Stmt, flops: int = 0, name_hint: str = "") -> Kernel:
+        name = f"k{len(self.kernels)}_{_sanitize(op, 16)}"
+        if name_hint:
+            name += "_" + _sanitize(name_hint, 24)
+        params = [b for b in buffers_of(body) if id(b) in self.buffers]
+        nbytes = sum(self.buffers[id(b)][1].nbytes for b in params if b not in self.current_ws)
+        k = Kernel(name, params, body, list(node_labels), flops, nbytes, list(self.current_ws))
+        self.current_ws = []
+        self.kernels.append(k)
+        return k
+
+    def materialize(self, t: TExpr, buf: Buffer, labels: Sequence[str], op: str, hint: str) -> View:
+        view = View.of(buf, t.shape)
+        lanes = self.target.lanes(t.dtype)
+
+        def body(idx):
+            return view.store(idx, cast(t(idx), buf.dtype))
+
+        stmt = pointwise_nest(t.shape, body, lanes, self._threshold)
+        self.add_kernel(labels, op, stmt, 0, hint)
+        return view
+
+    @property
+    def _threshold(self) -> int:
+        return int(self.options.get("parallel_threshold", 1 << 17))
+
+    def output_buffer(self, v: Value) -> Buffer:
+        if v.id in self.direct_outputs:
+            return self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.OUTPUT, self.direct_outputs[v.id])
+        return self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.ARENA)
+
+    def ensure_view(self, v: Value, t: TExpr) -> TExpr:
+        if t.view is not None:
+            return t
+        buf = self.new_buffer(t.dtype, t.numel, v.name, BufKind.ARENA)
+        view = self.materialize(t, buf, [f"{v.name} (materialized)"], "copy", v.name)
+        nt = TExpr.from_view(view)
+        if not v.is_const:
+            self.env[v.id] = nt
+        return nt
+
+    # -- main ---------------------------------------------------------------------------------------
+    def build(self) -> Program:
+        g = self.g
+        for v in g.inputs:
+            if not v.type.is_static:
+                raise CompileError(f"model '{g.name}': input %{v.name} has symbolic shape {v.type}; "
+                                   "specialize it with concrete shapes before lowering")  # fmt: skip
+        # outputs that can be written directly by their producing kernel
+        producers = g.producers()
+        self.direct_outputs: dict[int, int] = {}
+        seen: set[int] = set()
+        for i, v in enumerate(g.outputs):
+            if v.id in seen or v.is_const or v not in producers or v.id in self.inline:
+                continue
+            if producers[v].op in R.VIEW_RULES:
+                continue
+            seen.add(v.id)
+            self.direct_outputs[v.id] = i
+        inputs = []
+        for i, v in enumerate(g.inputs):
+            buf = self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.INPUT, i)
+            self.env[v.id] = TExpr.from_view(View.of(buf, v.shape))
+            inputs.append((v.name, v.dtype, tuple(v.shape)))
+        for node in g.nodes:
+            self.lower_node(node)
+        # graph outputs not written in place: copy
+        const_outputs = {}
+        outputs = []
+        for i, (v, oname) in enumerate(zip(g.outputs, g.output_names)):
+            outputs.append((oname, v.dtype, tuple(int(d) for d in v.shape)))
+            if v.id in self.direct_outputs and self.direct_outputs[v.id] == i:
+                continue
+            if v.is_const:
+                const_outputs[i] = v.const
+                continue
+            t = self.lookup(v)
+            buf = self.new_buffer(v.dtype, v.type.numel, oname, BufKind.OUTPUT, i)
+            self.materialize(t, buf, [f"output {oname}"], "copy", oname)
+        arena, total = self.plan_arena()
+        infos = {id(b): info for b, info in self.buffers.values()}
+        for k in self.kernels:
+            for b in k.params:
+                info = infos[id(b)]
+                if info.kind is BufKind.CONST and info.index < 0:
+                    info.index = len(self.consts)
+                    self.consts.append(self.const_data[id(b)])
+        kernel_args = []
+        for k in self.kernels:
+            args = []
+            for b in k.params:
+                info = infos[id(b)]
+                args.append((info.kind.value, info.index))
+            kernel_args.append(args)
+        return Program(g.name, self.target, self.kernels, kernel_args, self.consts, arena, total, inputs, outputs,
+                       infos, const_outputs)  # fmt: skip
+
+    def lower_node(self, node: Node) -> None:
+        ctx = R.LowerCtx(self.target, self.g.name, node, self, self.options)
+        op = node.op
+        ins = [None if v is None else self.lookup(v) for v in node.inputs]
+        label = f"{node.name or node.outputs[0].name} ({op})"
+        try:
+            if op in R.VIEW_RULES:
+                views = R.VIEW_RULES[op](ctx, node, ins)
+                if views is not None:
+                    for v, view in zip(node.outputs, views):
+                        self.env[v.id] = TExpr.from_view(view)
+                    return
+            if op in R.INDEX_RULES:
+                outs = R.INDEX_RULES[op](ctx, node, ins)
+                for v, t in zip(node.outputs, outs):
+                    if v.id in self.inline:
+                        self.env[v.id] = t
+                    else:
+                        buf = self.output_buffer(v)
+                        self.env[v.id] = TExpr.from_view(self.materialize(t, buf, [label], op, node.name))
+                return
+            if op in R.KERNEL_RULES:
+                if op in R.NEEDS_VIEWS:
+                    ins = [None if (t is None or v is None) else self.ensure_view(v, t)
+                           for v, t in zip(node.inputs, ins)]  # fmt: skip
+                sinks = []
+                for v in node.outputs:
+                    buf = self.output_buffer(v)
+                    view = View.of(buf, v.shape)
+                    sinks.append(R.Sink(view, v.dtype))
+                    self.env[v.id] = TExpr.from_view(view)
+                stmt = R.KERNEL_RULES[op](ctx, node, ins, sinks)
+                opdef = get_op(op)
+                flops = opdef.flops(node) if opdef.flops else 0
+                self.add_kernel([label], op, stmt, flops, node.name)
+                return
+        except (CompileError, UnsupportedError):
+            raise
+        except Exception as e:
+            raise CompileError(f"{node_context(self.g.name, node.name, op)}: lowering failed: "
+                               f"{type(e).__name__}: {e}") from e  # fmt: skip
+        raise UnsupportedError(f"{node_context(self.g.name, node.name, op)}: no lowering for op {op}")
+
+    # -- memory planning ----------------------------------------------------------------------------
+    def plan_arena(self) -> tuple[int, int]:
+        """Assign arena offsets by liveness (greedy, largest first). Returns (arena bytes, sum of buffers)."""
+        uses: dict[int, list[int]] = {}
+        for ki, k in enumerate(self.kernels):
+            for b in k.params:
+                uses.setdefault(id(b), []).append(ki)
+        arena = []
+        for bid, (_buf, info) in self.buffers.items():
+            if info.kind is not BufKind.ARENA:
+                continue
+            ks = uses.get(bid)
+            if not ks:
+                continue
+            info.first, info.last = min(ks), max(ks)
+            arena.append(info)
+        total = sum(_align(i.nbytes) for i in arena)
+        placed: list[BufInfo] = []
+        size = 0
+        for info in sorted(arena, key=lambda i: (-i.nbytes, i.first)):
+            need = _align(info.nbytes)
+            conflicts = sorted(
+                (p.index, p.index + _align(p.nbytes))
+                for p in placed
+                if not (p.last < info.first or info.last < p.first)
+            )
+            off = 0
+            for lo, hi in conflicts:
+                if off + need <= lo:
+                    break
+                off = max(off, hi)
+            info.index = off
+            placed.append(info)
+            size = max(size, off + need)
+        return size, total
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def lower_graph(graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None) -> Program:
+    return ProgramBuilder(graph, target, options, inline).build()

@@ -1,0 +1,318 @@
+"""Turn ``VECTOR`` loops into explicit lane code, and ``UNROLL`` loops into straight-line code.
+
+A vector loop ``vector(W) for v in a..b { body }`` becomes
+
+    for vb in a..a+n*W step W { body with v = <vb, vb+1, ..., vb+W-1> }   # main part, W lanes
+    for v in a+n*W..b { body }                                            # scalar remainder
+
+Loads and stores whose index is ``v + (invariant)`` become contiguous vector accesses; invariant
+loads stay scalar and are broadcast; anything else becomes a gather/scatter. A local declared outside
+the loop and updated as ``acc = acc op f(v)`` (op in add/mul/min/max) becomes a vector accumulator
+reduced across lanes after the main part. Loops that do not fit these rules stay scalar (correct, just
+slower) — never an error.
+"""
+
+from __future__ import annotations
+
+from .kir import (
+    I64,
+    Assign,
+    Bin,
+    Broadcast,
+    Cast,
+    Cmp,
+    Const,
+    Decl,
+    Expr,
+    Fma,
+    For,
+    HReduce,
+    If,
+    Kernel,
+    Load,
+    LoopKind,
+    Prefetch,
+    Ramp,
+    Select,
+    Seq,
+    Stmt,
+    Store,
+    Un,
+    Var,
+    binop,
+    const,
+    linear_in,
+    seq,
+    substitute_stmt,
+    uses_var,
+    walk_stmt,
+)
+
+REDUCIBLE = ("add", "mul", "min", "max", "and", "or")
+MAX_UNROLL = 64
+
+
+class _Cannot(Exception):
+    pass
+
+
+def identity(op: str, dtype) -> Expr:
+    if op == "add" or op == "or":
+        return const(0, dtype)
+    if op == "mul":
+        return const(1, dtype)
+    if op == "and":
+        return const(1 if dtype.is_int or dtype.name == "BOOL" else 1.0, dtype)
+    if op == "max":
+        if dtype.is_float:
+            return const(float("-inf"), dtype)
+        import numpy as np
+
+        return const(np.iinfo(dtype.np).min, dtype) if dtype.is_int else const(False, dtype)
+    if op == "min":
+        if dtype.is_float:
+            return const(float("inf"), dtype)
+        import numpy as np
+
+        return const(np.iinfo(dtype.np).max, dtype) if dtype.is_int else const(True, dtype)
+    raise ValueError(op)
+
+
+def _bcast(e: Expr, lanes: int) -> Expr:
+    if e.lanes == lanes:
+        return e
+    if isinstance(e, Const):
+        return Const(e.value, e.dtype, lanes)
+    return Broadcast(e, lanes)
+
+
+class _VecBody:
+    def __init__(self, v: Var, vb: Var, lanes: int, outer_locals: set[Var]):
+        self.v = v
+        self.vb = vb
+        self.W = lanes
+        self.vmap: dict[Var, Var] = {}  # scalar local -> vector local
+        self.outer_locals = outer_locals
+        self.reductions: dict[Var, tuple[str, Var]] = {}  # outer local -> (op, vector accumulator)
+
+    # -- expressions ------------------------------------------------------------------------------
+    def varying(self, e: Expr) -> bool:
+        return e.lanes > 1
+
+    def expr(self, e: Expr) -> Expr:
+        W = self.W
+        if isinstance(e, Var):
+            if e is self.v:
+                return Ramp(self.vb, 1, W)
+            if e in self.vmap:
+                return self.vmap[e]
+            if e in self.reductions:
+                raise _Cannot("accumulator read inside the loop")
+            return e
+        if isinstance(e, Const | Ramp | Broadcast):
+            return e
+        if isinstance(e, Load):
+            if e.lanes > 1:
+                raise _Cannot("vector load inside vector loop")
+            idx = self.expr(e.index)
+            if idx.lanes == 1:
+                return Load(e.buf, idx)
+            lin = linear_in(e.index, self.v)
+            if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
+                return Load(e.buf, binop("add", lin[1], self.vb), W)
+            return Load(e.buf, idx, W)  # gather
+        if isinstance(e, Bin):
+            a, b = self.expr(e.a), self.expr(e.b)
+            if a.lanes == 1 and b.lanes == 1:
+                return binop(e.op, a, b) if (a is not e.a or b is not e.b) else e
+            return Bin(e.op, _bcast(a, W), _bcast(b, W))
+        if isinstance(e, Cmp):
+            a, b = self.expr(e.a), self.expr(e.b)
+            if a.lanes == 1 and b.lanes == 1:
+                return Cmp(e.op, a, b)
+            return Cmp(e.op, _bcast(a, W), _bcast(b, W))
+        if isinstance(e, Un):
+            return Un(e.op, self.expr(e.a))
+        if isinstance(e, Cast):
+            return Cast(self.expr(e.a), e.dtype)
+        if isinstance(e, Select):
+            c, a, b = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
+            if c.lanes == 1 and a.lanes == 1 and b.lanes == 1:
+                return Select(c, a, b)
+            return Select(_bcast(c, W), _bcast(a, W), _bcast(b, W))
+        if isinstance(e, Fma):
+            a, b, c = self.expr(e.a), self.expr(e.b), self.expr(e.c)
+            if a.lanes == 1 and b.lanes == 1 and c.lanes == 1:
+                return Fma(a, b, c)
+            return Fma(_bcast(a, W), _bcast(b, W), _bcast(c, W))
+        if isinstance(e, HReduce):
+            raise _Cannot("horizontal reduction inside vector loop")
+        raise _Cannot(f"expression {type(e).__name__}")
+
+    def _uses_vector_locals(self, e: Expr) -> bool:
+        return any(uses_var(e, x) for x in self.vmap)
+
+    # -- statements -------------------------------------------------------------------------------
+    def stmt(self, s: Stmt) -> Stmt:
+        W = self.W
+        if isinstance(s, Seq):
+            return Seq(tuple(self.stmt(x) for x in s.body))
+        if isinstance(s, Store):
+            val = self.expr(s.value)
+            idx = self.expr(s.index)
+            if idx.lanes == 1:
+                if val.lanes == 1:
+                    return Store(s.buf, idx, val)
+                raise _Cannot("store of a varying value to a fixed address")
+            lin = linear_in(s.index, self.v)
+            if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
+                return Store(s.buf, binop("add", lin[1], self.vb), _bcast(val, W))
+            return Store(s.buf, idx, _bcast(val, W))  # scatter
+        if isinstance(s, Decl):
+            vv = Var(s.var.name, s.var.dtype, W)
+            self.vmap[s.var] = vv
+            return Decl(vv, _bcast(self.expr(s.init), W))
+        if isinstance(s, Assign):
+            if s.var in self.vmap:
+                return Assign(self.vmap[s.var], _bcast(self.expr(s.value), W))
+            return self._reduction(s)
+        if isinstance(s, For):
+            start, stop = self.expr(s.start), self.expr(s.stop)
+            if start.lanes > 1 or stop.lanes > 1:
+                raise _Cannot("inner loop bounds vary across lanes")
+            kind = s.kind if s.kind in (LoopKind.SERIAL, LoopKind.UNROLL) else LoopKind.SERIAL
+            return For(s.var, start, stop, self.stmt(s.body), kind, s.step, 1)
+        if isinstance(s, If):
+            c = self.expr(s.cond)
+            if c.lanes > 1:
+                raise _Cannot("branch condition varies across lanes")
+            return If(c, self.stmt(s.then), None if s.orelse is None else self.stmt(s.orelse))
+        if isinstance(s, Prefetch):
+            idx = self.expr(s.index)
+            if idx.lanes > 1:
+                lin = linear_in(s.index, self.v)
+                if lin is None:
+                    return Seq(())
+                idx = binop("add", lin[1], self.vb)
+            return Prefetch(s.buf, idx)
+        raise _Cannot(f"statement {type(s).__name__}")
+
+    def _reduction(self, s: Assign) -> Stmt:
+        acc = s.var
+        val = s.value
+        op = None
+        other = None
+        if isinstance(val, Bin) and val.op in REDUCIBLE:
+            if val.a is acc and not uses_var(val.b, acc):
+                op, other = val.op, val.b
+            elif val.b is acc and not uses_var(val.a, acc):
+                op, other = val.op, val.a
+        elif isinstance(val, Fma) and val.c is acc and not uses_var(val.a, acc) and not uses_var(val.b, acc):
+            op, other = "add", None
+        if op is None:
+            raise _Cannot(f"assignment to outer local {acc.name} is not a reduction")
+        if acc in self.reductions:
+            prev_op, vacc = self.reductions[acc]
+            if prev_op != op:
+                raise _Cannot("mixed reductions")
+        else:
+            vacc = Var(acc.name + "_v", acc.dtype, self.W)
+            self.reductions[acc] = (op, vacc)
+        W = self.W
+        if other is None:
+            a, b = self.expr(val.a), self.expr(val.b)
+            return Assign(vacc, Fma(_bcast(a, W), _bcast(b, W), vacc))
+        x = self.expr(other)
+        return Assign(vacc, Bin(op, vacc, _bcast(x, W)))
+
+
+def _const_int(e: Expr) -> int | None:
+    return e.value if isinstance(e, Const) and e.lanes == 1 else None
+
+
+def vectorize_loop(loop: For, outer_locals: set[Var]) -> Stmt:
+    W = loop.lanes
+    body = lower_loops(loop.body, outer_locals)
+    scalar = For(loop.var, loop.start, loop.stop, body, LoopKind.SERIAL, loop.step)
+    if W <= 1 or loop.step != 1:
+        return scalar
+    lo, hi = _const_int(loop.start), _const_int(loop.stop)
+    if lo is not None and hi is not None and hi - lo < W:
+        return scalar
+    vb = Var(loop.var.name + "v", I64)
+    vec = _VecBody(loop.var, vb, W, outer_locals)
+    try:
+        vbody = vec.stmt(body)
+    except _Cannot:
+        return scalar
+    # main part bounds
+    if lo is not None and hi is not None:
+        main_end: Expr = Const(lo + (hi - lo) // W * W)
+    else:
+        n = binop("sub", loop.stop, loop.start)
+        main_end = binop("add", loop.start, binop("mul", binop("floordiv", n, W), W))
+    pre: list[Stmt] = []
+    post: list[Stmt] = []
+    for acc, (op, vacc) in vec.reductions.items():
+        pre.append(Decl(vacc, _bcast(identity(op, acc.dtype), W)))
+        post.append(Assign(acc, Bin(op, acc, HReduce(op, vacc))))
+    main = For(vb, loop.start, main_end, vbody, LoopKind.SERIAL, W)
+    parts: list[Stmt] = [*pre, main, *post]
+    if not (lo is not None and hi is not None and (hi - lo) % W == 0):
+        parts.append(For(loop.var, main_end, loop.stop, body, LoopKind.SERIAL, 1))
+    return seq(parts)
+
+
+def unroll_loop(loop: For, outer_locals: set[Var]) -> Stmt:
+    body = lower_loops(loop.body, outer_locals)
+    lo, hi = _const_int(loop.start), _const_int(loop.stop)
+    if lo is None or hi is None or (hi - lo) // max(loop.step, 1) > MAX_UNROLL or _declares(body):
+        return For(loop.var, loop.start, loop.stop, body, LoopKind.SERIAL, loop.step)
+    return seq(substitute_stmt(body, {loop.var: Const(i)}) for i in range(lo, hi, loop.step))
+
+
+def _declares(s: Stmt) -> bool:
+    return any(isinstance(x, Decl) for x in walk_stmt(s))
+
+
+def lower_loops(s: Stmt, outer_locals: set[Var] | None = None) -> Stmt:
+    """Rewrite every VECTOR and UNROLL loop in ``s``."""
+    outer_locals = set() if outer_locals is None else outer_locals
+    if isinstance(s, Seq):
+        out = []
+        for x in s.body:
+            if isinstance(x, Decl):
+                outer_locals.add(x.var)
+            out.append(lower_loops(x, outer_locals))
+        return Seq(tuple(out))
+    if isinstance(s, For):
+        if s.kind is LoopKind.VECTOR:
+            return vectorize_loop(s, outer_locals)
+        if s.kind is LoopKind.UNROLL:
+            return unroll_loop(s, outer_locals)
+        return For(s.var, s.start, s.stop, lower_loops(s.body, outer_locals), s.kind, s.step, s.lanes)
+    if isinstance(s, If):
+        return If(s.cond, lower_loops(s.then, outer_locals),
+                  None if s.orelse is None else lower_loops(s.orelse, outer_locals))
+    if isinstance(s, Decl):
+        outer_locals.add(s.var)
+    return s
+
+
+def vectorize_kernel(k: Kernel, lanes_limit: int | None = None) -> Kernel:
+    """Return a copy of ``k`` with vector/unroll loops made explicit (``lanes_limit=1``: scalar only)."""
+    body = k.body
+    if lanes_limit == 1:
+        body = _strip_vector(body)
+    return Kernel(k.name, k.params, lower_loops(body), k.labels, k.flops, k.bytes, k.workspace)
+
+
+def _strip_vector(s: Stmt) -> Stmt:
+    if isinstance(s, Seq):
+        return Seq(tuple(_strip_vector(x) for x in s.body))
+    if isinstance(s, For):
+        kind = LoopKind.SERIAL if s.kind is LoopKind.VECTOR else s.kind
+        return For(s.var, s.start, s.stop, _strip_vector(s.body), kind, s.step, 1)
+    if isinstance(s, If):
+        return If(s.cond, _strip_vector(s.then), None if s.orelse is None else _strip_vector(s.orelse))
+    return s

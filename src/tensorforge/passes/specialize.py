@@ -1,0 +1,65 @@
+"""Shape specialization: give symbolic input dims concrete values and re-infer the whole graph,
+folding the shape computations that become constant (Shape -> Gather -> Concat -> Reshape)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ..errors import InputError
+from ..ir.graph import Graph, Node, TensorType, Value
+from ..ops.fold import fold_node
+from ..ops.registry import infer_node
+
+
+def bind_dims(g: Graph, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """Resolve symbolic dim names from concrete input shapes; check static dims agree."""
+    dims: dict[str, int] = {}
+    for v in g.inputs:
+        if v.name not in shapes:
+            continue
+        shape = tuple(int(d) for d in shapes[v.name])
+        if len(shape) != v.type.rank:
+            raise InputError(f"model '{g.name}': input '{v.name}' has rank {len(shape)}, expected {v.type.rank} "
+                             f"(shape {list(v.shape)})")  # fmt: skip
+        for want, got in zip(v.shape, shape):
+            if isinstance(want, int):
+                if want != got:
+                    raise InputError(f"model '{g.name}': input '{v.name}' has shape {list(shape)}, expected "
+                                     f"{list(v.shape)}")  # fmt: skip
+            elif dims.setdefault(want, got) != got:
+                raise InputError(f"model '{g.name}': dim '{want}' is {dims[want]} in one input and {got} in "
+                                 f"input '{v.name}'")  # fmt: skip
+    return dims
+
+
+def specialize(g: Graph, shapes: Mapping[str, Sequence[int]]) -> Graph:
+    """A copy of ``g`` with input shapes fixed to ``shapes`` (by input name)."""
+    dims = bind_dims(g, shapes)
+    env: dict[int, Value] = {}
+    inputs = []
+    for v in g.inputs:
+        shape = tuple(dims.get(d, d) if isinstance(d, str) else d for d in v.shape)
+        nv = Value(v.name, TensorType(v.dtype, shape))
+        env[v.id] = nv
+        inputs.append(nv)
+    return reinfer(g, inputs, env)
+
+
+def reinfer(g: Graph, inputs: list[Value], env: dict[int, Value]) -> Graph:
+    nodes: list[Node] = []
+    for n in g.nodes:
+        ins = tuple(None if v is None else env.get(v.id, v) for v in n.inputs)
+        outs = tuple(Value(v.name) for v in n.outputs)
+        node = Node(n.op, ins, outs, n.attrs, n.name)
+        for v, t in zip(outs, infer_node(node, g.name)):
+            v.type = t
+        folded = fold_node(node, g.name, shapes_only=True)
+        if folded is not None:
+            for old, new in zip(n.outputs, folded):
+                env[old.id] = new
+            continue
+        for old, new in zip(n.outputs, outs):
+            env[old.id] = new
+        nodes.append(node)
+    outputs = [env.get(v.id, v) for v in g.outputs]
+    return Graph(nodes, inputs, outputs, name=g.name, output_names=g.output_names)
