@@ -136,7 +136,6 @@ def _log_body(m: _B, x):
     eadj = m.select(tiny, m.c(-23.0), m.c(0.0))
     bits = m.bitcast_int(xs)
     e = m.b.sub(m.b.lshr(bits, m.ci(23)), m.ci(126))
-    e = m.b.and_(e, m.ci(0x1FF))
     mant = m.bitcast_float(m.b.or_(m.b.and_(bits, m.ci(0x807FFFFF)), m.ci(0x3F000000)))
     ef = m.add(m.b.sitofp(e, m.ty), eadj)
     small = m.fcmp("<", mant, m.c(0.707106781186547524))
