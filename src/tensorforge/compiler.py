@@ -11,7 +11,7 @@ import numpy as np
 
 from .codegen.emit import build_module, emit_assembly, parse_and_optimize, split_assembly, target_machine
 from .codegen.targets import Target, get_target
-from .errors import InputError, TensorforgeError, UnsupportedError
+from .errors import InputError, NotConstantError, TensorforgeError, UnsupportedError
 from .ir.graph import Graph
 from .lower import lower_graph
 from .lower.rules import has_lowering
@@ -118,6 +118,91 @@ class DynamicModel:
         return list(self._cache)
 
 
+class ValueSpecializedModel:
+    """A model whose shapes depend on the *values* of small integer inputs (a Reshape whose target shape
+    is a graph input, axes given as an input, ...). Those inputs are compiled in as constants, once per
+    distinct value; every other input is handled as usual."""
+
+    MAX_ELEMS = 64
+
+    def __init__(self, proto, value_inputs: list[str], target: Target, options: Options, kw: dict):
+        self.proto = proto
+        self.value_inputs = value_inputs
+        self.target = target
+        self.options = options
+        self.kw = kw
+        self.name = proto.graph.name or "model"
+        inits = {t.name for t in proto.graph.initializer}
+        self.input_names = [vi.name for vi in proto.graph.input if vi.name not in inits]
+        self.output_names = [vi.name for vi in proto.graph.output]
+        self._cache: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+
+    def _feeds(self, args, kwargs) -> dict:
+        if kwargs:
+            return dict(kwargs)
+        if len(args) != len(self.input_names):
+            raise InputError(f"model '{self.name}': expected {len(self.input_names)} input(s) {self.input_names}, "
+                             f"got {len(args)}")  # fmt: skip
+        return dict(zip(self.input_names, args))
+
+    def for_values(self, feeds: Mapping[str, np.ndarray]):
+        import onnx
+        from onnx import numpy_helper
+
+        key = []
+        for n in self.value_inputs:
+            if n not in feeds:
+                raise InputError(f"model '{self.name}': missing input '{n}'")
+            v = np.asarray(feeds[n])
+            if v.size > self.MAX_ELEMS:
+                raise InputError(f"model '{self.name}': input '{n}' sets a shape and must be small, got {v.size} values")
+            key.append((v.dtype.str, v.shape, v.tobytes()))
+        key = tuple(key)
+        m = self._cache.get(key)
+        if m is None:
+            with self._lock:
+                m = self._cache.get(key)
+                if m is None:
+                    p = onnx.ModelProto()
+                    p.CopyFrom(self.proto)
+                    keep = [vi for vi in p.graph.input if vi.name not in self.value_inputs]
+                    del p.graph.input[:]
+                    p.graph.input.extend(keep)
+                    for n in self.value_inputs:
+                        p.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds[n]), n))
+                    m = compile(p, self.target, **self.kw)
+                    self._cache[key] = m
+        return m
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        m = self.for_values(feeds)
+        return m.run({k: v for k, v in feeds.items() if k not in self.value_inputs})
+
+    def __call__(self, *args, **kwargs):
+        out = self.run(self._feeds(args, kwargs))
+        vals = [out[n] for n in self.output_names]
+        return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def _value_inputs(proto) -> list[str]:
+    """Graph inputs that could be shape-like: small integer tensors with static shapes."""
+    import onnx
+
+    inits = {t.name for t in proto.graph.initializer}
+    out = []
+    for vi in proto.graph.input:
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        if tt.elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        if all(d >= 0 for d in dims) and int(np.prod(dims)) <= ValueSpecializedModel.MAX_ELEMS:
+            out.append(vi.name)
+    return out
+
+
 def compile(
     model,
     target: str | Target | None = None,
@@ -140,7 +225,19 @@ def compile(
         raise TensorforgeError(f"target {tgt.name} cannot run in this process; use tensorforge.assembly(model, "
                                f"target={tgt.name!r}) to see its code")  # fmt: skip
     options = Options(opt_level=opt_level, passes=passes, verify=verify, print_ir_after=print_ir_after)
-    g = to_graph(model, name)
+    try:
+        g = to_graph(model, name)
+    except NotConstantError:
+        if isinstance(model, Graph):
+            raise
+        from .frontends.onnx import load_model
+
+        proto = load_model(model)
+        vins = _value_inputs(proto)
+        if not vins:
+            raise
+        kw = dict(opt_level=opt_level, passes=passes, num_threads=num_threads, verify=verify)
+        return ValueSpecializedModel(proto, vins, tgt, options, kw)
     if input_shapes:
         g = specialize(g, input_shapes)
     if not all(v.type.is_static for v in g.inputs):

@@ -34,6 +34,10 @@ class ShapeError(TensorforgeError):
     """A node's inputs have shapes or dtypes its op does not accept."""
 
 
+class NotConstantError(ShapeError):
+    """A value that must be known at compile time (a shape, axes, pads) is computed at run time."""
+
+
 class InputError(TensorforgeError):
     """A compiled model was called with missing, extra, or mismatched inputs."""
 

@@ -460,6 +460,8 @@ class _Emitter:
             return b.add(b.mul(a, bb), c)
         if isinstance(e, Broadcast):
             x = self.expr(e.a)
+            if e.lanes == 1:
+                return x
             vt = ir.VectorType(x.type, e.lanes)
             v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
             return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, e.lanes), [0] * e.lanes))

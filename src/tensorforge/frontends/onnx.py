@@ -26,7 +26,7 @@ from ..ops.fold import fold_node
 from ..ops.registry import get_op, has_op, infer_node
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-MIN_OPSET, MAX_OPSET = 7, 23
+MIN_OPSET, MAX_OPSET = 1, 23
 
 # (op_type) -> list of (until_version, fn); fn(imp, node, inputs, attrs) -> list[Value] (the outputs)
 _CONVERTERS: dict[str, list[tuple[int, Callable]]] = {}

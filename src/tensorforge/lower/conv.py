@@ -24,8 +24,6 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
     sink = outs[0]
-    if w.const is None:
-        ctx.unsupported("Conv with non-constant weights is not supported yet")
     win = _conv_window(None, x.shape, w.shape, node.attrs)
     group = int(node.attrs.get("group", 1))
     n_img, c_in = x.shape[:2]
@@ -39,9 +37,21 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     dt = sink.dtype
     cdt = dt.compute
     plan = plan_gemm(ctx, cdt, mg, N, Kd)
-    wmat = w.const.reshape(group, mg, Kd).astype(cdt.np)
-    a_packed = ctx.const_view(pack_a_const(wmat, plan.MR), f"{node.name}_Wpacked").buf
-    a_stride = -(-mg // plan.MR) * Kd * plan.MR
+    a_packed = None
+    a_stride = 0
+    a_elem = None
+    if w.const is not None:
+        wmat = w.const.reshape(group, mg, Kd).astype(cdt.np)
+        a_packed = ctx.const_view(pack_a_const(wmat, plan.MR), f"{node.name}_Wpacked").buf
+        a_stride = -(-mg // plan.MR) * Kd * plan.MR
+    else:  # weights computed at run time: read them in place
+        w2 = w.view.reshape((m_out, Kd)) if w.view is not None else None
+
+        def a_elem(g: Expr, m: Expr, k: Expr) -> Expr:
+            row = binop("add", binop("mul", g, mg), m)
+            if w2 is not None:
+                return w2.load([row, k])
+            return w([row, *unflatten(k, (cg, *win.kernel))])
     np_n = -(-N // plan.NR)
     bp = ctx.workspace(cdt, group * np_n * Kd * plan.NR, f"{node.name}_col")
     work = 2 * group * mg * N * Kd
@@ -81,7 +91,8 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
         full = [img, ch, *unflatten(n, out_sp)]
         return out3.store([img, ch, n], sink.value(full, v))
 
-    spec = GemmSpec(mg, N, Kd, group, cdt, None, a_packed, a_stride if group > 1 else 0, bp, np_n * Kd * plan.NR, store)
+    spec = GemmSpec(mg, N, Kd, group, cdt, a_elem, a_packed, a_stride if group > 1 else 0, bp, np_n * Kd * plan.NR,
+                    store)  # fmt: skip
     body = K.seq(emit_pack_b(ctx, src, group, Kd, N, plan.NR, bp, parallel), emit_gemm(ctx, plan, spec, parallel))
     return For(img, Const(0), Const(n_img), body, LoopKind.SERIAL)
 

@@ -109,9 +109,11 @@ def apply_body(name: str, attrs: dict, ins: list[TExpr | None], out_shape, out_d
 
     def fn(idx):
         args = []
-        for t in ins:
+        for i, t in enumerate(ins):
             if t is None:
                 args.append(None)
+            elif i in e.dtype_only:
+                args.append(K.const(0, t.dtype))
             elif t.shape == out_shape:
                 args.append(t.fn(idx))
             else:

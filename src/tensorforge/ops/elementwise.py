@@ -34,6 +34,7 @@ class Elementwise:
     attrs: dict
     flops: int  # per output element
     same_dtype: bool = True  # all (non-optional) inputs must share a dtype
+    dtype_only: tuple[int, ...] = ()  # inputs that only give a dtype (their values are never read)
 
 
 BODIES: dict[str, Elementwise] = {}
@@ -94,12 +95,12 @@ def _make_flops(e: Elementwise):
 
 
 def elementwise(name: str, arity=1, types: str = FLOAT, out: str = "same", attrs=None, flops: int = 1,
-                pattern: Pattern | None = None, same_dtype: bool = True):  # fmt: skip
+                pattern: Pattern | None = None, same_dtype: bool = True, dtype_only: tuple[int, ...] = ()):  # fmt: skip
     """Register an elementwise op whose semantics is ``body(h, attrs, *xs)``."""
     ar = (arity, arity) if isinstance(arity, int) else arity
 
     def deco(body):
-        e = Elementwise(name, body, ar, types, out, dict(attrs or {}), flops, same_dtype)
+        e = Elementwise(name, body, ar, types, out, dict(attrs or {}), flops, same_dtype, dtype_only)
         BODIES[name] = e
         pat = pattern if pattern is not None else (Pattern.ELEMWISE if ar == (1, 1) else Pattern.BROADCAST)
         register(OpDef(name, pat, _make_infer(e), _make_reference(e), e.attrs, ar, flops=_make_flops(e),
@@ -441,7 +442,7 @@ def cast(h, a, x):
     return h.cast(x, to if isinstance(to, DType) else DType.from_onnx(int(to)))
 
 
-@elementwise("CastLike", 2, types=ANY, same_dtype=False)
+@elementwise("CastLike", 2, types=ANY, same_dtype=False, dtype_only=(1,))
 def cast_like(h, a, x, like):
     return h.cast(x, h.dtype(like))
 

@@ -49,8 +49,8 @@ def _reduce_infer(ctx: InferCtx):
     dt = ctx.dtype(0)
     if r.float_only and not dt.is_float:
         ctx.fail(f"input must be float, got {dt}")
-    if dt is DType.BOOL:
-        ctx.fail("reduction of bool tensors is not defined")
+    if dt is DType.BOOL and r.combine not in ("max", "min"):
+        ctx.fail(f"{r.name} of bool tensors is not defined")
     axes_val = ctx.require_const(1, "axes") if ctx.has(1) else ctx.attr("axes")
     axes = reduce_axes(ctx, len(s), axes_val, bool(ctx.attr("noop_with_empty_axes", 0)))
     if axes is None:
@@ -72,8 +72,12 @@ def _make_ref(r: Reducer):
         fn = {"add": np.sum, "mul": np.prod, "max": np.max, "min": np.min}[r.combine]
         if y.size == 0 and r.combine in ("max", "min"):
             shape = tuple((1 if i in axes else d) for i, d in enumerate(x.shape) if keep or i not in axes)
-            fill = (-np.inf if r.combine == "max" else np.inf) if x.dtype.kind == "f" else (
-                np.iinfo(x.dtype).min if r.combine == "max" else np.iinfo(x.dtype).max)
+            if x.dtype.kind == "f":
+                fill = -np.inf if r.combine == "max" else np.inf
+            elif x.dtype.kind == "b":
+                fill = r.combine == "min"
+            else:
+                fill = np.iinfo(x.dtype).min if r.combine == "max" else np.iinfo(x.dtype).max
             return (np.full(shape, fill, dtype=x.dtype),)
         acc = fn(y, axis=axes, keepdims=keep).astype(x.dtype)
         count = prod(x.shape[a] for a in axes)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ShapeError, UnsupportedError, node_context
+from ..errors import NotConstantError, ShapeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Dim, Node, TensorType, Value
 
@@ -67,7 +67,8 @@ class InferCtx:
         if c is None:
             self.fail(
                 f"{what} (input {i}, %{self.node.inputs[i].name}) must be known at compile time; "
-                "give the model static input shapes or fold the computation that produces it"
+                "give the model static input shapes or fold the computation that produces it",
+                NotConstantError,
             )
         return c
 

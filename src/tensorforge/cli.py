@@ -1,0 +1,341 @@
+"""The ``tensorforge`` command line.
+
+    tensorforge compile model.onnx -o out/        # out/model.s, out/graph.txt, out/report.txt, ...
+    tensorforge run model.onnx --input x=x.npy    # run it, print / save outputs
+    tensorforge asm model.onnx --target aarch64   # assembly of every kernel, labelled by graph node
+    tensorforge info model.onnx                   # inputs, outputs, ops, parameters, FLOPs
+    tensorforge demo                              # the built-in example, end to end
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from . import __version__
+from .errors import TensorforgeError
+
+COMMANDS: dict[str, tuple[Callable, str]] = {}
+
+
+def command(name: str, help: str):
+    def deco(fn):
+        COMMANDS[name] = (fn, help)
+        return fn
+
+    return deco
+
+
+# -------------------------------------------------------------------------------------------------
+# shared options
+# -------------------------------------------------------------------------------------------------
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="path to an .onnx file, or 'mlp' / 'cnn' for a built-in example")
+
+
+def _add_shapes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                   help="fix the shape of an input with symbolic dims (repeatable), e.g. x=1,784")  # fmt: skip
+
+
+def _add_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-O", dest="opt_level", type=int, default=2, choices=[0, 1, 2, 3],
+                   help="optimization level: 0 runs no graph passes, 3 runs all (default 2)")  # fmt: skip
+    p.add_argument("--passes", default=None, metavar="EDITS",
+                   help="edit the pass list by name: '-fuse,-fold' switches passes off, '+cse' adds one")  # fmt: skip
+
+
+def _load(model: str):
+    from .examples import mlp, small_cnn
+
+    if model == "mlp":
+        return mlp(batch=1)
+    if model == "cnn":
+        return small_cnn(batch=1)
+    return model
+
+
+def _parse_shapes(items: list[str]) -> dict[str, list[int]] | None:
+    if not items:
+        return None
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise TensorforgeError(f"--input-shape expects NAME=D0,D1,..., got {it!r}")
+        name, dims = it.split("=", 1)
+        try:
+            out[name] = [int(d) for d in dims.split(",") if d.strip()]
+        except ValueError:
+            raise TensorforgeError(f"--input-shape {it!r}: dims must be integers") from None
+    return out
+
+
+def _atomic_write(path: str, text: str | bytes) -> None:
+    """Write via a temp file + rename, so a failure never leaves a partial file."""
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    mode = "wb" if isinstance(text, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# -------------------------------------------------------------------------------------------------
+# commands
+# -------------------------------------------------------------------------------------------------
+def _compile_args(p):
+    _add_model(p)
+    p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
+    p.add_argument("--target", default="host",
+                   help="host (default), x86_64, x86_64-avx512, aarch64, nvptx-sm90; non-host targets emit "
+                        "assembly only")  # fmt: skip
+    _add_opt(p)
+    _add_shapes(p)
+    p.add_argument("--print-ir-after-all", action="store_true", help="print the graph after every pass, with timings")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                   help="print the graph after the named pass (repeatable)")  # fmt: skip
+    p.add_argument("--verify", action="store_true", help="run the IR verifier between passes")
+
+
+@command("compile", "compile a model; write assembly, IR and a report to a directory")
+def cmd_compile(args) -> int:
+    from . import compiler
+    from .codegen.emit import build_module
+    from .codegen.targets import get_target
+    from .compiler import Options, check_lowerable, optimize, to_graph
+    from .lower import lower_graph
+    from .passes import specialize
+
+    target = get_target(args.target)
+    g = to_graph(_load(args.model))
+    shapes = _parse_shapes(args.input_shape)
+    if shapes:
+        g = specialize(g, shapes)
+    if not all(v.type.is_static for v in g.inputs):
+        dims = {v.name: [d if isinstance(d, int) else 1 for d in v.shape] for v in g.inputs}
+        print(f"note: symbolic input dims set to 1 for compilation: {dims} (use --input-shape)", file=sys.stderr)
+        g = specialize(g, dims)
+    print_after = "all" if args.print_ir_after_all else (set(args.print_ir_after) or None)
+    opts = Options(opt_level=args.opt_level, passes=args.passes, verify=args.verify, print_ir_after=print_after)
+    out = args.output
+    t0 = time.perf_counter()
+    if target.is_host:
+        m = compiler.compile_graph(g, target, opts)
+        files = {
+            "model.s": m.assembly(),
+            "graph.txt": str(m.graph) + "\n",
+            "kernels.txt": m.kernel_ir() + "\n",
+            "model.ll": m.llvm_ir(),
+            "report.txt": m.report(),
+        }
+    else:
+        check_lowerable(g)
+        og, log = optimize(g, opts)
+        program = lower_graph(og, target)
+        module = build_module(program, target)
+        asm = compiler.assembly(og, target=target, opt_level=0)
+        ext = "ptx" if target.is_gpu else "s"
+        files = {
+            f"model.{ext}": asm,
+            "graph.txt": str(og) + "\n",
+            "kernels.txt": "\n\n".join(str(k) for k in program.kernels) + "\n",
+            "model.ll": module.ir,
+            "report.txt": f"model: {og.name}\ntarget: {target.describe()}\nkernels: {len(program.kernels)}\n"
+                          f"flops per run: {program.flops:,}\n",
+        }  # fmt: skip
+    for name, text in files.items():
+        _atomic_write(os.path.join(out, name), text)
+    dt = time.perf_counter() - t0
+    print(f"compiled {g.name} for {target.name} in {dt:.2f} s -> {out}/ ({', '.join(files)})")
+    return 0
+
+
+def _run_args(p):
+    _add_model(p)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="input array from a .npy file (repeatable); inputs not given are random with --random")  # fmt: skip
+    p.add_argument("--random", action="store_true", help="fill missing inputs with random data (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    p.add_argument("-o", "--output", default=None, help="directory to save outputs as NAME.npy")
+    p.add_argument("--repeat", type=int, default=1, help="run N times and print the median latency")
+    p.add_argument("--threads", type=int, default=None, help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")
+    _add_opt(p)
+
+
+@command("run", "run a model on inputs from .npy files (or random ones)")
+def cmd_run(args) -> int:
+    import tensorforge as tfg
+
+    feeds = {}
+    for it in args.input:
+        if "=" not in it:
+            raise TensorforgeError(f"--input expects NAME=FILE.npy, got {it!r}")
+        name, path = it.split("=", 1)
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise TensorforgeError(f"--input {name}: cannot read {path!r}: {e}") from None
+    m = tfg.compile(_load(args.model), opt_level=args.opt_level, passes=args.passes)
+    from .compiler import DynamicModel
+
+    graph = m.graph
+    rng = np.random.default_rng(args.seed)
+    for v in graph.inputs:
+        if v.name not in feeds and args.random:
+            if isinstance(m, DynamicModel) and not v.type.is_static:
+                raise TensorforgeError(f"input '{v.name}' has symbolic shape {v.type}; give it with --input")
+            feeds[v.name] = (rng.standard_normal(v.shape).astype(v.dtype.np) if v.dtype.is_float
+                             else rng.integers(0, 3, v.shape).astype(v.dtype.np))  # fmt: skip
+    if args.threads and not isinstance(m, DynamicModel):
+        m.num_threads = args.threads
+    times = []
+    outs = None
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        outs = m.run(feeds)
+        times.append(time.perf_counter() - t0)
+    for name, arr in outs.items():
+        flat = arr.reshape(-1)
+        preview = np.array2string(flat[:8], precision=5, separator=", ")
+        print(f"{name}: {arr.dtype}{list(arr.shape)} {preview}{' ...' if flat.size > 8 else ''}")
+        if args.output:
+            os.makedirs(args.output, exist_ok=True)
+            buf = __import__("io").BytesIO()
+            np.save(buf, arr)
+            _atomic_write(os.path.join(args.output, f"{_safe(name)}.npy"), buf.getvalue())
+    if args.repeat > 1:
+        print(f"latency: median {np.median(times) * 1e6:.1f} us over {len(times)} runs")
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _asm_args(p):
+    _add_model(p)
+    p.add_argument("--kernel", default=None, help="only the kernel with this name, or whose graph node matches")
+    p.add_argument("--target", default="host", help="host (default), x86_64, x86_64-avx512, aarch64, nvptx-sm90")
+    p.add_argument("-o", "--output", default=None, help="write to a file instead of stdout")
+    _add_opt(p)
+    _add_shapes(p)
+
+
+@command("asm", "print the assembly of a model's kernels (any target)")
+def cmd_asm(args) -> int:
+    from . import compiler
+
+    text = compiler.assembly(_load(args.model), target=args.target, kernel=args.kernel, opt_level=args.opt_level,
+                             input_shapes=_parse_shapes(args.input_shape))  # fmt: skip
+    if args.output:
+        _atomic_write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _info_args(p):
+    _add_model(p)
+    _add_shapes(p)
+
+
+@command("info", "inputs, outputs, ops, parameter count and FLOPs of a model")
+def cmd_info(args) -> int:
+    from .compiler import to_graph
+    from .ops.registry import get_op
+    from .passes import specialize
+
+    g = to_graph(_load(args.model))
+    print(f"model: {g.name}")
+    print("inputs:")
+    for v in g.inputs:
+        print(f"  {v.name}: {v.type}")
+    print("outputs:")
+    for v, n in zip(g.outputs, g.output_names):
+        print(f"  {n}: {v.type}")
+    counts = g.op_counts()
+    print(f"ops ({len(g.nodes)} nodes):")
+    for op, c in sorted(counts.items(), key=lambda t: -t[1]):
+        print(f"  {op:<24} {c}")
+    print(f"parameters: {g.parameter_count():,}")
+    shapes = _parse_shapes(args.input_shape)
+    sg = g
+    note = ""
+    if shapes:
+        sg = specialize(g, shapes)
+    if not all(v.type.is_static for v in sg.inputs):
+        dims = {v.name: [d if isinstance(d, int) else 1 for d in v.shape] for v in sg.inputs}
+        sg = specialize(sg, dims)
+        note = " (symbolic dims taken as 1)"
+    flops = 0
+    for n in sg.nodes:
+        od = get_op(n.op)
+        if od.flops:
+            flops += od.flops(n)
+    print(f"FLOPs per run: {flops:,}{note}")
+    return 0
+
+
+@command("demo", "the built-in example: build, compile, run and check the MLP; train it on digits")
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def _demo_args(p):
+    p.add_argument("--no-train", action="store_true", help="skip the training part")
+
+
+ARGS = {"compile": _compile_args, "run": _run_args, "asm": _asm_args, "info": _info_args, "demo": _demo_args}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tensorforge",
+        description="A deep-learning compiler: ONNX models to native code through LLVM.",
+        epilog="Environment: TENSORFORGE_NUM_THREADS (worker threads), TENSORFORGE_CACHE_DIR / "
+        "TENSORFORGE_CACHE=0 (compile cache). Run 'tensorforge COMMAND --help' for a command's flags.",
+    )
+    p.add_argument("--version", action="version", version=f"tensorforge {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (fn, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if name in ARGS:
+            ARGS[name](sp)
+        sp.set_defaults(func=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TensorforgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyError as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
