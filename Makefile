@@ -30,7 +30,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/run_all.py
+	OMP_WAIT_POLICY=PASSIVE env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/run_all.py $(BENCH)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from helpers import check_model, one_node_model, rand
 
 SHAPES = [(1,), (7,), (3, 17), (2, 3, 65), (4, 1, 33), (1000,)]

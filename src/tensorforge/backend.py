@@ -1,8 +1,8 @@
 """``onnx.backend.base.Backend`` implementation, so ONNX's own test suite runs against tensorforge.
 
-    import onnx.backend.test
-    import tensorforge.backend as backend
-    onnx.backend.test.BackendTest(backend, __name__)
+import onnx.backend.test
+import tensorforge.backend as backend
+onnx.backend.test.BackendTest(backend, __name__)
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The ``tensorforge`` command line.
 
-    tensorforge compile model.onnx -o out/        # out/model.s, out/graph.txt, out/report.txt, ...
-    tensorforge run model.onnx --input x=x.npy    # run it, print / save outputs
-    tensorforge asm model.onnx --target aarch64   # assembly of every kernel, labelled by graph node
-    tensorforge info model.onnx                   # inputs, outputs, ops, parameters, FLOPs
-    tensorforge demo                              # the built-in example, end to end
+tensorforge compile model.onnx -o out/        # out/model.s, out/graph.txt, out/report.txt, ...
+tensorforge run model.onnx --input x=x.npy    # run it, print / save outputs
+tensorforge asm model.onnx --target aarch64   # assembly of every kernel, labelled by graph node
+tensorforge info model.onnx                   # inputs, outputs, ops, parameters, FLOPs
+tensorforge demo                              # the built-in example, end to end
 """
 
 from __future__ import annotations
@@ -165,12 +165,14 @@ def cmd_compile(args) -> int:
 def _run_args(p):
     _add_model(p)
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                   help="input array from a .npy file (repeatable); inputs not given are random with --random")  # fmt: skip
+                   help="input array from a .npy file (repeatable); see --random")  # fmt: skip
     p.add_argument("--random", action="store_true", help="fill missing inputs with random data (seeded)")
     p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     p.add_argument("-o", "--output", default=None, help="directory to save outputs as NAME.npy")
     p.add_argument("--repeat", type=int, default=1, help="run N times and print the median latency")
-    p.add_argument("--threads", type=int, default=None, help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)"
+    )
     _add_opt(p)
 
 

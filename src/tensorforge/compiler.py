@@ -39,7 +39,9 @@ def to_graph(model, name: str | None = None) -> Graph:
 
 
 def check_lowerable(g: Graph) -> None:
-    problems = [f"node '{n.name}' ({n.op}): no code generation for op {n.op}" for n in g.nodes if not has_lowering(n.op)]
+    problems = [
+        f"node '{n.name}' ({n.op}): no code generation for op {n.op}" for n in g.nodes if not has_lowering(n.op)
+    ]
     if problems:
         raise UnsupportedError(f"model '{g.name}' has {len(problems)} op(s) tensorforge cannot compile", problems)
 
@@ -156,7 +158,9 @@ class ValueSpecializedModel:
                 raise InputError(f"model '{self.name}': missing input '{n}'")
             v = np.asarray(feeds[n])
             if v.size > self.MAX_ELEMS:
-                raise InputError(f"model '{self.name}': input '{n}' sets a shape and must be small, got {v.size} values")
+                raise InputError(
+                    f"model '{self.name}': input '{n}' sets a shape and must be small, got {v.size} values"
+                )
             key.append((v.dtype.str, v.shape, v.tobytes()))
         key = tuple(key)
         m = self._cache.get(key)
@@ -279,4 +283,3 @@ def _ptx_kernel(asm: str, program, kernel: str) -> str:
 
 
 __all__ = ["DynamicModel", "Options", "assembly", "compile", "compile_graph", "to_graph"]
-

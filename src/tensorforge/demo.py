@@ -20,8 +20,9 @@ def _median_us(fn, n: int = 300, repeats: int = 5) -> float:
 
 
 def run_demo(args=None) -> int:
-    import tensorforge as tfg
     from onnx.reference import ReferenceEvaluator
+
+    import tensorforge as tfg
 
     from .examples import mlp
 
@@ -59,7 +60,7 @@ def run_demo(args=None) -> int:
     print(f"\nthe fc1 matmul kernel ({len(fma)} FMA instructions); its inner loop:")
     lines = asm.splitlines()
     start = next((i for i, ln in enumerate(lines) if "vfmadd" in ln), 0)
-    for ln in lines[max(0, start - 1): start + 10]:
+    for ln in lines[max(0, start - 1) : start + 10]:
         print("   ", ln.strip())
     print("(see the whole listing with: tensorforge asm mlp)")
     if not (args is not None and getattr(args, "no_train", False)):

@@ -40,7 +40,9 @@ def mlp(batch: int | str = 1, sizes=(784, 256, 10), seed: int = 0, softmax: bool
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tensorforge")
 
 
-def small_cnn(batch: int | str = 1, channels: int = 3, size: int = 16, classes: int = 10, seed: int = 0) -> onnx.ModelProto:
+def small_cnn(
+    batch: int | str = 1, channels: int = 3, size: int = 16, classes: int = 10, seed: int = 0
+) -> onnx.ModelProto:
     """conv3x3 -> batchnorm -> relu -> maxpool -> flatten -> gemm."""
     rng = np.random.default_rng(seed)
     c1 = 8
@@ -58,8 +60,9 @@ def small_cnn(batch: int | str = 1, channels: int = 3, size: int = 16, classes: 
                                       ("bn_mean", mean), ("bn_var", var), ("fc_w", fw), ("fc_b", fb)]]  # fmt: skip
     nodes = [
         helper.make_node("Conv", ["x", "conv_w", "conv_b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c", "bn_scale", "bn_shift", "bn_mean", "bn_var"], ["bn"],
-                         name="bn", epsilon=1e-5),  # fmt: skip
+        helper.make_node(
+            "BatchNormalization", ["c", "bn_scale", "bn_shift", "bn_mean", "bn_var"], ["bn"], name="bn", epsilon=1e-5
+        ),  # fmt: skip
         helper.make_node("Relu", ["bn"], ["r"], name="relu"),
         helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
         helper.make_node("Flatten", ["p"], ["f"], name="flatten", axis=1),

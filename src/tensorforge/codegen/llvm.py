@@ -380,7 +380,10 @@ class _Emitter:
             b.store(self.s.bufs[id(buf)], _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty))
             k += 1
         for v in captured:
-            b.store(b.load(self.s.vars[v.uid]), _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty))
+            b.store(
+                b.load(self.s.vars[v.uid]),
+                _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty),
+            )
             k += 1
         start, stop = self.expr(s.start), self.expr(s.stop)
         b.store(start, _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty))
@@ -397,10 +400,14 @@ class _Emitter:
         octx = ofn.args[0]
         k = 0
         for buf in bufs:
-            inner.bufs[id(buf)] = ob.load(_gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty), typ=PTR)
+            inner.bufs[id(buf)] = ob.load(
+                _gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty), typ=PTR
+            )
             k += 1
         for v in captured:
-            val = ob.load(_gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty), typ=fields[k])
+            val = ob.load(
+                _gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty), typ=fields[k]
+            )
             slot = em.var_slot(v)
             ob.store(val, slot)
             k += 1
@@ -464,7 +471,9 @@ class _Emitter:
                 return x
             vt = ir.VectorType(x.type, e.lanes)
             v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-            return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, e.lanes), [0] * e.lanes))
+            return b.shuffle_vector(
+                v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, e.lanes), [0] * e.lanes)
+            )
         if isinstance(e, Ramp):
             base = self.expr(Broadcast(e.base, e.lanes))
             return b.add(base, ir.Constant(ir.VectorType(I64, e.lanes), [i * e.stride for i in range(e.lanes)]))
@@ -520,8 +529,9 @@ class _Emitter:
             if op in ("mod",):  # python-style: result has the sign of the divisor
                 r = b.frem(a, c)
                 zero = ir.Constant(a.type, None)
-                fix = b.and_(b.fcmp_ordered("!=", r, zero),
-                             b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", c, zero)))
+                fix = b.and_(
+                    b.fcmp_ordered("!=", r, zero), b.xor(b.fcmp_ordered("<", r, zero), b.fcmp_ordered("<", c, zero))
+                )
                 return b.select(fix, b.fadd(r, c), r)
             if op == "floordiv":
                 return b.call(self.mb.intrinsic("floor", a.type), [b.fdiv(a, c)])
@@ -595,8 +605,12 @@ class _Emitter:
         if op == "neg":
             return b.fneg(x) if dt.is_float else b.sub(ir.Constant(t, None), x)
         if op == "not":
-            return b.xor(x, ir.Constant(t, [1] * lanes if lanes > 1 else 1) if dt is DType.BOOL else
-                         (ir.Constant(t, [-1] * lanes) if lanes > 1 else ir.Constant(t, -1)))
+            return b.xor(
+                x,
+                ir.Constant(t, [1] * lanes if lanes > 1 else 1)
+                if dt is DType.BOOL
+                else (ir.Constant(t, [-1] * lanes) if lanes > 1 else ir.Constant(t, -1)),
+            )
         if op == "abs":
             if dt.is_float:
                 return b.call(self.mb.intrinsic("fabs", t), [x])

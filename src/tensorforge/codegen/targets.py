@@ -51,7 +51,12 @@ class Target:
 
 
 X86_64 = Target(
-    "x86_64", "x86_64-unknown-linux-gnu", "haswell", "+avx2,+fma,+f16c,+bmi2", 256, 16,
+    "x86_64",
+    "x86_64-unknown-linux-gnu",
+    "haswell",
+    "+avx2,+fma,+f16c,+bmi2",
+    256,
+    16,
 )
 X86_64_AVX512 = Target(
     "x86_64-avx512", "x86_64-unknown-linux-gnu", "skylake-avx512",

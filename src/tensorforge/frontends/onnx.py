@@ -91,7 +91,9 @@ def _dtype(elem_type: int, what: str) -> DType:
     try:
         return DType.from_onnx(elem_type)
     except TypeError:
-        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else elem_type
+        name = (
+            onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else elem_type
+        )
         raise UnsupportedError(f"{what}: element type {name} is not supported") from None
 
 
@@ -280,7 +282,9 @@ def _constant(imp: Importer, name, n, inputs, attrs):
     elif "value_ints" in attrs:
         arr = np.array(attrs["value_ints"], np.int64)
     else:
-        raise UnsupportedError(f"{node_context(imp.name, name, 'Constant')}: only tensor/float/int values are supported")
+        raise UnsupportedError(
+            f"{node_context(imp.name, name, 'Constant')}: only tensor/float/int values are supported"
+        )
     if np.asarray(arr).dtype.kind in "OSU":
         raise UnsupportedError(f"{node_context(imp.name, name, 'Constant')}: string constants are not supported")
     return [imp.const(arr, n.output[0])]
@@ -408,4 +412,6 @@ def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Gra
     except TensorforgeError:
         raise
     except Exception as e:  # a malformed proto that got past parsing
-        raise ModelLoadError(f"model '{name or proto.graph.name}' could not be imported: {type(e).__name__}: {e}") from e
+        raise ModelLoadError(
+            f"model '{name or proto.graph.name}' could not be imported: {type(e).__name__}: {e}"
+        ) from e

@@ -1,9 +1,9 @@
 """Readable text form of a graph.
 
-    graph mlp(%x: f32[1,784]) -> (%probs: f32[1,10]) {
-      %fc1: f32[1,256] = Gemm(%x, %W1: const f32[784,256], %b1: const f32[256]) {transB=0}  # fc1
-      ...
-    }
+graph mlp(%x: f32[1,784]) -> (%probs: f32[1,10]) {
+  %fc1: f32[1,256] = Gemm(%x, %W1: const f32[784,256], %b1: const f32[256]) {transB=0}  # fc1
+  ...
+}
 """
 
 from __future__ import annotations

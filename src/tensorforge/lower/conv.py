@@ -52,6 +52,7 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
             if w2 is not None:
                 return w2.load([row, k])
             return w([row, *unflatten(k, (cg, *win.kernel))])
+
     np_n = -(-N // plan.NR)
     bp = ctx.workspace(cdt, group * np_n * Kd * plan.NR, f"{node.name}_col")
     work = 2 * group * mg * N * Kd

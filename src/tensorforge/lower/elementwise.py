@@ -155,6 +155,8 @@ def _batchnorm(ctx: LowerCtx, node, ins: list[TExpr]) -> list[TExpr]:
     def fn_dyn(idx):
         ch = [idx[1]]
         inv = K.unop("rsqrt", K.binop("add", var(ch), K.const(eps, x.dtype)))
-        return K.binop("add", K.binop("mul", K.binop("sub", x(idx), mean(ch)), K.binop("mul", inv, scale(ch))), bias(ch))
+        return K.binop(
+            "add", K.binop("mul", K.binop("sub", x(idx), mean(ch)), K.binop("mul", inv, scale(ch))), bias(ch)
+        )
 
     return [TExpr.compute(out.shape, out.dtype, fn_dyn)]

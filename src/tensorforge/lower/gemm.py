@@ -176,8 +176,8 @@ def emit_gemm(ctx: LowerCtx, plan: GemmPlan, spec: GemmSpec, parallel: bool) -> 
     value = Load(tile, binop("add", binop("mul", ii, NR), jj))
     epi = spec.store(bvar, binop("add", m0, ii), binop("add", n0, jj), value)
     vec = NR >= W > 1
-    body.append(For(ii, Const(0), mvalid,
-                    For(jj, Const(0), nvalid, epi, LoopKind.VECTOR if vec else LoopKind.SERIAL, 1, W if vec else 1)))  # fmt: skip
+    inner = For(jj, Const(0), nvalid, epi, LoopKind.VECTOR if vec else LoopKind.SERIAL, 1, W if vec else 1)
+    body.append(For(ii, Const(0), mvalid, inner))
     kind = LoopKind.PARALLEL if parallel and tiles > 1 else LoopKind.SERIAL
     return For(t, Const(0), Const(tiles), K.seq(body), kind)
 

@@ -1,9 +1,9 @@
 """Text form of kernel IR, e.g.
 
-    kernel k1_Gemm(f32 %x[784], f32 %W[200704], f32 %out[256])  # fc1 (Gemm)
-      parallel for j0 in 0..32 {
-        vector(8) for j in 0..8 { out[j0*8 + j] = ... }
-      }
+kernel k1_Gemm(f32 %x[784], f32 %W[200704], f32 %out[256])  # fc1 (Gemm)
+  parallel for j0 in 0..32 {
+    vector(8) for j in 0..8 { out[j0*8 + j] = ... }
+  }
 """
 
 from __future__ import annotations

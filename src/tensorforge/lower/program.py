@@ -138,7 +138,9 @@ class ProgramBuilder:
         return t
 
     # -- kernels ------------------------------------------------------------------------------------
-    def add_kernel(self, node_labels: Sequence[str], op: str, body: Stmt, flops: int = 0, name_hint: str = "") -> Kernel:
+    def add_kernel(
+        self, node_labels: Sequence[str], op: str, body: Stmt, flops: int = 0, name_hint: str = ""
+    ) -> Kernel:
         name = f"k{len(self.kernels)}_{_sanitize(op, 16)}"
         if name_hint:
             name += "_" + _sanitize(name_hint, 24)

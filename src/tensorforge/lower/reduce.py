@@ -133,7 +133,7 @@ def _softmax(ctx: LowerCtx, node, ins, outs):
     dt = x.dtype
     n = x.shape[axis]
     before = list(x.shape[:axis])
-    after = list(x.shape[axis + 1:])
+    after = list(x.shape[axis + 1 :])
     lanes = ctx.lanes(dt)
     bv = loop_vars(len(before))
     av = [Var(f"t{d}") for d in range(len(after))]

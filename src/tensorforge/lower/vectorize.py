@@ -292,8 +292,9 @@ def lower_loops(s: Stmt, outer_locals: set[Var] | None = None) -> Stmt:
             return unroll_loop(s, outer_locals)
         return For(s.var, s.start, s.stop, lower_loops(s.body, outer_locals), s.kind, s.step, s.lanes)
     if isinstance(s, If):
-        return If(s.cond, lower_loops(s.then, outer_locals),
-                  None if s.orelse is None else lower_loops(s.orelse, outer_locals))
+        return If(
+            s.cond, lower_loops(s.then, outer_locals), None if s.orelse is None else lower_loops(s.orelse, outer_locals)
+        )
     if isinstance(s, Decl):
         outer_locals.add(s.var)
     return s

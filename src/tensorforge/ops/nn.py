@@ -213,14 +213,14 @@ def conv_reference(attrs, x, w, b=None):
     y = np.zeros((n, m, *win.out_size), dtype=np.float64)
     cg, mg = c // group, m // group
     for g in range(group):
-        xg = xp[:, g * cg:(g + 1) * cg]
+        xg = xp[:, g * cg : (g + 1) * cg]
         for kidx in np.ndindex(*win.kernel):
             sl = tuple(slice(kidx[i] * win.dilations[i],
                              kidx[i] * win.dilations[i] + win.strides[i] * (win.out_size[i] - 1) + 1,
                              win.strides[i]) for i in range(sp))  # fmt: skip
             patch = xg[(slice(None), slice(None), *sl)]
             wk = w[(slice(g * mg, (g + 1) * mg), slice(None), *kidx)]
-            y[:, g * mg:(g + 1) * mg] += np.einsum("nc...,mc->nm...", patch, wk)
+            y[:, g * mg : (g + 1) * mg] += np.einsum("nc...,mc->nm...", patch, wk)
     if b is not None:
         y += b.reshape((1, m) + (1,) * sp)
     return (y.astype(x.dtype),)

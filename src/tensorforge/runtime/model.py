@@ -85,9 +85,7 @@ class CompiledModel:
                 f"(convert with x.astype(np.{dt.np.name}))"
             )
         if x.shape != shape:
-            raise InputError(
-                f"model '{self.name}': input '{name}' has shape {list(x.shape)}, expected {list(shape)}"
-            )
+            raise InputError(f"model '{self.name}': input '{name}' has shape {list(x.shape)}, expected {list(shape)}")
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         return x
@@ -106,7 +104,7 @@ class CompiledModel:
             args = [kwargs[nm] for nm in self.input_names]
         if len(args) != n:
             if len(args) < n:
-                missing = self.input_names[len(args):]
+                missing = self.input_names[len(args) :]
                 raise InputError(f"model '{self.name}': missing input(s) {missing}; expected {n} input(s) "
                                  f"{self.input_names}, got {len(args)}")  # fmt: skip
             raise InputError(f"model '{self.name}': expected {n} input(s) {self.input_names}, got {len(args)}")
