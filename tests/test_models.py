@@ -83,3 +83,22 @@ def test_report_and_kernel_ir():
     rep = m.report()
     assert "kernels: 4" in rep and "arena" in rep and "fc1 (Gemm)" in rep
     assert "kernel k0_Gemm_fc1" in m.kernel_ir()
+
+
+def test_resnet_like_cnn_matches_reference(rng):
+    from tensorforge.examples import resnet50
+
+    model = resnet50(size=32, width=8, blocks=(1, 1, 1, 1), classes=10, seed=3)
+    m = tfg.compile(model)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    want = reference(model, {"x": x})[0]
+    np.testing.assert_allclose(m(x), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_bert_like_encoder_matches_reference(rng):
+    from tensorforge.examples import bert_encoder
+
+    model = bert_encoder(seq=16, hidden=64, heads=4, layers=2, seed=5)
+    m = tfg.compile(model)
+    x = rng.standard_normal((1, 16, 64)).astype(np.float32)
+    np.testing.assert_allclose(m(x), reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
