@@ -54,3 +54,18 @@ def test_ptx_assembles(model, tmp_path):
 def test_kernel_filter_errors():
     with pytest.raises(KeyError, match="no kernel"):
         tfg.assembly(mlp(), kernel="does_not_exist")
+
+
+def test_identical_layers_share_code(rng):
+    """Repeated layers (same shapes, different weights) compile to one function called twice."""
+    import numpy as np
+
+    from helpers import reference
+    from tensorforge.examples import mlp
+
+    model = mlp(batch=2, sizes=(32, 32, 32, 32), softmax=False)
+    m = tfg.compile(model)
+    asm = m.assembly()
+    assert "same code as" in asm
+    x = rng.standard_normal((2, 32)).astype(np.float32)
+    np.testing.assert_allclose(m(x), reference(model, {"x": x})[0], rtol=1e-5, atol=1e-6)

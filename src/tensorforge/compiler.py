@@ -271,7 +271,7 @@ def assembly(model, target: str | Target | None = None, kernel: str | None = Non
     asm = emit_assembly(mod, tm)
     if tgt.is_gpu:
         return asm if kernel is None else _ptx_kernel(asm, program, kernel)
-    return format_listing(asm, program, kernel)
+    return format_listing(asm, program, kernel, module.aliases)
 
 
 def _ptx_kernel(asm: str, program, kernel: str) -> str:

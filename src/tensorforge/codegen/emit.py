@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
 
 from ..errors import CompileError
 from ..lower.kir import Kernel
+from ..lower.printer import structural_key
 from ..lower.program import Program
 from ..lower.vectorize import vectorize_kernel
 from .llvm import ModuleBuilder
@@ -32,20 +33,30 @@ class LLVMModule:
     ir: str  # unoptimized LLVM IR text
     kernel_names: list[str]
     kernel_labels: dict[str, list[str]]
+    aliases: dict[str, str] = field(default_factory=dict)  # kernel -> the identical kernel whose code it runs
 
 
 def build_module(program: Program, target: Target | None = None, with_entry: bool = True) -> LLVMModule:
     target = target or program.target
     mb = ModuleBuilder(target, program.name)
     fns = []
+    shared: dict[str, object] = {}  # structurally identical kernels (repeated layers) share one function
+    aliases: dict[str, str] = {}
     for k, args in zip(program.kernels, program.kernel_args):
-        vk = vectorize_kernel(k, 1 if target.is_gpu else None)
-        fn = mb.add_kernel(vk, internal=with_entry and not target.is_gpu)
+        key = structural_key(k) if with_entry and not target.is_gpu else None
+        fn = shared.get(key) if key is not None else None
+        if fn is None:
+            vk = vectorize_kernel(k, 1 if target.is_gpu else None)
+            fn = mb.add_kernel(vk, internal=with_entry and not target.is_gpu)
+            if key is not None:
+                shared[key] = fn
+        else:
+            aliases[k.name] = fn.name
         fns.append((fn, args))
     if with_entry and not target.is_gpu:
         mb.add_entry(ENTRY, fns)
     return LLVMModule(target, mb.ir_text(), [k.name for k in program.kernels],
-                      {k.name: k.labels for k in program.kernels})  # fmt: skip
+                      {k.name: k.labels for k in program.kernels}, aliases)  # fmt: skip
 
 
 def build_kernel_module(kernels: list[Kernel], target: Target, name: str = "kernels") -> LLVMModule:

@@ -228,6 +228,11 @@ class _Emitter:
         self.s = scope
         self.k = kernel
         self.gpu_pending = mb.target.is_gpu  # the next loop becomes a grid-stride loop
+        # Values already emitted in the current basic block, by expression identity (kernel IR shares
+        # subexpression objects, e.g. a broadcast A element used by every FMA of a micro-kernel row):
+        # id -> (block, value, var uids it reads, reads memory, expr kept alive)
+        self._memo: dict[int, tuple] = {}
+        self._deps: dict[int, tuple[frozenset, bool, Expr]] = {}
 
     @property
     def b(self) -> ir.IRBuilder:
@@ -260,7 +265,36 @@ class _Emitter:
         return p
 
     # -- statements -------------------------------------------------------------------------------
+    def _deps_of(self, e: Expr) -> tuple[frozenset, bool]:
+        d = self._deps.get(id(e))
+        if d is None or d[2] is not e:
+            vs: set[int] = set()
+            mem = isinstance(e, Load)
+            if isinstance(e, Var):
+                vs.add(e.uid)
+            for c in _children(e):
+                cv, cm = self._deps_of(c)
+                vs |= cv
+                mem = mem or cm
+            d = (frozenset(vs), mem, e)  # e kept alive: ids of freed expressions are reused
+            self._deps[id(e)] = d
+        return d[0], d[1]
+
+    def _invalidate(self, var_uid: int | None = None, memory: bool = False) -> None:
+        dead = [k for k, (_, _, vs, mem, _) in self._memo.items() if (var_uid in vs) or (memory and mem)]
+        for k in dead:
+            del self._memo[k]
+
     def stmt(self, s: Stmt) -> None:
+        self._stmt(s)
+        # what the statement changed makes remembered values stale (after it: its own operands were read
+        # before the write)
+        if isinstance(s, Decl | Assign):
+            self._invalidate(var_uid=s.var.uid)
+        elif isinstance(s, Store):
+            self._invalidate(memory=True)
+
+    def _stmt(self, s: Stmt) -> None:
         if isinstance(s, Seq):
             for x in s.body:
                 self.stmt(x)
@@ -438,6 +472,19 @@ class _Emitter:
 
     # -- expressions ------------------------------------------------------------------------------
     def expr(self, e: Expr) -> ir.Value:
+        if isinstance(e, Const):
+            return const_value(e.value, e.dtype, e.lanes)
+        hit = self._memo.get(id(e))
+        block = self.b.block
+        if hit is not None and hit[0] is block and hit[4] is e:
+            return hit[1]
+        v = self._expr(e)
+        if self.b.block is block:
+            vs, mem = self._deps_of(e)
+            self._memo[id(e)] = (block, v, vs, mem, e)
+        return v
+
+    def _expr(self, e: Expr) -> ir.Value:
         b = self.b
         if isinstance(e, Const):
             return const_value(e.value, e.dtype, e.lanes)
@@ -737,6 +784,12 @@ def _gep(b: ir.IRBuilder, base: ir.Value, indices, source_etype) -> ir.Value:
     g = b.gep(base, indices, source_etype=source_etype)
     g.type = PTR
     return g
+
+
+def _children(e: Expr) -> tuple:
+    from ..lower.kir import children
+
+    return children(e)
 
 
 def _lanes(x: ir.Value) -> int:

@@ -40,12 +40,24 @@ _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
 class _Names:
-    def __init__(self):
+    def __init__(self, canonical: bool = False):
         self.names: dict[int, str] = {}
         self.used: set[str] = set()
+        self.canonical = canonical  # name variables and buffers by first appearance (structural keys)
+        self.bufs: dict[int, str] = {}
+
+    def buf(self, b) -> str:
+        if not self.canonical:
+            return b.name
+        n = self.bufs.get(id(b))
+        if n is None:
+            n = self.bufs[id(b)] = f"b{len(self.bufs)}:{b.dtype.short}:{b.numel}"
+        return n
 
     def __call__(self, v: Var) -> str:
         n = self.names.get(v.uid)
+        if n is None and self.canonical:
+            n = self.names[v.uid] = f"v{len(self.names)}:{v.dtype.short}x{v.lanes}"
         if n is None:
             base = v.name
             n = base
@@ -68,7 +80,7 @@ def format_expr(e: Expr, names: _Names | None = None) -> str:
         return names(e)
     if isinstance(e, Load):
         suffix = f"<{e.lanes}>" if e.lanes > 1 else ""
-        return f"{e.buf.name}[{f(e.index)}]{suffix}"
+        return f"{names.buf(e.buf)}[{f(e.index)}]{suffix}"
     if isinstance(e, Bin):
         if e.op in _INFIX:
             return f"({f(e.a)} {_INFIX[e.op]} {f(e.b)})"
@@ -108,7 +120,7 @@ def format_stmt(s: Stmt, indent: int = 1, names: _Names | None = None) -> list[s
         return [head, *format_stmt(s.body, indent + 1, names), pad + "}"]
     if isinstance(s, Store):
         suffix = f"<{s.value.lanes}>" if s.value.lanes > 1 and s.index.lanes == 1 else ""
-        return [f"{pad}{s.buf.name}[{f(s.index)}]{suffix} = {f(s.value)}"]
+        return [f"{pad}{names.buf(s.buf)}[{f(s.index)}]{suffix} = {f(s.value)}"]
     if isinstance(s, Decl):
         ty = s.var.dtype.short + (f"x{s.var.lanes}" if s.var.lanes > 1 else "")
         return [f"{pad}{ty} {names(s.var)} = {f(s.init)}"]
@@ -120,7 +132,7 @@ def format_stmt(s: Stmt, indent: int = 1, names: _Names | None = None) -> list[s
             out += [f"{pad}}} else {{", *format_stmt(s.orelse, indent + 1, names)]
         return out + [pad + "}"]
     if isinstance(s, Prefetch):
-        return [f"{pad}prefetch {s.buf.name}[{f(s.index)}]"]
+        return [f"{pad}prefetch {names.buf(s.buf)}[{f(s.index)}]"]
     return [f"{pad}<{type(s).__name__}>"]
 
 
@@ -129,3 +141,11 @@ def format_kernel(k: Kernel) -> str:
     label = f"  # {'; '.join(k.labels)}" if k.labels else ""
     lines = [f"kernel {k.name}({params}){label} {{", *format_stmt(k.body, 1), "}"]
     return "\n".join(lines)
+
+
+def structural_key(k: Kernel) -> str:
+    """Text that is equal for two kernels exactly when they compute the same thing on their parameters
+    (names of buffers and variables do not matter), so one function can serve both."""
+    names = _Names(canonical=True)
+    params = ",".join(names.buf(b) for b in k.params)
+    return params + "\n" + "\n".join(format_stmt(k.body, 0, names))

@@ -151,7 +151,7 @@ class CompiledModel:
             tm = target_machine(self.llvm.target, jit=False)
             mod = parse_and_optimize(self.llvm.ir, tm)
             self._asm = emit_assembly(mod, tm)
-        return format_listing(self._asm, self.program, kernel)
+        return format_listing(self._asm, self.program, kernel, self.llvm.aliases)
 
     def kernel_ir(self) -> str:
         return "\n\n".join(str(k) for k in self.program.kernels)
@@ -165,7 +165,8 @@ class CompiledModel:
         return format_report(self)
 
 
-def format_listing(asm: str, program: Program, kernel: str | None = None) -> str:
+def format_listing(asm: str, program: Program, kernel: str | None = None, aliases: dict | None = None) -> str:
+    aliases = aliases or {}
     names = [k.name for k in program.kernels]
     parts = split_assembly(asm, names)
     out = []
@@ -178,7 +179,10 @@ def format_listing(asm: str, program: Program, kernel: str | None = None) -> str
         if k.flops:
             head += f"  [{k.flops:,} flop]"
         out.append(head)
-        out.append(parts.get(k.name, "    (inlined or empty)"))
+        if k.name in aliases:
+            out.append(f"    (same code as {aliases[k.name]}: structurally identical kernels share one function)")
+        else:
+            out.append(parts.get(k.name, "    (inlined or empty)"))
         out.append("")
     if kernel is not None and not found:
         raise KeyError(f"no kernel named or labelled {kernel!r}; kernels: {', '.join(names)}")
