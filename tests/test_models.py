@@ -102,3 +102,15 @@ def test_bert_like_encoder_matches_reference(rng):
     m = tfg.compile(model)
     x = rng.standard_normal((1, 16, 64)).astype(np.float32)
     np.testing.assert_allclose(m(x), reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_slow_call_path_matches_fast(rng):
+    """The pointer-table call path (used when numpy's object layout is not the expected one) agrees."""
+    m = tfg.compile(mlp(batch=3))
+    x = rng.standard_normal((3, 784)).astype(np.float32)
+    fast = m(x)
+    assert m._fast is not None
+    m._fast = None
+    np.testing.assert_array_equal(m(x), fast)
+    xs = rng.standard_normal((784, 3)).astype(np.float32).T  # non-contiguous input is copied at the border
+    np.testing.assert_array_equal(m(xs), m(np.ascontiguousarray(xs)))

@@ -18,6 +18,8 @@ from .llvm import ModuleBuilder
 from .targets import Target
 
 ENTRY = "tf_run"
+PY_ENTRY = "tf_call"
+NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data) on 64-bit CPython (checked at run time)
 _LOCK = threading.Lock()
 
 
@@ -54,7 +56,8 @@ def build_module(program: Program, target: Target | None = None, with_entry: boo
             aliases[k.name] = fn.name
         fns.append((fn, args))
     if with_entry and not target.is_gpu:
-        mb.add_entry(ENTRY, fns)
+        entry = mb.add_entry(ENTRY, fns)
+        mb.add_py_entry(PY_ENTRY, entry, len(program.inputs), len(program.outputs), NUMPY_DATA_OFFSET)
     return LLVMModule(target, mb.ir_text(), [k.name for k in program.kernels],
                       {k.name: k.labels for k in program.kernels}, aliases)  # fmt: skip
 

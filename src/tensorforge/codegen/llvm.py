@@ -207,6 +207,28 @@ class ModuleBuilder:
         b.ret_void()
         return fn
 
+    def add_py_entry(self, name: str, entry: ir.Function, n_in: int, n_out: int, data_offset: int) -> ir.Function:
+        """``void name(PyArrayObject* in0, ..., PyArrayObject* out0, ...)``: reads each array's data pointer
+        (the ``data`` field at ``data_offset``, numpy's stable ABI), then calls ``entry`` with the constant
+        table and arena held in the globals ``tf_consts_table`` / ``tf_arena_ptr``. Lets Python make one
+        ctypes call with the arrays themselves (no per-array pointer lookups in Python)."""
+        gc = ir.GlobalVariable(self.module, PTR, "tf_consts_table")
+        gc.initializer = ir.Constant(PTR, None)
+        ga = ir.GlobalVariable(self.module, PTR, "tf_arena_ptr")
+        ga.initializer = ir.Constant(PTR, None)
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (n_in + n_out)), name)
+        self._fn_attrs(fn)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        tin = b.alloca(PTR, size=ir.Constant(I64, max(n_in, 1)))
+        tout = b.alloca(PTR, size=ir.Constant(I64, max(n_out, 1)))
+        for i, obj in enumerate(fn.args):
+            data = b.load(_gep(b, obj, [ir.Constant(I64, data_offset)], source_etype=I8), typ=PTR)
+            table, k = (tin, i) if i < n_in else (tout, i - n_in)
+            b.store(data, _gep(b, table, [ir.Constant(I64, k)], source_etype=PTR))
+        b.call(entry, [tin, tout, b.load(gc, typ=PTR), b.load(ga, typ=PTR)])
+        b.ret_void()
+        return fn
+
     def new_name(self, base: str) -> str:
         self._counter += 1
         return f"{base}.{self._counter}"

@@ -13,7 +13,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..codegen.emit import ENTRY, LLVMModule, emit_assembly, parse_and_optimize, split_assembly, target_machine
+from ..codegen.emit import (
+    ENTRY,
+    NUMPY_DATA_OFFSET,
+    PY_ENTRY,
+    LLVMModule,
+    emit_assembly,
+    parse_and_optimize,
+    split_assembly,
+    target_machine,
+)
 from ..errors import InputError
 from ..ir.dtype import DType
 from ..ir.graph import Graph
@@ -25,6 +34,19 @@ _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
 
 def _ptr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
+
+
+def _numpy_abi_ok() -> bool:
+    """True when an ndarray's data pointer sits at NUMPY_DATA_OFFSET in its object (so generated code may
+    read it directly, see ModuleBuilder.add_py_entry)."""
+    probe = [np.empty(3, np.float32), np.empty((2, 5), np.int64)[:, 1:]]
+    try:
+        return all(ctypes.c_void_p.from_address(id(a) + NUMPY_DATA_OFFSET).value == _ptr(a) for a in probe)
+    except (ValueError, OSError):
+        return False
+
+
+_NUMPY_ABI_OK = _numpy_abi_ok()
 
 
 class CompiledModel:
@@ -55,6 +77,14 @@ class CompiledModel:
         self._in_table = (ctypes.c_void_p * max(1, len(self._in_specs)))()
         self._out_table = (ctypes.c_void_p * max(1, len(self._out_specs)))()
         self._fn = _RUN(jit.address(ENTRY))
+        self._fast = None
+        if _NUMPY_ABI_OK:
+            ctypes.c_void_p.from_address(jit.global_address("tf_consts_table")).value = ctypes.addressof(
+                self._const_table
+            )
+            ctypes.c_void_p.from_address(jit.global_address("tf_arena_ptr")).value = self._arena_ptr
+            n = len(self._in_specs) + len(self._out_specs)
+            self._fast = ctypes.CFUNCTYPE(None, *([ctypes.py_object] * n))(jit.address(PY_ENTRY))
         self._nthreads_addr = jit.global_address("tf_num_threads")
         self._lock = threading.Lock()
         self.num_threads = default_num_threads()
@@ -125,11 +155,14 @@ class CompiledModel:
             c = self.program.const_outputs.get(i)
             outs.append(np.array(c, copy=True) if c is not None else np.empty(shape, self._np_out[i]))
         with self._lock:
-            for i, x in enumerate(xs):
-                self._in_table[i] = _ptr(x)
-            for i, o in enumerate(outs):
-                self._out_table[i] = _ptr(o)
-            self._fn(self._in_table, self._out_table, self._const_table, self._arena_ptr)
+            if self._fast is not None:
+                self._fast(*xs, *outs)
+            else:
+                for i, x in enumerate(xs):
+                    self._in_table[i] = _ptr(x)
+                for i, o in enumerate(outs):
+                    self._out_table[i] = _ptr(o)
+                self._fn(self._in_table, self._out_table, self._const_table, self._arena_ptr)
         return outs
 
     # -- introspection ------------------------------------------------------------------------------
