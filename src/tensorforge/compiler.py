@@ -55,12 +55,22 @@ def optimize(g: Graph, options: Options) -> tuple[Graph, list]:
 
 
 def compile_graph(g: Graph, target: Target, options: Options) -> CompiledModel:
+    from .progress import Progress
+
     t0 = time.perf_counter()
     check_lowerable(g)
-    og, log = optimize(g, options)
-    program = lower_graph(og, target, options.lowering)
-    module = build_module(program, target)
-    jit = JitModule(module.ir, target)
+    with Progress(4, f"compiling {g.name}: graph passes") as bar:
+        og, log = optimize(g, options)
+        bar.update(1)
+        bar.set_description(f"compiling {g.name}: lowering {len(og.nodes)} nodes")
+        program = lower_graph(og, target, options.lowering)
+        bar.update(1)
+        bar.set_description(f"compiling {g.name}: LLVM IR for {len(program.kernels)} kernels")
+        module = build_module(program, target)
+        bar.update(1)
+        bar.set_description(f"compiling {g.name}: native code")
+        jit = JitModule(module.ir, target)
+        bar.update(1)
     return CompiledModel(og, program, module, jit, time.perf_counter() - t0, g, log)
 
 
