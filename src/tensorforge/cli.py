@@ -301,7 +301,48 @@ def _demo_args(p):
     p.add_argument("--no-train", action="store_true", help="skip the training part")
 
 
-ARGS = {"compile": _compile_args, "run": _run_args, "asm": _asm_args, "info": _info_args, "demo": _demo_args}
+def _export_args(p):
+    _add_model(p)
+    p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
+    p.add_argument("--name", default="model", help="library name: writes lib<NAME>.so and <NAME>.h (default: model)")
+    p.add_argument("--target", default="host",
+                   help="host (default: this CPU's ISA) or x86_64 / x86_64-avx512 for a portable build")  # fmt: skip
+    _add_opt(p)
+    _add_shapes(p)
+
+
+@command("export", "write a standalone shared library (.so) and C header for a model")
+def cmd_export(args) -> int:
+    from .codegen.targets import get_target
+    from .compiler import Options, check_lowerable, optimize, to_graph
+    from .lower import lower_graph
+    from .passes import specialize
+    from .runtime.aot import export_library
+
+    target = get_target(args.target)
+    g = to_graph(_load(args.model))
+    shapes = _parse_shapes(args.input_shape)
+    if shapes:
+        g = specialize(g, shapes)
+    if not all(v.type.is_static for v in g.inputs):
+        raise TensorforgeError(f"model '{g.name}' has symbolic input dims {[str(v.type) for v in g.inputs]}; "
+                               "fix them with --input-shape")  # fmt: skip
+    check_lowerable(g)
+    og, _ = optimize(g, Options(opt_level=args.opt_level, passes=args.passes))
+    program = lower_graph(og, target)
+    files = export_library(program, args.output, args.name)
+    print(f"exported {g.name} for {target.name}: {files['library']}, {files['header']}")
+    return 0
+
+
+ARGS = {
+    "compile": _compile_args,
+    "run": _run_args,
+    "asm": _asm_args,
+    "info": _info_args,
+    "demo": _demo_args,
+    "export": _export_args,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

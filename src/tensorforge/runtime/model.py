@@ -186,6 +186,12 @@ class CompiledModel:
             self._asm = emit_assembly(mod, tm)
         return format_listing(self._asm, self.program, kernel, self.llvm.aliases)
 
+    def export(self, out_dir: str, name: str = "model") -> dict[str, str]:
+        """Write this model as a standalone shared library + C header (see runtime/aot.py)."""
+        from .aot import export_library
+
+        return export_library(self.program, out_dir, name)
+
     def kernel_ir(self) -> str:
         return "\n\n".join(str(k) for k in self.program.kernels)
 
