@@ -32,5 +32,8 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	OMP_WAIT_POLICY=PASSIVE env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/run_all.py $(BENCH)
 
+conformance: setup
+	$(BIN)/python tools/conformance.py $(CONFORMANCE_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
