@@ -14,6 +14,7 @@ from .errors import (  # noqa: E402
     TensorforgeError,
     UnsupportedError,
 )
+from .frontends.torch import from_torch, torch_backend  # noqa: E402
 from .ir import DType, Graph  # noqa: E402
 from .runtime.model import CompiledModel  # noqa: E402
 
@@ -31,4 +32,6 @@ __all__ = [
     "UnsupportedError",
     "assembly",
     "compile",
+    "from_torch",
+    "torch_backend",
 ]
