@@ -30,6 +30,9 @@ class Target:
     l3: int = 32 * 1024 * 1024
     cores: int = 1
     data_layout: str = ""
+    # FMA datapath: units per core and their width in bits (a 512-bit op on 256-bit units takes two)
+    fma_units: int = 2
+    fma_bits: int = 256
 
     def lanes(self, dtype: DType) -> int:
         """How many elements of ``dtype`` fill one vector register (computing f16 as f32)."""
@@ -60,11 +63,11 @@ X86_64 = Target(
 )
 X86_64_AVX512 = Target(
     "x86_64-avx512", "x86_64-unknown-linux-gnu", "skylake-avx512",
-    "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma,+f16c,+bmi2", 512, 32,
+    "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma,+f16c,+bmi2", 512, 32, fma_bits=512,
 )  # fmt: skip
 AARCH64 = Target(
     "aarch64", "aarch64-unknown-linux-gnu", "neoverse-n1", "+neon,+fp-armv8", 128, 32,
-    l1d=64 * 1024, l2=1024 * 1024,
+    l1d=64 * 1024, l2=1024 * 1024, fma_bits=128,
 )  # fmt: skip
 NVPTX_SM90 = Target(
     "nvptx-sm90", "nvptx64-nvidia-cuda", "sm_90", "+ptx80", 32, 255, is_gpu=True,
@@ -98,6 +101,10 @@ def _cache_size(level_type: tuple[int, str], default: int) -> int:
     return default
 
 
+# FMA datapaths of CPUs whose width differs from their widest vector registers: (units, bits)
+FMA_UNITS = {"znver1": (2, 128), "znver2": (2, 256), "znver3": (2, 256), "znver4": (2, 256), "znver5": (2, 512)}
+
+
 @functools.cache
 def host() -> Target:
     """The machine we run on, with its detected ISA extensions and cache sizes."""
@@ -123,9 +130,12 @@ def host() -> Target:
     if os.environ.get("TENSORFORGE_NO_AVX512") and base is X86_64_AVX512:
         base = X86_64
         flags += ",-avx512f"
+    units, bits = FMA_UNITS.get(cpu, (base.fma_units, min(base.fma_bits, base.vector_bits)))
     return replace(
         base,
         name="host",
+        fma_units=units,
+        fma_bits=bits,
         triple=triple,
         cpu=cpu,
         features=flags,

@@ -1,17 +1,29 @@
-"""GEMM: register-blocked micro-kernel over packed panels (BLIS style).
+"""GEMM: BLIS-style packing, cache blocking and a register-blocked micro-kernel.
 
-``C[M,N] = A[M,K] @ B[K,N]`` is computed tile by tile. A tile is ``MR x NR`` (``NR = nv * W`` for
-vector width ``W``); its ``MR*nv`` accumulators live in vector registers across the whole K loop:
+``C[M,N] = A[M,K] @ B[K,N]`` is computed in ``MR x NR`` tiles (``NR = nv * W`` for vector width ``W``).
+A tile's ``MR*nv`` accumulators live in vector registers across its K loop (the micro-kernel):
 
     for k:  b_j = Bp[panel][k][j*W : (j+1)*W]            (nv vector loads, contiguous)
-            a_i = broadcast(A[m0+i, k])                   (MR broadcast loads)
+            a_i = broadcast(Ap[mtile][k][i])              (MR broadcast loads, contiguous)
             acc[i][j] = fma(a_i, b_j, acc[i][j])          (MR*nv FMAs)
 
-B is packed into ``[N/NR][K][NR]`` panels (zero-padded at the N edge): at compile time when B is a
-constant (weights), at run time into arena scratch otherwise. A is read in place (or pre-packed into
-``[M/MR][K][MR]`` when constant, as in convolution). The tile is written through a small stack buffer
-by a vectorized epilogue loop that applies alpha/beta/bias/activation and handles M and N edges, so the
-micro-kernel itself has no edge cases. MR/NR come from the target's register count and vector width.
+Operands are packed so that the micro-kernel reads both of them as contiguous streams: B into
+``[N/NR][K][NR]`` panels and A into ``[M/MR][K][MR]`` micro-panels, zero-padded at the edges (so the
+micro-kernel has no edge cases). Constant operands (weights) are packed once, at compile time; the
+others at run time into arena workspace. A is left in place when it is used by one panel only (packing
+would cost as much as the product).
+
+Cache blocking (loops around the micro-kernel, derived from the target's cache sizes in ``plan_gemm``):
+
+    parallel for macro tile (batch, ic, jc):      MC rows x NC columns; threads take contiguous ranges
+      for kc in K blocks of KC:                   the A micro-panel (KC x MR) stays in L1,
+        for mt in the MC rows, for p in the NC columns (or p, then mt):   the B block (KC x NC) in L2
+          micro-kernel over [kc, kc + KC)
+
+When K is split (K > KC), partial sums go to the output (or a workspace) and are read back by the next
+K block; only the last block applies the epilogue. The tile is written through a small stack buffer by
+a vectorized epilogue loop that calls ``spec.store`` (alpha, beta*C, bias and any fused elementwise
+epilogue, through the output's ``Sink``) and handles the M and N edges.
 """
 
 from __future__ import annotations
@@ -21,37 +33,58 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..codegen.targets import Target
 from ..ir.dtype import DType
 from . import kir as K
-from .kir import Assign, Broadcast, Buffer, Const, Decl, Expr, Fma, For, Load, LoopKind, Stmt, Store, Var, binop
+from .kir import Assign, Broadcast, Buffer, Const, Decl, Expr, Fma, For, If, Load, LoopKind, Stmt, Store, Var, binop
 from .rules import LowerCtx, Sink, kernel_rule
 from .tensor import TExpr, View
 
 
 @dataclass(frozen=True)
 class GemmPlan:
+    """Micro-tile and cache blocking of one GEMM (all sizes in elements)."""
+
     MR: int
     nv: int
     W: int
     KU: int = 4  # K-loop unroll
+    KC: int = 0  # K block; 0: the whole K in one block
+    MC: int = 0  # rows per macro tile (a multiple of MR); 0: all rows
+    NC: int = 0  # columns per macro tile (a multiple of NR); 0: all columns
+    order: str = "mp"  # inside a macro tile: "mp" = m-tiles outer, panels inner; "pm" = the reverse
 
     @property
     def NR(self) -> int:
         return self.nv * self.W
 
 
-def plan_gemm(ctx: LowerCtx, dtype: DType, M: int, N: int, Kd: int) -> GemmPlan:
-    """Pick the micro-tile from the target's registers: as many accumulators as fit beside the
-    B vectors and one broadcast register, never more rows than M or columns than N needs."""
-    t = ctx.target
+# -- the micro-tile -----------------------------------------------------------------------------------
+FMA_LATENCY = 4  # cycles; every accumulator chain gets one FMA per k step
+LOADS_PER_CYCLE = 2
+L2_BYTES_PER_CYCLE = 16  # sustained L2 -> L1 stream, conservatively
+
+
+def _fma_per_cycle(t: Target) -> float:
+    """Vector FMAs per cycle at the target's vector width (512-bit ops on 256-bit units count half)."""
+    return t.fma_units * min(1.0, t.fma_bits / t.vector_bits)
+
+
+def choose_tile(t: Target, dtype: DType, M: int, N: int, K: int) -> tuple[int, int]:
+    """``(MR, nv)`` minimizing modelled cycles. Per k step a tile is bound by FMA throughput, the load
+    ports (MR broadcasts + nv vector loads), FMA latency (each accumulator chain gets one FMA), and the
+    L2 stream (the B micro-panel always, the A micro-panel when it does not fit in half of L1); zero-padded
+    edge tiles count as work and each tile pays an epilogue. Registers must hold the accumulators, the B
+    vectors and one broadcast. Measured on Zen 4 (zmm) at 1024-2048 cubed, 6x4, 8x3, 14x2 and 16x1 tiles
+    are all within a few % of peak; the intensity factor breaks such near-ties."""
     W = t.lanes(dtype)
     R = t.num_vregs
-    if t.is_gpu:
-        return GemmPlan(1, 1, 1, 1)
+    F = _fma_per_cycle(t)
+    es = max(dtype.itemsize, 4)
     n_vecs = max(1, -(-N // W))
     best = None
     for nv in range(1, 9):
-        if nv > n_vecs and nv > 1:
+        if nv > n_vecs:
             break
         for mr in range(1, 17):
             if mr > max(M, 1):
@@ -59,15 +92,64 @@ def plan_gemm(ctx: LowerCtx, dtype: DType, M: int, N: int, Kd: int) -> GemmPlan:
             regs = mr * nv + (nv if mr > 1 else 0) + 1
             if regs > R:
                 break
-            acc = mr * nv
-            # more accumulators first (latency hiding, reuse); then the squarer tile (fewer loads/flop)
-            score = (min(acc, 12 if R <= 16 else 28), acc * 1.0 / (mr + nv), -nv)
-            if best is None or score > best[0]:
+            tiles = -(-M // mr) * -(-N // (nv * W))
+            streamed = nv * W * es + (mr * es if K * mr * es > t.l1d // 2 else 0)
+            step = max(mr * nv / F, (mr + nv) / LOADS_PER_CYCLE, FMA_LATENCY, streamed / L2_BYTES_PER_CYCLE)
+            cycles = tiles * (max(K, 1) * step + 3 * mr * nv + 20)
+            # the model's bounds never overlap perfectly: favour arithmetic intensity (FMAs per load)
+            cycles *= 1 + 0.1 * (mr + nv) / (mr * nv)
+            score = (round(cycles, 3), -mr * nv, -mr)
+            if best is None or score < best[0]:
                 best = (score, mr, nv)
     _, mr, nv = best
-    return GemmPlan(mr, nv, W, 4)
+    return mr, nv
 
 
+def _ceil_to(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def plan_gemm(ctx: LowerCtx, dtype: DType, M: int, N: int, Kd: int, batch: int = 1) -> GemmPlan:
+    """The micro-tile from the register file, the blocking from the caches (see the module docstring).
+
+    ``ctx.options["gemm"]`` may override any field (used by tests to force the blocked paths on small
+    shapes, and by benchmarks to explore)."""
+    t = ctx.target
+    if t.is_gpu:
+        return GemmPlan(1, 1, 1, 1)
+    W = t.lanes(dtype)
+    mr, nv = choose_tile(t, dtype, M, N, Kd)
+    NR = nv * W
+    es = max(dtype.itemsize, 4)
+    KU = 4
+    # K blocking: only when the micro-panels of a whole-K tile (A: K x MR, B: K x NR) would not stay in
+    # L2 between uses; then the A micro-panel (KC x MR) is sized for half of L1.
+    KC = 0
+    if Kd * (mr + NR) * es > t.l2 // 2:
+        kc_max = max(KU * 16, (t.l1d // 2) // (mr * es) // KU * KU)
+        nk = -(-Kd // kc_max)
+        KC = _ceil_to(-(-Kd // nk), KU)
+    kc = KC or Kd
+    # NC: the B block (KC x NC) fills half of L2
+    nc = max(NR, (t.l2 // 2) // (max(kc, 1) * es) // NR * NR)
+    NC = 0 if nc >= N else nc
+    # MC: enough macro tiles to balance the threads, each A block (KC x MC) within half of L3 per core
+    mt_n = -(-M // mr)
+    jc_n = -(-N // (NC or N))
+    want = max(1, (4 * t.cores) // max(1, batch * jc_n))
+    mc_tiles = max(1, -(-mt_n // want))
+    l3_tiles = max(1, (t.l3 // (2 * max(t.cores, 1))) // (max(kc, 1) * mr * es))
+    mc_tiles = min(mc_tiles, l3_tiles)
+    MC = 0 if mc_tiles >= mt_n else mc_tiles * mr
+    plan = GemmPlan(mr, nv, W, KU, KC, MC, NC)
+    over = ctx.options.get("gemm")
+    if over:
+        fields = {k: v for k, v in over.items() if k in GemmPlan.__dataclass_fields__}
+        plan = GemmPlan(**{**plan.__dict__, **fields})
+    return plan
+
+
+# -- compile-time packing -----------------------------------------------------------------------------
 def pack_b_const(b: np.ndarray, NR: int) -> np.ndarray:
     """[..., K, N] -> [..., ceil(N/NR), K, NR] zero-padded panels."""
     *batch, k, n = b.shape
@@ -79,13 +161,17 @@ def pack_b_const(b: np.ndarray, NR: int) -> np.ndarray:
 
 
 def pack_a_const(a: np.ndarray, MR: int) -> np.ndarray:
-    """[..., M, K] -> [..., ceil(M/MR), K, MR] zero-padded panels (broadcast loads become contiguous)."""
+    """[..., M, K] -> [..., ceil(M/MR), K, MR] zero-padded micro-panels (broadcast loads become contiguous)."""
     *batch, m, k = a.shape
     nt = -(-m // MR)
     padded = np.zeros((*batch, nt * MR, k), dtype=a.dtype)
     padded[..., :m, :] = a
     out = padded.reshape(*batch, nt, MR, k)
     return np.ascontiguousarray(np.swapaxes(out, -1, -2))
+
+
+# -- the kernel ---------------------------------------------------------------------------------------
+Elem3 = Callable[[Expr, Expr, Expr], Expr]
 
 
 @dataclass
@@ -97,123 +183,230 @@ class GemmSpec:
     K: int
     batch: int
     dtype: DType  # compute dtype
-    # scalar A[b, m, k] (m may be clamped to M-1 at the edge); or None with a_packed
-    a_elem: Callable[[Expr, Expr, Expr], Expr] | None
-    a_packed: Buffer | None  # [batchA][M/MR][K][MR] pre-packed
+    # scalar A[b, m, k] read in place (m < M); or None with a_packed
+    a_elem: Elem3 | None
+    a_packed: Buffer | None  # [batchA][M/MR][K][MR]
     a_batch_stride: int  # elements between batches of a_packed (0 = shared)
     b_packed: Buffer  # [batchB][N/NR][K][NR]
     b_batch_stride: int
-    store: Callable[[Expr, Expr, Expr, Expr], Stmt]  # store(b, m, n, value) with epilogue
+    store: Callable[[Expr, Expr, Expr, Expr], Stmt]  # store(b, m, n, value): the final value, with epilogue
+    # where partial sums of element (b, m, n) may live when K is split: (buffer, index); None: workspace
+    acc_at: Callable[[Expr, Expr, Expr], tuple[Buffer, Expr]] | None = None
 
 
-def _unrolled_k(Kd: int, U: int, body: Callable[[Expr], list[Stmt]]) -> Stmt:
-    """for k in 0..K: body(k), unrolled by U (remainder loop after)."""
-    stmts: list[Stmt] = []
-    if Kd >= U and U > 1:
-        k0 = Var("k0")
-        inner = []
-        for u in range(U):
-            inner.extend(body(binop("add", binop("mul", k0, U), u)))
-        stmts.append(For(k0, Const(0), Const(Kd // U), K.seq(inner)))
-    rem_start = (Kd // U) * U if U > 1 else 0
-    if rem_start < Kd:
+def _kloop(start: Expr, length: Expr, U: int, body: Callable[[Expr], list[Stmt]]) -> Stmt:
+    """for k in [start, start+length): body(k), unrolled by U (remainder loop after)."""
+    if U <= 1:
         k = Var("k")
-        stmts.append(For(k, Const(rem_start), Const(Kd), K.seq(body(k))))
+        return For(k, Const(0), length, K.seq(body(binop("add", start, k))))
+    stmts: list[Stmt] = []
+    main = length
+    if U > 1:
+        k0 = Var("k0")
+        inner: list[Stmt] = []
+        for u in range(U):
+            inner.extend(body(binop("add", start, binop("add", binop("mul", k0, U), u))))
+        trips = binop("floordiv", length, U)
+        stmts.append(For(k0, Const(0), trips, K.seq(inner)))
+        main = binop("mul", trips, U)
+    if not (isinstance(length, Const) and isinstance(main, Const) and main.value == length.value):
+        k = Var("k")
+        stmts.append(For(k, main, length, K.seq(body(binop("add", start, k)))))
     return K.seq(stmts)
 
 
 def emit_gemm(ctx: LowerCtx, plan: GemmPlan, spec: GemmSpec, parallel: bool) -> Stmt:
-    MR, NR, W, nv = plan.MR, plan.NR, plan.W, plan.nv
+    MR, NR = plan.MR, plan.NR
     M, N, Kd = spec.M, spec.N, spec.K
     dt = spec.dtype
     mt_n = -(-M // MR)
     np_n = -(-N // NR)
-    tiles = spec.batch * mt_n * np_n
+    mc_t = (plan.MC // MR) if plan.MC else mt_n  # m-tiles per macro tile
+    nc_p = (plan.NC // NR) if plan.NC else np_n  # panels per macro tile
+    ic_n, jc_n = -(-mt_n // mc_t), -(-np_n // nc_p)
+    KC = plan.KC if plan.KC and plan.KC < Kd else Kd
+    nk = -(-Kd // KC)
+    macro = spec.batch * ic_n * jc_n
+
+    # macro tile -> (b, ic, jc)
     t = Var("tile")
-    # tile order: batch, then panel, then m-tile (a B panel is reused across consecutive m-tiles)
-    bi = binop("floordiv", t, mt_n * np_n) if spec.batch > 1 else Const(0)
-    rem = binop("mod", t, mt_n * np_n) if spec.batch > 1 else t
-    p = binop("floordiv", rem, mt_n) if mt_n > 1 else rem
-    mt = binop("mod", rem, mt_n) if mt_n > 1 else Const(0)
-    bvar, pvar, mvar = Var("b"), Var("p"), Var("mt")
-    m0 = binop("mul", mvar, MR)
-    n0 = binop("mul", pvar, NR)
+    bvar, icv, jcv = Var("b"), Var("ic"), Var("jc")
+    per_b = ic_n * jc_n
+    body: list[Stmt] = [
+        Decl(bvar, binop("floordiv", t, per_b) if spec.batch > 1 else Const(0)),
+    ]
+    rem = binop("mod", t, per_b) if spec.batch > 1 else t
+    body.append(Decl(icv, binop("floordiv", rem, jc_n) if jc_n > 1 else rem))
+    body.append(Decl(jcv, binop("mod", rem, jc_n) if jc_n > 1 else Const(0)))
+
+    acc_at = spec.acc_at
+    if nk > 1 and acc_at is None:
+        ws = ctx.workspace(dt, spec.batch * M * N, f"{ctx.node.name}_acc")
+
+        def acc_at(b, m, n):
+            return ws, binop("add", binop("mul", binop("add", binop("mul", b, M), m), N), n)
+
+    kc = Var("kc")
+    k0 = binop("mul", kc, KC) if nk > 1 else Const(0)
+    klen = K.minimum(Const(KC), binop("sub", Const(Kd), k0)) if (nk > 1 and Kd % KC) else Const(KC)
+    mt, p = Var("mt"), Var("p")
+    micro = _micro_tile(ctx, plan, spec, bvar, mt, p, kc, nk, k0, klen, acc_at)
+    mt_lo = binop("mul", icv, mc_t)
+    mt_hi = K.minimum(binop("add", mt_lo, mc_t), Const(mt_n)) if mt_n % mc_t else binop("add", mt_lo, mc_t)
+    p_lo = binop("mul", jcv, nc_p)
+    p_hi = K.minimum(binop("add", p_lo, nc_p), Const(np_n)) if np_n % nc_p else binop("add", p_lo, nc_p)
+    if ic_n == 1:
+        mt_lo, mt_hi = Const(0), Const(mt_n)
+    if jc_n == 1:
+        p_lo, p_hi = Const(0), Const(np_n)
+    if plan.order == "pm":
+        inner: Stmt = For(p, p_lo, p_hi, For(mt, mt_lo, mt_hi, micro))
+    else:
+        inner = For(mt, mt_lo, mt_hi, For(p, p_lo, p_hi, micro))
+    body.append(For(kc, Const(0), Const(nk), inner) if nk > 1 else inner)
+    kind = LoopKind.PARALLEL if parallel and macro > 1 else LoopKind.SERIAL
+    return For(t, Const(0), Const(macro), K.seq(body), kind)
+
+
+def _micro_tile(ctx: LowerCtx, plan: GemmPlan, spec: GemmSpec, bvar: Var, mt: Var, p: Var, kc: Var, nk: int,
+                k0: Expr, klen: Expr, acc_at) -> Stmt:  # fmt: skip
+    """One MR x NR tile over one K block: accumulate in registers, then write through the stack tile."""
+    MR, NR, W, nv = plan.MR, plan.NR, plan.W, plan.nv
+    M, N = spec.M, spec.N
+    dt = spec.dtype
+    m0 = binop("mul", mt, MR)
+    n0 = binop("mul", p, NR)
     acc = [[Var(f"acc{i}_{j}", dt, W) for j in range(nv)] for i in range(MR)]
-    body: list[Stmt] = [Decl(bvar, bi), Decl(pvar, p), Decl(mvar, mt)]
     zero = Const(0.0 if dt.is_float else 0, dt, W)
-    body += [Decl(acc[i][j], zero) for i in range(MR) for j in range(nv)]
-    b_base = binop("add", binop("mul", bvar, spec.b_batch_stride), binop("mul", pvar, Kd * NR))
-    if spec.a_packed is not None:
-        a_base = binop("add", binop("mul", bvar, spec.a_batch_stride), binop("mul", mvar, Kd * MR))
-    rows = [K.minimum(binop("add", m0, i), Const(M - 1)) for i in range(MR)]
-
-    def kstep(k: Expr) -> list[Stmt]:
-        out: list[Stmt] = []
-        bv = []
-        for j in range(nv):
-            bv.append(Load(spec.b_packed, binop("add", b_base, binop("add", binop("mul", k, NR), j * W)), W))
-        for i in range(MR):
-            if spec.a_packed is not None:
-                a = Load(spec.a_packed, binop("add", a_base, binop("add", binop("mul", k, MR), i)))
-            else:
-                a = spec.a_elem(bvar, rows[i], k)
-            if a.dtype != dt:
-                a = K.cast(a, dt)
-            ab = Broadcast(a, W)
-            for j in range(nv):
-                out.append(Assign(acc[i][j], Fma(ab, bv[j], acc[i][j])))
-        return out
-
-    body.append(_unrolled_k(Kd, plan.KU if Kd > 8 else 1, kstep))
-    # spill the tile to a stack buffer, then a vectorized epilogue writes the valid part
     tile = Buffer("ctile", dt, MR * NR)
-    for i in range(MR):
-        for j in range(nv):
-            body.append(Store(tile, Const(i * NR + j * W), acc[i][j]))
     ii, jj = Var("ii"), Var("jj")
-    mvalid = K.minimum(Const(MR), binop("sub", Const(M), m0))
-    nvalid = K.minimum(Const(NR), binop("sub", Const(N), n0))
-    value = Load(tile, binop("add", binop("mul", ii, NR), jj))
-    epi = spec.store(bvar, binop("add", m0, ii), binop("add", n0, jj), value)
+    mvalid = K.minimum(Const(MR), binop("sub", Const(M), m0)) if M % MR else Const(MR)
+    nvalid = K.minimum(Const(NR), binop("sub", Const(N), n0)) if N % NR else Const(NR)
     vec = NR >= W > 1
-    inner = For(jj, Const(0), nvalid, epi, LoopKind.VECTOR if vec else LoopKind.SERIAL, 1, W if vec else 1)
-    body.append(For(ii, Const(0), mvalid, inner))
-    kind = LoopKind.PARALLEL if parallel and tiles > 1 else LoopKind.SERIAL
-    return For(t, Const(0), Const(tiles), K.seq(body), kind)
+
+    def tile_loop(stmt: Stmt) -> Stmt:
+        inner = For(jj, Const(0), nvalid, stmt, LoopKind.VECTOR if vec else LoopKind.SERIAL, 1, W if vec else 1)
+        return For(ii, Const(0), mvalid, inner)
+
+    out: list[Stmt] = [Decl(acc[i][j], zero) for i in range(MR) for j in range(nv)]
+    m_at, n_at = binop("add", m0, ii), binop("add", n0, jj)
+    if nk > 1:  # later K blocks start from the partial sums
+        abuf, aidx = acc_at(bvar, m_at, n_at)
+        load_partial = [tile_loop(Store(tile, binop("add", binop("mul", ii, NR), jj), Load(abuf, aidx)))]
+        load_partial += [Assign(acc[i][j], Load(tile, Const(i * NR + j * W), W)) for i in range(MR) for j in range(nv)]
+        out.append(If(K.cmp("gt", kc, Const(0)), K.seq(load_partial)))
+    out.append(_kernel_body(plan, spec, bvar, mt, p, k0, klen, acc))
+    out += [Store(tile, Const(i * NR + j * W), acc[i][j]) for i in range(MR) for j in range(nv)]
+    value = Load(tile, binop("add", binop("mul", ii, NR), jj))
+    final = tile_loop(spec.store(bvar, m_at, n_at, value))
+    if nk > 1:
+        abuf, aidx = acc_at(bvar, m_at, n_at)
+        partial = tile_loop(Store(abuf, aidx, value))
+        out.append(If(K.cmp("eq", kc, Const(nk - 1)), final, partial))
+    else:
+        out.append(final)
+    return K.seq(out)
 
 
-def emit_pack_b(ctx: LowerCtx, src: Callable[[Expr, Expr, Expr], Expr], batch: int, Kd: int, N: int, NR: int,
-                dst: Buffer, parallel: bool) -> Stmt:  # fmt: skip
-    """Runtime packing ``dst[b][p][k][j] = src(b, k, p*NR + j)`` (zero past N)."""
+def _kernel_body(plan: GemmPlan, spec: GemmSpec, bvar: Var, mt: Var, p: Var, k0: Expr, klen: Expr,
+                 acc: list[list[Var]]) -> Stmt:  # fmt: skip
+    """The K loop of the micro-kernel: nv vector loads of B, MR broadcasts of A, MR*nv FMAs per k."""
+    MR, NR, W, nv = plan.MR, plan.NR, plan.W, plan.nv
+    M, Kd = spec.M, spec.K
+    dt = spec.dtype
+    b_base = binop("add", binop("mul", bvar, spec.b_batch_stride), binop("mul", p, Kd * NR))
+    m0 = binop("mul", mt, MR)
+
+    def make(rows: list[Expr] | None) -> Stmt:
+        if spec.a_packed is not None:
+            a_base = binop("add", binop("mul", bvar, spec.a_batch_stride), binop("mul", mt, Kd * MR))
+
+        def kstep(k: Expr) -> list[Stmt]:
+            st: list[Stmt] = []
+            bv = [Load(spec.b_packed, binop("add", b_base, binop("add", binop("mul", k, NR), j * W)), W)
+                  for j in range(nv)]  # fmt: skip
+            for i in range(MR):
+                if spec.a_packed is not None:
+                    a = Load(spec.a_packed, binop("add", a_base, binop("add", binop("mul", k, MR), i)))
+                else:
+                    a = spec.a_elem(bvar, rows[i], k)
+                if a.dtype != dt:
+                    a = K.cast(a, dt)
+                ab = Broadcast(a, W)
+                for j in range(nv):
+                    st.append(Assign(acc[i][j], Fma(ab, bv[j], acc[i][j])))
+            return st
+
+        return _kloop(k0, klen, plan.KU if Kd > 8 else 1, kstep)
+
+    if spec.a_packed is not None:
+        return make(None)
+    affine = [binop("add", m0, i) for i in range(MR)]
+    if M % MR == 0:
+        return make(affine)
+    # in-place A with a partial last m-tile: full tiles keep affine row addresses (one base register),
+    # the edge tile clamps its rows
+    clamped = [K.minimum(binop("add", m0, i), Const(M - 1)) for i in range(MR)]
+    return If(K.cmp("lt", mt, Const(M // MR)), make(affine), make(clamped))
+
+
+def emit_pack(ctx: LowerCtx, src: Elem3, batch: int, rows: int, Kd: int, R: int, dst: Buffer, parallel: bool,
+              vector_over: str = "r") -> Stmt:  # fmt: skip
+    """Run-time packing ``dst[b][t][k][r] = src(b, k, t*R + r)`` (zero past ``rows``).
+
+    Packs B panels (rows = N, R = NR) and, with ``src(b, k, m) = A[b, m, k]``, A micro-panels (rows = M,
+    R = MR). ``vector_over`` is the loop the vectorizer should get: "r" when the source is contiguous
+    along the packed rows (B row-major), "k" when it is contiguous along K (A row-major)."""
     W = ctx.lanes(dst.dtype)
-    np_n = -(-N // NR)
-    b, p, k, j = Var("b"), Var("p"), Var("k"), Var("j")
-    base = binop("add", binop("mul", binop("add", binop("mul", b, np_n), p), Kd * NR), binop("mul", k, NR))
-    nvalid = K.minimum(Const(NR), binop("sub", Const(N), binop("mul", p, NR)))
-    n = binop("add", binop("mul", p, NR), j)
-    copy = For(j, Const(0), nvalid, Store(dst, binop("add", base, j), K.cast(src(b, k, n), dst.dtype)),
-               LoopKind.VECTOR if NR >= W > 1 else LoopKind.SERIAL, 1, W if NR >= W > 1 else 1)  # fmt: skip
-    zero = For(j, nvalid, Const(NR), Store(dst, binop("add", base, j), K.const(0, dst.dtype)))
-    inner = K.seq(copy, zero) if N % NR else copy
-    stmt: Stmt = For(k, Const(0), Const(Kd), inner)
-    total = batch * np_n
+    nt = -(-rows // R)
+    b, tv, k, r = Var("b"), Var("t"), Var("k"), Var("r")
+    base = binop("mul", binop("add", binop("mul", b, nt), tv), Kd * R)
+    nvalid = K.minimum(Const(R), binop("sub", Const(rows), binop("mul", tv, R))) if rows % R else Const(R)
+    n = binop("add", binop("mul", tv, R), r)
+    at = binop("add", base, binop("add", binop("mul", k, R), r))
+
+    def copy(v: Expr) -> Stmt:
+        return Store(dst, at, K.cast(v, dst.dtype))
+
+    if vector_over == "k" and Kd >= W > 1:
+        inner = For(k, Const(0), Const(Kd), copy(src(b, k, n)), LoopKind.VECTOR, 1, W)
+        stmt: Stmt = For(r, Const(0), nvalid, inner)
+        if rows % R:
+            stmt = K.seq(stmt, For(r, nvalid, Const(R), For(k, Const(0), Const(Kd), copy(K.const(0, dst.dtype)))))
+    else:
+        vec = R >= W > 1
+        cp = For(r, Const(0), nvalid, copy(src(b, k, n)), LoopKind.VECTOR if vec else LoopKind.SERIAL, 1,
+                 W if vec else 1)  # fmt: skip
+        inner = K.seq(cp, For(r, nvalid, Const(R), copy(K.const(0, dst.dtype)))) if rows % R else cp
+        stmt = For(k, Const(0), Const(Kd), inner)
+    total = batch * nt
+    kind = LoopKind.PARALLEL if parallel and total > 1 else LoopKind.SERIAL
     if batch > 1:
-        stmt = For(p, Const(0), Const(np_n), stmt, LoopKind.PARALLEL if parallel and np_n > 1 else LoopKind.SERIAL)
-        return For(b, Const(0), Const(batch), stmt)
-    stmt = For(p, Const(0), Const(np_n), stmt, LoopKind.PARALLEL if parallel and total > 1 else LoopKind.SERIAL)
-    return K.seq(Decl(b, Const(0)), stmt)
+        flat = Var("bt")
+        split = K.seq(Decl(b, binop("floordiv", flat, nt)), Decl(tv, binop("mod", flat, nt)), stmt)
+        return For(flat, Const(0), Const(total), split, kind)
+    return K.seq(Decl(b, Const(0)), For(tv, Const(0), Const(nt), stmt, kind))
+
+
+def emit_pack_b(ctx: LowerCtx, src: Elem3, batch: int, Kd: int, N: int, NR: int, dst: Buffer, parallel: bool) -> Stmt:
+    """Run-time packing of B panels ``dst[b][p][k][j] = src(b, k, p*NR + j)`` (zero past N)."""
+    return emit_pack(ctx, src, batch, N, Kd, NR, dst, parallel)
+
+
+# -- MatMul / Gemm ------------------------------------------------------------------------------------
+def _strides(shape: Sequence[int]) -> list[int]:
+    out, s = [], 1
+    for d in reversed(shape):
+        out.append(s)
+        s *= d
+    return list(reversed(out))
 
 
 def _batch_index(bvar: Expr, batch_shape: Sequence[int], operand_batch: Sequence[int]) -> list[Expr]:
     """Index into an operand's (broadcast) batch dims from the flat output batch index."""
     out: list[Expr] = []
     pad = len(batch_shape) - len(operand_batch)
-    stride = 1
-    strides = []
-    for d in reversed(batch_shape):
-        strides.append(stride)
-        stride *= d
-    strides = list(reversed(strides))
+    strides = _strides(batch_shape)
     for i, d in enumerate(operand_batch):
         bd = batch_shape[pad + i]
         if d == 1:
@@ -222,6 +415,20 @@ def _batch_index(bvar: Expr, batch_shape: Sequence[int], operand_batch: Sequence
             q = binop("floordiv", bvar, strides[pad + i]) if strides[pad + i] != 1 else bvar
             out.append(binop("mod", q, bd) if pad + i > 0 else q)
     return out
+
+
+def _unflatten_batch(bvar: Expr, batch_shape: Sequence[int]) -> list[Expr]:
+    out = []
+    strides = _strides(batch_shape)
+    for i, d in enumerate(batch_shape):
+        q = binop("floordiv", bvar, strides[i]) if strides[i] != 1 else bvar
+        out.append(binop("mod", q, d) if i > 0 else q)
+    return out
+
+
+def _broadcast_c_index(out_idx: Sequence[Expr], c_shape: Sequence[int]) -> list[Expr]:
+    pad = len(out_idx) - len(c_shape)
+    return [Const(0) if d == 1 else out_idx[pad + i] for i, d in enumerate(c_shape)]
 
 
 def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = False, trans_b: bool = False,
@@ -245,7 +452,8 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
     batch_shape = list(np.broadcast_shapes(tuple(a_batch), tuple(b_batch)))
     batch = int(np.prod(batch_shape)) if batch_shape else 1
     out_rank = len(sink.shape)
-    plan = plan_gemm(ctx, cdt, M, N, Kd)
+    plan = plan_gemm(ctx, cdt, M, N, Kd, batch)
+    MR, NR = plan.MR, plan.NR
     work = 2 * batch * M * N * Kd
     parallel = work >= ctx.parallel_threshold * 8
 
@@ -262,45 +470,44 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
         return b(idx)
 
     stmts: list[Stmt] = []
+    name = ctx.node.name
     # B panels
     b_batches = int(np.prod(b_batch)) if b_batch else 1
+    np_n = -(-N // NR)
     if b.const is not None:
-        bmat = b.const
-        if b1:
-            bmat = bmat.reshape(-1, 1)
+        bmat = b.const.reshape(-1, 1) if b1 else b.const
         if trans_b:
             bmat = np.swapaxes(bmat, -1, -2)
-        bmat = bmat.reshape(b_batches, Kd, N).astype(cdt.np)
-        view = ctx.const_view(pack_b_const(bmat, plan.NR), f"{ctx.node.name}_Bpacked")
-        bp = view.buf
-        b_stride = -(-N // plan.NR) * Kd * plan.NR
-        if b_batches == 1:
-            b_stride = 0
-        elif b_batches != batch:
-            # broadcast batch of B: re-pack expanded to the output batch (rare; constant anyway)
-            full = np.broadcast_to(bmat.reshape(*b_batch, Kd, N), (*batch_shape, Kd, N)).reshape(batch, Kd, N)
-            view = ctx.const_view(pack_b_const(np.ascontiguousarray(full), plan.NR), f"{ctx.node.name}_Bpacked")
-            bp = view.buf
+        if b_batches not in (1, batch):  # broadcast batch of B: pack it expanded to the output batch
+            bmat = np.broadcast_to(bmat, (*batch_shape, Kd, N))
+            b_batches = batch
+        bmat = np.ascontiguousarray(bmat).reshape(b_batches, Kd, N).astype(cdt.np)
+        bp = ctx.const_view(pack_b_const(bmat, NR), f"{name}_Bpacked").buf
+        b_stride = 0 if b_batches == 1 else np_n * Kd * NR
     else:
-        np_n = -(-N // plan.NR)
-        bp = ctx.workspace(cdt, batch * np_n * Kd * plan.NR, f"{ctx.node.name}_Bpack")
-        stmts.append(emit_pack_b(ctx, b_at, batch, Kd, N, plan.NR, bp, parallel))
-        b_stride = np_n * Kd * plan.NR
+        bp = ctx.workspace(cdt, batch * np_n * Kd * NR, f"{name}_Bpack")
+        stmts.append(emit_pack(ctx, b_at, batch, N, Kd, NR, bp, parallel, "k" if trans_b else "r"))
+        b_stride = np_n * Kd * NR
+    # A micro-panels: constant -> packed now; otherwise packed at run time when several panels reuse it
     a_packed = None
     a_stride = 0
-    if a.const is not None and M >= plan.MR:
-        amat = a.const
-        if a1:
-            amat = amat.reshape(1, -1)
+    mt_n = -(-M // MR)
+    if a.const is not None and M >= MR:
+        amat = a.const.reshape(1, -1) if a1 else a.const
         if trans_a:
             amat = np.swapaxes(amat, -1, -2)
         a_batches = int(np.prod(a_batch)) if a_batch else 1
-        amat = amat.reshape(a_batches, M, Kd).astype(cdt.np)
         if a_batches not in (1, batch):
-            amat = np.broadcast_to(amat.reshape(*a_batch, M, Kd), (*batch_shape, M, Kd)).reshape(batch, M, Kd)
+            amat = np.broadcast_to(amat, (*batch_shape, M, Kd))
             a_batches = batch
-        a_packed = ctx.const_view(pack_a_const(np.ascontiguousarray(amat), plan.MR), f"{ctx.node.name}_Apacked").buf
-        a_stride = 0 if a_batches == 1 else -(-M // plan.MR) * Kd * plan.MR
+        amat = np.ascontiguousarray(amat).reshape(a_batches, M, Kd).astype(cdt.np)
+        a_packed = ctx.const_view(pack_a_const(amat, MR), f"{name}_Apacked").buf
+        a_stride = 0 if a_batches == 1 else mt_n * Kd * MR
+    elif np_n > 1 and M > MR:
+        a_packed = ctx.workspace(cdt, batch * mt_n * Kd * MR, f"{name}_Apack")
+        stmts.append(emit_pack(ctx, lambda bi, k, m: a_at(bi, m, k), batch, M, Kd, MR, a_packed, parallel,
+                               "r" if trans_a else "k"))  # fmt: skip
+        a_stride = mt_n * Kd * MR
 
     def store(bi, m, n, v):
         if alpha != 1.0:
@@ -311,39 +518,34 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
             if cv.dtype != cdt:
                 cv = K.cast(cv, cdt)
             v = binop("add", v, cv if beta == 1.0 else binop("mul", cv, K.const(beta, cdt)))
-        oidx = oidx_full
-        if a1 and b1:
-            oidx = [*oidx_full[:-2]]
-        elif a1:
-            oidx = [*oidx_full[:-2], n]
-        elif b1:
-            oidx = [*oidx_full[:-2], m]
-        assert len(oidx) == out_rank, (oidx, sink.shape)
-        return sink.store(oidx, v)
+        return sink.store(_out_index(oidx_full, a1, b1, out_rank), v)
+
+    acc_at = None
+    if sink.view.dtype == cdt and sink.view.is_contiguous:
+        # partial sums of a split K go straight to the output (row-major [batch, M, N] order)
+        out_buf = sink.view.buf
+        off = sink.view.offset
+
+        def acc_at(bi, m, n):
+            return out_buf, binop("add", binop("add", binop("mul", binop("add", binop("mul", bi, M), m), N), n), off)
 
     spec = GemmSpec(M, N, Kd, batch, cdt, None if a_packed is not None else a_at, a_packed, a_stride, bp, b_stride,
-                    store)  # fmt: skip
+                    store, acc_at)  # fmt: skip
     stmts.append(emit_gemm(ctx, plan, spec, parallel))
     return K.seq(stmts)
 
 
-def _unflatten_batch(bvar: Expr, batch_shape: Sequence[int]) -> list[Expr]:
-    out = []
-    stride = 1
-    strides = []
-    for d in reversed(batch_shape):
-        strides.append(stride)
-        stride *= d
-    strides = list(reversed(strides))
-    for i, d in enumerate(batch_shape):
-        q = binop("floordiv", bvar, strides[i]) if strides[i] != 1 else bvar
-        out.append(binop("mod", q, d) if i > 0 else q)
-    return out
-
-
-def _broadcast_c_index(out_idx: Sequence[Expr], c_shape: Sequence[int]) -> list[Expr]:
-    pad = len(out_idx) - len(c_shape)
-    return [Const(0) if d == 1 else out_idx[pad + i] for i, d in enumerate(c_shape)]
+def _out_index(oidx_full: list[Expr], a1: bool, b1: bool, out_rank: int) -> list[Expr]:
+    if a1 and b1:
+        oidx = oidx_full[:-2]
+    elif a1:
+        oidx = [*oidx_full[:-2], oidx_full[-1]]
+    elif b1:
+        oidx = oidx_full[:-1]
+    else:
+        oidx = oidx_full
+    assert len(oidx) == out_rank, (oidx, out_rank)
+    return oidx
 
 
 @kernel_rule("Gemm")
@@ -360,5 +562,5 @@ def _matmul(ctx: LowerCtx, node, ins, outs):
     return lower_matmul(ctx, ins[0], ins[1], outs[0])
 
 
-__all__ = ["GemmPlan", "GemmSpec", "View", "emit_gemm", "emit_pack_b", "lower_matmul", "pack_a_const",
-           "pack_b_const", "plan_gemm"]  # fmt: skip
+__all__ = ["GemmPlan", "GemmSpec", "View", "choose_tile", "emit_gemm", "emit_pack", "emit_pack_b", "lower_matmul",
+           "pack_a_const", "pack_b_const", "plan_gemm"]  # fmt: skip

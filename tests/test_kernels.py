@@ -1,0 +1,109 @@
+"""The fast paths of the heavy kernels (GEMM, convolution, pooling) against numpy / the ONNX reference.
+
+Shapes include the edge sizes 1, 7, 17, 63, 65 and 1000 (partial micro-tiles, partial panels, K
+remainders). The blocked paths (K split into blocks with partial sums, several macro tiles, both loop
+orders) only switch on for large shapes, so the tests force them on small ones through the lowering
+option ``gemm`` (fields of ``GemmPlan``). Speed is measured in benchmarks/, never here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import assert_close, one_node_model, rand, reference
+from tensorforge.codegen.targets import host
+from tensorforge.compiler import Options, compile_graph, to_graph
+from tensorforge.ir.dtype import DType
+from tensorforge.lower.gemm import plan_gemm
+
+
+class _Ctx:
+    """The part of LowerCtx that plan_gemm reads."""
+
+    target = host()
+    options: dict = {}
+
+
+EDGE_SHAPES = [  # (M, N, K): every edge size appears in every role
+    (1, 1, 1), (7, 17, 63), (65, 1000, 7), (1000, 65, 17), (63, 7, 1000), (17, 63, 65), (1, 1000, 65),
+    (1000, 1, 7), (65, 63, 1),
+]  # fmt: skip
+
+BLOCKINGS = {
+    "default": None,
+    "ksplit": {"KC": 8},  # partial sums in the output between K blocks
+    "macro": {"MC": 0, "NC": 0, "KC": 12, "order": "pm"},
+    "tiles": {"MR": 3, "nv": 1, "MC": 6, "NC": 0, "KC": 16},  # several macro tiles over M
+}
+
+
+def _compile(model, threads: int = 1, gemm: dict | None = None):
+    m = compile_graph(to_graph(model), host(), Options(lowering={"gemm": gemm} if gemm else {}))
+    m.num_threads = threads
+    return m
+
+
+def _check(model, feeds, threads=1, gemm=None, rtol=1e-4, atol=1e-4):
+    got = _compile(model, threads, gemm).run(feeds)
+    want = reference(model, feeds)
+    for (name, g), w in zip(got.items(), want):
+        assert_close(g, w, rtol, atol, what=f"output {name}")
+
+
+@pytest.mark.parametrize("mnk", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("const_b", [True, False], ids=["constB", "runtimeB"])
+def test_matmul_edges(mnk, const_b, rng):
+    m, n, k = mnk
+    a, b = rand(rng, (m, k)), rand(rng, (k, n))
+    if const_b:
+        _check(one_node_model("MatMul", {"a": a}, consts={"b": b}), {"a": a}, threads=2)
+    else:
+        _check(one_node_model("MatMul", {"a": a, "b": b}), {"a": a, "b": b}, threads=2)
+
+
+@pytest.mark.parametrize("blocking", list(BLOCKINGS), ids=list(BLOCKINGS))
+@pytest.mark.parametrize("trans", [(0, 0), (1, 0), (0, 1), (1, 1)], ids=lambda t: f"tA{t[0]}tB{t[1]}")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_blockings(blocking, trans, threads, rng):
+    """Gemm with alpha, beta, a bias row, transposed operands, under every blocking scheme."""
+    m, n, k = 37, 70, 53
+    ta, tb = trans
+    a = rand(rng, (k, m) if ta else (m, k))
+    b = rand(rng, (n, k) if tb else (k, n))
+    c = rand(rng, (n,))
+    attrs = {"transA": ta, "transB": tb, "alpha": 0.5, "beta": 2.0}
+    gemm = BLOCKINGS[blocking]
+    _check(one_node_model("Gemm", {"a": a}, attrs, consts={"b": b, "c": c}), {"a": a}, threads, gemm)
+    _check(one_node_model("Gemm", {"a": a, "b": b, "c": c}, attrs), {"a": a, "b": b, "c": c}, threads, gemm)
+
+
+@pytest.mark.parametrize("blocking", ["default", "ksplit", "tiles"])
+def test_batched_matmul(blocking, rng):
+    """Batched and broadcast-batched MatMul (attention-like shapes), weights constant and not."""
+    gemm = BLOCKINGS[blocking]
+    for sa, sb in [((3, 17, 33), (3, 33, 65)), ((2, 3, 7, 40), (40, 17)), ((1, 65, 20), (4, 20, 7))]:
+        a, b = rand(rng, sa), rand(rng, sb)
+        _check(one_node_model("MatMul", {"a": a, "b": b}), {"a": a, "b": b}, 2, gemm)
+        _check(one_node_model("MatMul", {"a": a}, consts={"b": b}), {"a": a}, 2, gemm)
+
+
+def test_ksplit_with_f16_output_uses_workspace(rng):
+    """float16 results cannot hold float32 partial sums: the K-split path uses a workspace."""
+    a, b = rand(rng, (20, 40)).astype(np.float16), rand(rng, (40, 33)).astype(np.float16)
+    model = one_node_model("MatMul", {"a": a}, consts={"b": b})
+    got = _compile(model, 2, {"KC": 8})(a)
+    want = (a.astype(np.float32) @ b.astype(np.float32)).astype(np.float16)
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=2e-2, atol=2e-2)
+
+
+def test_large_matmul_default_plan(rng):
+    """A shape big enough for the default plan to block over K and M by itself (L2-sized panels)."""
+    m, n = 100, 1000
+    k = next(k for k in (2500, 5000, 10000, 20000) if plan_gemm(_Ctx(), DType.F32, m, n, k).KC)
+    plan = plan_gemm(_Ctx(), DType.F32, m, n, k)
+    assert 0 < plan.KC < k and plan.NC, plan
+    a, b = rand(rng, (m, k)), rand(rng, (k, n))
+    model = one_node_model("MatMul", {"a": a}, consts={"b": b})
+    got = _compile(model, 2)(a)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-3, atol=1e-2)
