@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from .ir.graph import Graph
 from .lower import lower_graph
 from .lower.rules import has_lowering
 from .passes import PassManager, pipeline_for, specialize
+from .passes.specialize import bind_dims
 from .runtime.jit import JitModule
 from .runtime.model import CompiledModel, format_listing
 
@@ -28,6 +30,8 @@ class Options:
     print_ir_after: set[str] | str | None = None
     printer: object = print
     lowering: dict = field(default_factory=dict)
+    # concrete shapes for inputs with symbolic dims: the "specialize" pass fixes them first
+    input_shapes: Mapping[str, Sequence[int]] | None = None
 
 
 def to_graph(model, name: str | None = None) -> Graph:
@@ -47,9 +51,12 @@ def check_lowerable(g: Graph) -> None:
 
 
 def optimize(g: Graph, options: Options) -> tuple[Graph, list]:
-    pm = PassManager(pipeline_for(options.opt_level, options.passes), verify=options.verify,
-                     print_after=options.print_ir_after, printer=options.printer,
-                     options={"opt_level": options.opt_level})  # fmt: skip
+    """Run the pass pipeline of ``options`` (preceded by "specialize" when input shapes are given)."""
+    passes = pipeline_for(options.opt_level, options.passes)
+    if options.input_shapes and not all(v.type.is_static for v in g.inputs):
+        passes = ["specialize", *passes]
+    pm = PassManager(passes, verify=options.verify, print_after=options.print_ir_after, printer=options.printer,
+                     options={"opt_level": options.opt_level, "input_shapes": options.input_shapes})  # fmt: skip
     out = pm.run(g)
     return out, pm.log
 
@@ -95,8 +102,9 @@ class DynamicModel:
             with self._lock:
                 m = self._cache.get(key)
                 if m is None:
-                    g = specialize(self.graph, shapes)
-                    m = compile_graph(g, self.target, self.options)
+                    bind_dims(self.graph, shapes)  # bad shapes fail here, before compiling
+                    opts = dataclasses.replace(self.options, input_shapes=dict(zip(self.input_names, key)))
+                    m = compile_graph(self.graph, self.target, opts)
                     self._cache[key] = m
         return m
 
@@ -253,8 +261,12 @@ def compile(
         kw = dict(opt_level=opt_level, passes=passes, num_threads=num_threads, verify=verify)
         return ValueSpecializedModel(proto, vins, tgt, options, kw)
     if input_shapes:
-        g = specialize(g, input_shapes)
-    if not all(v.type.is_static for v in g.inputs):
+        dims = bind_dims(g, input_shapes)
+        if all(isinstance(d, int) or d in dims for v in g.inputs for d in v.shape):
+            options.input_shapes = dict(input_shapes)  # every dim fixed: the "specialize" pass does it
+        else:
+            g = specialize(g, input_shapes)
+    if not all(v.type.is_static for v in g.inputs) and not options.input_shapes:
         return DynamicModel(g, tgt, options)
     m = compile_graph(g, tgt, options)
     if num_threads is not None:

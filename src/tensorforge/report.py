@@ -31,7 +31,8 @@ def format_report(m) -> str:
     if m.pass_log:
         lines.append("passes:")
         for r in m.pass_log:
-            lines.append(f"  {r.name:<14} {r.seconds * 1e3:8.2f} ms   nodes {r.nodes_before} -> {r.nodes_after}")
+            stats = "".join(f", {k} {v}" for k, v in r.stats.items())
+            lines.append(f"  {r.name:<14} {r.seconds * 1e3:8.2f} ms   nodes {r.nodes_before} -> {r.nodes_after}{stats}")
         lines.append("")
     lines.append("kernels (in execution order):")
     for k in p.kernels:

@@ -37,7 +37,7 @@ def format_const(v: Value, limit: int = 4) -> str:
 
 def _fmt_scalar(x) -> str:
     if isinstance(x, np.floating):
-        return f"{float(x):.6g}"
+        return str(x)  # numpy's shortest text that reads back as the same value
     if isinstance(x, np.bool_):
         return "true" if x else "false"
     return str(x)
@@ -53,24 +53,32 @@ def format_operand(v: Value | None, inline_consts: bool = True) -> str:
     return f"%{v.name}"
 
 
-def format_node(n: Node) -> str:
+def format_node(n: Node, indent: str = "") -> str:
+    """One node per line; a node with a ``body`` (a fused group) lists its body's nodes below it, in braces."""
     outs = ", ".join(f"%{v.name}: {v.type}" for v in n.outputs)
     args = ", ".join(format_operand(v) for v in n.inputs)
     attrs = ""
-    if n.attrs:
-        attrs = " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in sorted(n.attrs.items())) + "}"
+    shown = {k: v for k, v in n.attrs.items() if k != "body"}
+    if shown:
+        attrs = " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in sorted(shown.items())) + "}"
     comment = f"  # {n.name}" if n.name else ""
-    return f"{outs} = {n.op}({args}){attrs}{comment}"
+    body = n.attrs.get("body")
+    if body is None:
+        return f"{indent}{outs} = {n.op}({args}){attrs}{comment}"
+    lines = [f"{indent}{outs} = {n.op}({args}){attrs} {{{comment}"]
+    lines += [format_node(b, indent + "  ") for b in body]
+    lines.append(indent + "}")
+    return "\n".join(lines)
 
 
 def format_graph(g: Graph) -> str:
     ins = ", ".join(f"%{v.name}: {v.type}" for v in g.inputs)
     outs = ", ".join(
-        f"%{v.name}: {v.type}" if v.name == name else f"{name}=%{v.name}: {v.type}"
+        ("" if v.name == name else f"{name}=") + (format_operand(v) if v.is_const else f"%{v.name}: {v.type}")
         for v, name in zip(g.outputs, g.output_names)
     )
     lines = [f"graph {g.name}({ins}) -> ({outs}) {{"]
     for n in g.nodes:
-        lines.append("  " + format_node(n))
+        lines.append(format_node(n, "  "))
     lines.append("}")
     return "\n".join(lines)

@@ -1,19 +1,31 @@
-"""Optimization levels as lists of pass names (the table of contents of the optimizer)."""
+"""Optimization levels as lists of pass names: the table of contents of the optimizer.
+
+    -O0  nothing: every node becomes its own kernel (the reference point for the other levels)
+    -O1  clean-up: constant folding, algebraic simplification, CSE, dead-code elimination
+    -O2  + BatchNorm / affine folding into Conv and Gemm (the default)
+    -O3  + a second CSE round after folding
+"""
 
 from __future__ import annotations
 
-from . import dce  # noqa: F401  (registers passes)
+from . import cse, dce, fold, fold_bn, simplify, specialize  # noqa: F401  (registers passes)
+from .manager import check_pipeline
 
+_CLEANUP = ["fold", "simplify", "cse", "dce"]
 PIPELINES: dict[int, list[str]] = {
     0: [],
-    1: ["dce"],
-    2: ["dce"],
-    3: ["dce"],
+    1: [*_CLEANUP],
+    2: [*_CLEANUP, "fold_bn", "simplify", "dce"],
+    3: [*_CLEANUP, "fold_bn", "simplify", "cse", "dce"],
 }
 
 
 def pipeline_for(level: int, edits: str | None = None) -> list[str]:
-    """The pass list for ``-O<level>``, edited by ``--passes`` ("-fuse,+cse" removes fuse, adds cse)."""
+    """The pass list for ``-O<level>``, edited by ``--passes`` ("-fuse,+cse" removes fuse, adds cse).
+
+    A removed name drops every occurrence; an added one is appended unless already present, before
+    ``fuse`` (graph passes do not run on fused groups).
+    """
     if level not in PIPELINES:
         raise ValueError(f"optimization level must be 0..3, got {level}")
     passes = list(PIPELINES[level])
@@ -26,5 +38,7 @@ def pipeline_for(level: int, edits: str | None = None) -> list[str]:
             else:
                 name = item[1:] if item.startswith("+") else item
                 if name not in passes:
-                    passes.append(name)
+                    at = passes.index("fuse") if "fuse" in passes and name != "fuse" else len(passes)
+                    passes.insert(at, name)
+    check_pipeline(passes)
     return passes

@@ -9,6 +9,7 @@ from ..errors import InputError
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ops.fold import fold_node
 from ..ops.registry import infer_node
+from .manager import register_pass
 
 
 def bind_dims(g: Graph, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
@@ -63,3 +64,12 @@ def reinfer(g: Graph, inputs: list[Value], env: dict[int, Value]) -> Graph:
         nodes.append(node)
     outputs = [env.get(v.id, v) for v in g.outputs]
     return Graph(nodes, inputs, outputs, name=g.name, output_names=g.output_names)
+
+
+@register_pass("specialize")
+def specialize_pass(g: Graph, options: dict) -> Graph:
+    """Fix symbolic input dims to the shapes the caller gave (options["input_shapes"]) and fold what follows."""
+    shapes = options.get("input_shapes")
+    if not shapes or all(v.type.is_static for v in g.inputs):
+        return g
+    return specialize(g, shapes)
