@@ -107,3 +107,16 @@ def test_large_matmul_default_plan(rng):
     model = one_node_model("MatMul", {"a": a}, consts={"b": b})
     got = _compile(model, 2)(a)
     np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-3, atol=1e-2)
+
+
+@pytest.mark.parametrize("n", [1, 7, 15, 17, 33])
+def test_vector_loop_tails(n, rng):
+    """Tails of vector loops (masked vector iterations on AVX-512): contiguous, gathered (transposed) and
+    reduced accesses, with sizes below, at and above the vector width."""
+    x = rand(rng, (3, n))
+    _check(one_node_model("Relu", {"x": x}), {"x": x})
+    _check(one_node_model("Transpose", {"x": x}, {"perm": [1, 0]}), {"x": x})
+    _check(one_node_model("ReduceMax", {"x": x}, {"keepdims": 0}, consts={"axes": np.array([1])}), {"x": x})
+    _check(one_node_model("Softmax", {"x": x}, {"axis": 1}), {"x": x}, rtol=1e-5, atol=1e-6)
+    y = rand(rng, (n, 3))
+    _check(one_node_model("ReduceSum", {"y": y}, {"keepdims": 1}, consts={"axes": np.array([0])}), {"y": y})

@@ -48,7 +48,7 @@ def build_module(program: Program, target: Target | None = None, with_entry: boo
         key = structural_key(k) if with_entry and not target.is_gpu else None
         fn = shared.get(key) if key is not None else None
         if fn is None:
-            vk = vectorize_kernel(k, 1 if target.is_gpu else None)
+            vk = vectorize_kernel(k, 1 if target.is_gpu else None, target.masked_ops)
             fn = mb.add_kernel(vk, internal=with_entry and not target.is_gpu)
             if key is not None:
                 shared[key] = fn
@@ -65,7 +65,7 @@ def build_module(program: Program, target: Target | None = None, with_entry: boo
 def build_kernel_module(kernels: list[Kernel], target: Target, name: str = "kernels") -> LLVMModule:
     mb = ModuleBuilder(target, name)
     for k in kernels:
-        mb.add_kernel(vectorize_kernel(k, 1 if target.is_gpu else None), internal=False)
+        mb.add_kernel(vectorize_kernel(k, 1 if target.is_gpu else None, target.masked_ops), internal=False)
     return LLVMModule(target, mb.ir_text(), [k.name for k in kernels], {k.name: k.labels for k in kernels})
 
 

@@ -361,8 +361,16 @@ class _Emitter:
         dt = s.buf.dtype
         base = self.buf_ptr(s.buf)
         et = memty(dt)
+        if s.mask is not None and s.index.lanes == 1:  # masked contiguous store
+            vt = memty(dt, lanes)
+            fn = self.mb._declare(f"llvm.masked.store.{_suffix(vt)}.p0", VOID, [vt, PTR, I32, llty(DType.BOOL, lanes)])
+            p = _gep(self.b, base, [self.expr(s.index)], source_etype=et)
+            self.b.call(fn, [self.to_mem(val, dt), p, ir.Constant(I32, et_align(dt)), self.expr(s.mask)])
+            return
         if s.index.lanes > 1:  # scatter
             idx = self.expr(s.index)
+            if s.mask is not None:  # masked-off lanes rewrite lane 0's element with lane 0's value
+                idx, val = self._lane0_fallback(idx, s.mask), self._lane0_fallback(val, s.mask)
             for i in range(s.index.lanes):
                 li = self.b.extract_element(idx, ir.Constant(I32, i))
                 lv = self.b.extract_element(val, ir.Constant(I32, i)) if lanes > 1 else val
@@ -555,8 +563,16 @@ class _Emitter:
         dt = e.buf.dtype
         base = self.buf_ptr(e.buf)
         et = memty(dt)
+        if e.mask is not None and e.index.lanes == 1:  # masked contiguous load
+            vt = memty(dt, e.lanes)
+            fn = self.mb._declare(f"llvm.masked.load.{_suffix(vt)}.p0", vt, [PTR, I32, llty(DType.BOOL, e.lanes), vt])
+            p = _gep(b, base, [self.expr(e.index)], source_etype=et)
+            x = b.call(fn, [p, ir.Constant(I32, et_align(dt)), self.expr(e.mask), ir.Constant(vt, None)])
+            return self.from_mem(x, dt)
         if e.index.lanes > 1:  # gather by scalar loads
             idx = self.expr(e.index)
+            if e.mask is not None:  # masked-off lanes read lane 0's element
+                idx = self._lane0_fallback(idx, e.mask)
             vec = ir.Constant(llty(dt, e.index.lanes), ir.Undefined)
             for i in range(e.index.lanes):
                 li = b.extract_element(idx, ir.Constant(I32, i))
@@ -566,6 +582,18 @@ class _Emitter:
         p = _gep(b, base, [self.expr(e.index)], source_etype=et)
         x = b.load(p, typ=memty(dt, e.lanes), align=et_align(dt))
         return self.from_mem(x, dt)
+
+    def _lane0_fallback(self, v: ir.Value, mask: Expr) -> ir.Value:
+        """``v`` with the lanes off in ``mask`` replaced by lane 0 (masks from vector-loop tails always
+        have lane 0 on), so that masked gathers and scatters touch only addresses of active lanes."""
+        b = self.b
+        if not isinstance(v.type, ir.VectorType):
+            return v
+        n = v.type.count
+        first = b.extract_element(v, ir.Constant(I32, 0))
+        splat = b.insert_element(ir.Constant(v.type, ir.Undefined), first, ir.Constant(I32, 0))
+        splat = b.shuffle_vector(splat, ir.Constant(v.type, ir.Undefined), ir.Constant(ir.VectorType(I32, n), [0] * n))
+        return b.select(self.expr(mask), v, splat)
 
     def from_mem(self, x: ir.Value, dt: DType) -> ir.Value:
         if dt is DType.F16:

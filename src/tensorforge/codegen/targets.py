@@ -33,6 +33,7 @@ class Target:
     # FMA datapath: units per core and their width in bits (a 512-bit op on 256-bit units takes two)
     fma_units: int = 2
     fma_bits: int = 256
+    masked_ops: bool = False  # cheap masked vector loads/stores (AVX-512): loop tails run as vectors
 
     def lanes(self, dtype: DType) -> int:
         """How many elements of ``dtype`` fill one vector register (computing f16 as f32)."""
@@ -63,7 +64,7 @@ X86_64 = Target(
 )
 X86_64_AVX512 = Target(
     "x86_64-avx512", "x86_64-unknown-linux-gnu", "skylake-avx512",
-    "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma,+f16c,+bmi2", 512, 32, fma_bits=512,
+    "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma,+f16c,+bmi2", 512, 32, fma_bits=512, masked_ops=True,
 )  # fmt: skip
 AARCH64 = Target(
     "aarch64", "aarch64-unknown-linux-gnu", "neoverse-n1", "+neon,+fp-armv8", 128, 32,

@@ -111,11 +111,13 @@ class Buffer:
 @dataclass(frozen=True, eq=False, slots=True)
 class Load(Expr):
     """``buf[index]``; with ``lanes > 1`` and a scalar index, ``lanes`` contiguous elements; with a
-    vector index, a gather."""
+    vector index, a gather. A vector ``mask`` (bool lanes) reads only the lanes that are set (the others
+    are 0 and their addresses are never touched)."""
 
     buf: Buffer
     index: Expr
     lanes: int = 1
+    mask: Expr | None = None
 
     @property
     def dtype(self) -> DType:  # type: ignore[override]
@@ -262,9 +264,12 @@ class Stmt:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Store(Stmt):
+    """``buf[index] = value``; vector forms as ``Load``, and a ``mask`` writes only the lanes set."""
+
     buf: Buffer
     index: Expr
     value: Expr
+    mask: Expr | None = None
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -506,7 +511,7 @@ def loop_nest(extents: Sequence[int], make_body, names: str = "ijklmnopqrstuvw",
 
 def children(e: Expr) -> tuple[Expr, ...]:
     if isinstance(e, Load):
-        return (e.index,)
+        return (e.index,) if e.mask is None else (e.index, e.mask)
     if isinstance(e, Bin | Cmp):
         return (e.a, e.b)
     if isinstance(e, Un | Cast | Broadcast | HReduce):
@@ -533,6 +538,8 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
     if isinstance(s, Store):
         yield s.index
         yield s.value
+        if s.mask is not None:
+            yield s.mask
     elif isinstance(s, For):
         yield s.start
         yield s.stop
@@ -580,7 +587,8 @@ def substitute(e: Expr, mapping: dict[Var, Expr]) -> Expr:
         return e
     if isinstance(e, Load):
         i = substitute(e.index, mapping)
-        return e if i is e.index else Load(e.buf, i, e.lanes)
+        m = None if e.mask is None else substitute(e.mask, mapping)
+        return e if (i is e.index and m is e.mask) else Load(e.buf, i, e.lanes, m)
     if isinstance(e, Bin):
         a, b = substitute(e.a, mapping), substitute(e.b, mapping)
         if a is e.a and b is e.b:
@@ -618,7 +626,7 @@ def substitute(e: Expr, mapping: dict[Var, Expr]) -> Expr:
 def substitute_stmt(s: Stmt, mapping: dict[Var, Expr]) -> Stmt:
     sub = lambda e: substitute(e, mapping)  # noqa: E731
     if isinstance(s, Store):
-        return Store(s.buf, sub(s.index), sub(s.value))
+        return Store(s.buf, sub(s.index), sub(s.value), None if s.mask is None else sub(s.mask))
     if isinstance(s, Seq):
         return Seq(tuple(substitute_stmt(x, mapping) for x in s.body))
     if isinstance(s, For):

@@ -80,6 +80,8 @@ def format_expr(e: Expr, names: _Names | None = None) -> str:
         return names(e)
     if isinstance(e, Load):
         suffix = f"<{e.lanes}>" if e.lanes > 1 else ""
+        if e.mask is not None:
+            suffix += f" if {f(e.mask)}"
         return f"{names.buf(e.buf)}[{f(e.index)}]{suffix}"
     if isinstance(e, Bin):
         if e.op in _INFIX:
@@ -120,7 +122,8 @@ def format_stmt(s: Stmt, indent: int = 1, names: _Names | None = None) -> list[s
         return [head, *format_stmt(s.body, indent + 1, names), pad + "}"]
     if isinstance(s, Store):
         suffix = f"<{s.value.lanes}>" if s.value.lanes > 1 and s.index.lanes == 1 else ""
-        return [f"{pad}{names.buf(s.buf)}[{f(s.index)}]{suffix} = {f(s.value)}"]
+        cond = "" if s.mask is None else f" if {f(s.mask)}"
+        return [f"{pad}{names.buf(s.buf)}[{f(s.index)}]{suffix} = {f(s.value)}{cond}"]
     if isinstance(s, Decl):
         ty = s.var.dtype.short + (f"x{s.var.lanes}" if s.var.lanes > 1 else "")
         return [f"{pad}{ty} {names(s.var)} = {f(s.init)}"]

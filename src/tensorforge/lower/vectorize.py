@@ -43,8 +43,10 @@ from .kir import (
     const,
     linear_in,
     seq,
+    stmt_exprs,
     substitute_stmt,
     uses_var,
+    walk_expr,
     walk_stmt,
 )
 
@@ -87,13 +89,15 @@ def _bcast(e: Expr, lanes: int) -> Expr:
 
 
 class _VecBody:
-    def __init__(self, v: Var, vb: Var, lanes: int, outer_locals: set[Var]):
+    def __init__(self, v: Var, vb: Var, lanes: int, outer_locals: set[Var], mask: Expr | None = None,
+                 reductions: dict | None = None):  # fmt: skip
         self.v = v
         self.vb = vb
         self.W = lanes
         self.vmap: dict[Var, Var] = {}  # scalar local -> vector local
         self.outer_locals = outer_locals
-        self.reductions: dict[Var, tuple[str, Var]] = {}  # outer local -> (op, vector accumulator)
+        self.reductions: dict[Var, tuple[str, Var]] = {} if reductions is None else reductions
+        self.mask = mask  # the lanes of a masked tail iteration
 
     # -- expressions ------------------------------------------------------------------------------
     def varying(self, e: Expr) -> bool:
@@ -119,8 +123,8 @@ class _VecBody:
                 return Load(e.buf, idx)
             lin = linear_in(e.index, self.v)
             if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
-                return Load(e.buf, binop("add", lin[1], self.vb), W)
-            return Load(e.buf, idx, W)  # gather
+                return Load(e.buf, binop("add", lin[1], self.vb), W, self.mask)
+            return Load(e.buf, idx, W, self.mask)  # gather
         if isinstance(e, Bin):
             a, b = self.expr(e.a), self.expr(e.b)
             if a.lanes == 1 and b.lanes == 1:
@@ -166,8 +170,8 @@ class _VecBody:
                 raise _Cannot("store of a varying value to a fixed address")
             lin = linear_in(s.index, self.v)
             if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
-                return Store(s.buf, binop("add", lin[1], self.vb), _bcast(val, W))
-            return Store(s.buf, idx, _bcast(val, W))  # scatter
+                return Store(s.buf, binop("add", lin[1], self.vb), _bcast(val, W), self.mask)
+            return Store(s.buf, idx, _bcast(val, W), self.mask)  # scatter
         if isinstance(s, Decl):
             vv = Var(s.var.name, s.var.dtype, W)
             self.vmap[s.var] = vv
@@ -221,23 +225,39 @@ class _VecBody:
         W = self.W
         if other is None:
             a, b = self.expr(val.a), self.expr(val.b)
-            return Assign(vacc, Fma(_bcast(a, W), _bcast(b, W), vacc))
-        x = self.expr(other)
-        return Assign(vacc, Bin(op, vacc, _bcast(x, W)))
+            new: Expr = Fma(_bcast(a, W), _bcast(b, W), vacc)
+        else:
+            new = Bin(op, vacc, _bcast(self.expr(other), W))
+        return Assign(vacc, new if self.mask is None else Select(self.mask, new, vacc))
 
 
 def _const_int(e: Expr) -> int | None:
     return e.value if isinstance(e, Const) and e.lanes == 1 else None
 
 
-def vectorize_loop(loop: For, outer_locals: set[Var]) -> Stmt:
+def _maskable(body: Stmt, v: Var) -> bool:
+    """Whether the tail of a vector loop may run as one masked vector iteration: masked-off lanes must
+    have no effect, so no integer division (a garbage divisor could trap) and no nested vector loops."""
+    for st in walk_stmt(body):
+        if isinstance(st, For) and st.kind is LoopKind.VECTOR:
+            return False
+        for e in stmt_exprs(st):
+            for x in walk_expr(e):
+                if isinstance(x, Bin) and x.op in ("div", "mod", "floordiv", "fmod") and not x.dtype.is_float:
+                    if uses_var(x.b, v) or any(isinstance(y, Load) for y in walk_expr(x.b)):
+                        return False
+    return True
+
+
+def vectorize_loop(loop: For, outer_locals: set[Var], masked: bool = False) -> Stmt:
     W = loop.lanes
-    body = lower_loops(loop.body, outer_locals)
+    body = lower_loops(loop.body, outer_locals, masked)
     scalar = For(loop.var, loop.start, loop.stop, body, LoopKind.SERIAL, loop.step)
     if W <= 1 or loop.step != 1:
         return scalar
     lo, hi = _const_int(loop.start), _const_int(loop.stop)
-    if lo is not None and hi is not None and hi - lo < W:
+    masked = masked and _maskable(body, loop.var)
+    if lo is not None and hi is not None and hi - lo < W and not (masked and hi > lo):
         return scalar
     vb = Var(loop.var.name + "v", I64)
     vec = _VecBody(loop.var, vb, W, outer_locals)
@@ -256,15 +276,36 @@ def vectorize_loop(loop: For, outer_locals: set[Var]) -> Stmt:
     for acc, (op, vacc) in vec.reductions.items():
         pre.append(Decl(vacc, _bcast(identity(op, acc.dtype), W)))
         post.append(Assign(acc, Bin(op, acc, HReduce(op, vacc))))
-    main = For(vb, loop.start, main_end, vbody, LoopKind.SERIAL, W)
-    parts: list[Stmt] = [*pre, main, *post]
-    if not (lo is not None and hi is not None and (hi - lo) % W == 0):
-        parts.append(For(loop.var, main_end, loop.stop, body, LoopKind.SERIAL, 1))
-    return seq(parts)
+    parts: list[Stmt] = [*pre]
+    if not (lo is not None and hi is not None and hi - lo < W):
+        parts.append(For(vb, loop.start, main_end, vbody, LoopKind.SERIAL, W))
+    if lo is not None and hi is not None and (hi - lo) % W == 0:
+        return seq([*parts, *post])
+    tail = _masked_tail(loop, body, vec, main_end, outer_locals) if masked else None
+    if tail is not None:
+        return seq([*parts, tail, *post])
+    return seq([*parts, *post, For(loop.var, main_end, loop.stop, body, LoopKind.SERIAL, 1)])
 
 
-def unroll_loop(loop: For, outer_locals: set[Var]) -> Stmt:
-    body = lower_loops(loop.body, outer_locals)
+def _masked_tail(loop: For, body: Stmt, vec: _VecBody, start: Expr, outer_locals: set[Var]) -> Stmt | None:
+    """The last ``stop - start < W`` iterations as one vector iteration whose loads and stores are masked."""
+    W = loop.lanes
+    vt = Var(loop.var.name + "t", I64)
+    mask = Cmp("lt", Ramp(vt, 1, W), _bcast(loop.stop, W))
+    tail = _VecBody(loop.var, vt, W, outer_locals, mask, vec.reductions)
+    try:
+        tbody = tail.stmt(body)
+    except _Cannot:
+        return None
+    lo, hi = _const_int(start), _const_int(loop.stop)
+    stmt = seq(Decl(vt, start), tbody)
+    if lo is not None and hi is not None:
+        return stmt if lo < hi else None
+    return If(Cmp("lt", start, loop.stop), stmt)
+
+
+def unroll_loop(loop: For, outer_locals: set[Var], masked: bool = False) -> Stmt:
+    body = lower_loops(loop.body, outer_locals, masked)
     lo, hi = _const_int(loop.start), _const_int(loop.stop)
     if lo is None or hi is None or (hi - lo) // max(loop.step, 1) > MAX_UNROLL or _declares(body):
         return For(loop.var, loop.start, loop.stop, body, LoopKind.SERIAL, loop.step)
@@ -275,37 +316,39 @@ def _declares(s: Stmt) -> bool:
     return any(isinstance(x, Decl) for x in walk_stmt(s))
 
 
-def lower_loops(s: Stmt, outer_locals: set[Var] | None = None) -> Stmt:
-    """Rewrite every VECTOR and UNROLL loop in ``s``."""
+def lower_loops(s: Stmt, outer_locals: set[Var] | None = None, masked: bool = False) -> Stmt:
+    """Rewrite every VECTOR and UNROLL loop in ``s`` (``masked``: tails as masked vector iterations)."""
     outer_locals = set() if outer_locals is None else outer_locals
     if isinstance(s, Seq):
         out = []
         for x in s.body:
             if isinstance(x, Decl):
                 outer_locals.add(x.var)
-            out.append(lower_loops(x, outer_locals))
+            out.append(lower_loops(x, outer_locals, masked))
         return Seq(tuple(out))
     if isinstance(s, For):
         if s.kind is LoopKind.VECTOR:
-            return vectorize_loop(s, outer_locals)
+            return vectorize_loop(s, outer_locals, masked)
         if s.kind is LoopKind.UNROLL:
-            return unroll_loop(s, outer_locals)
-        return For(s.var, s.start, s.stop, lower_loops(s.body, outer_locals), s.kind, s.step, s.lanes)
+            return unroll_loop(s, outer_locals, masked)
+        return For(s.var, s.start, s.stop, lower_loops(s.body, outer_locals, masked), s.kind, s.step, s.lanes)
     if isinstance(s, If):
-        return If(
-            s.cond, lower_loops(s.then, outer_locals), None if s.orelse is None else lower_loops(s.orelse, outer_locals)
-        )
+        orelse = None if s.orelse is None else lower_loops(s.orelse, outer_locals, masked)
+        return If(s.cond, lower_loops(s.then, outer_locals, masked), orelse)
     if isinstance(s, Decl):
         outer_locals.add(s.var)
     return s
 
 
-def vectorize_kernel(k: Kernel, lanes_limit: int | None = None) -> Kernel:
-    """Return a copy of ``k`` with vector/unroll loops made explicit (``lanes_limit=1``: scalar only)."""
+def vectorize_kernel(k: Kernel, lanes_limit: int | None = None, masked: bool = False) -> Kernel:
+    """Return a copy of ``k`` with vector/unroll loops made explicit (``lanes_limit=1``: scalar only).
+
+    ``masked``: the target has cheap masked loads and stores (AVX-512), so the tail of a vector loop runs
+    as one masked vector iteration instead of a scalar loop."""
     body = k.body
     if lanes_limit == 1:
         body = _strip_vector(body)
-    return Kernel(k.name, k.params, lower_loops(body), k.labels, k.flops, k.bytes, k.workspace)
+    return Kernel(k.name, k.params, lower_loops(body, None, masked), k.labels, k.flops, k.bytes, k.workspace)
 
 
 def _strip_vector(s: Stmt) -> Stmt:
