@@ -4,6 +4,7 @@ __version__ = "0.1.0"
 
 from . import lower as _lower  # noqa: E402,F401  (registers lowerings)
 from . import ops as _ops  # noqa: E402,F401  (registers ops)
+from .autodiff import grad  # noqa: E402
 from .compiler import DynamicModel, assembly, compile  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
@@ -33,5 +34,6 @@ __all__ = [
     "assembly",
     "compile",
     "from_torch",
+    "grad",
     "torch_backend",
 ]

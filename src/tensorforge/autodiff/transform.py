@@ -1,0 +1,90 @@
+"""``grad``: a model in, its gradient graph out.
+
+    g = tfg.grad(model, wrt=["W1", "b1"])      # outputs: the model's outputs, then grad_W1, grad_b1
+    print(g)                                    # IR text; tfg.compile(g) runs it natively
+
+Parameters named in ``wrt`` that are constants (initializers) become graph inputs first ("promoted"), so
+the gradient graph takes them at run time instead of folding them away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ShapeError, TensorforgeError
+from ..ir.graph import Graph, Value
+from .builder import GraphBuilder
+from .core import backward
+
+
+def promote(g: Graph, names: Sequence[str]) -> tuple[Graph, list[Value]]:
+    """``g`` with the constants named ``names`` turned into graph inputs; returns (graph, those inputs)
+    — each name may also be an existing input, which is returned as is."""
+    by_name = {v.name: v for v in g.values()}
+    new: dict[int, Value] = {}
+    found: list[Value] = []
+    for name in names:
+        v = by_name.get(name)
+        if v is None:
+            params = [u.name for u in g.constants() if u.dtype.is_float and u.const.ndim > 0]
+            raise TensorforgeError(f"model '{g.name}' has no input or parameter named '{name}'; inputs: "
+                                   f"{[u.name for u in g.inputs]}, parameters: {params}")  # fmt: skip
+        if not v.dtype.is_float:
+            raise TensorforgeError(f"model '{g.name}': '{name}' has dtype {v.dtype}; only float values have gradients")
+        if v.is_const:
+            if v.id not in new:
+                new[v.id] = Value(v.name, v.type)
+            v = new[v.id]
+        found.append(v)
+    if not new:
+        return g, found
+    nodes = [n.replace(inputs=tuple(new.get(x.id, x) if x is not None else None for x in n.inputs)) for n in g.nodes]
+    added = [v for v in new.values()]
+    outputs = [new.get(v.id, v) for v in g.outputs]
+    return Graph(nodes, [*g.inputs, *added], outputs, g.name, g.output_names), found
+
+
+def grad(model, wrt: Sequence[str], *, of: str | None = None, keep_outputs: bool = True,
+         input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:  # fmt: skip
+    """The graph of the gradient of output ``of`` (default: the first) with respect to ``wrt``.
+
+    A scalar output is differentiated directly; for any other output the graph takes its cotangent as an
+    extra input ``d_<of>`` (a vector-Jacobian product). Outputs: the model's own outputs (unless
+    ``keep_outputs=False``), then ``grad_<name>`` for each name in ``wrt``.
+    """
+    from ..compiler import to_graph
+    from ..passes import specialize
+
+    g = to_graph(model)
+    if input_shapes:
+        g = specialize(g, input_shapes)
+    dynamic = [f"{v.name}: {v.type}" for v in g.inputs if not v.type.is_static]
+    if dynamic:
+        raise ShapeError(f"model '{g.name}': gradients need static shapes, but {', '.join(dynamic)} "
+                         "(pass input_shapes={...})")  # fmt: skip
+    g, params = promote(g, list(wrt))
+    names = list(g.output_names)
+    if of is None:
+        idx = 0
+    elif of in names:
+        idx = names.index(of)
+    else:
+        raise TensorforgeError(f"model '{g.name}' has no output '{of}'; outputs: {names}")
+    out = g.outputs[idx]
+    if not out.dtype.is_float:
+        raise TensorforgeError(f"model '{g.name}': output '{names[idx]}' has dtype {out.dtype}; it has no gradient")
+    b = GraphBuilder(g.name, taken=[v.name for v in g.values()])
+    inputs = list(g.inputs)
+    if out.type.numel == 1:
+        seed = b.const(np.ones(out.shape, out.dtype.np), "one")
+    else:
+        seed = b.input(f"d_{names[idx]}", out.type)
+        inputs.append(seed)
+    grads = backward(g.nodes, out, seed, params, b)
+    outs = [gv if gv is not None else b.const(np.zeros(p.shape, p.dtype.np), f"zero_{p.name}")
+            for p, gv in zip(params, grads)]  # fmt: skip
+    gnames = [f"grad_{p.name}" for p in params]
+    keep_o, keep_n = (list(g.outputs), names) if keep_outputs else ([], [])
+    return Graph([*g.nodes, *b.nodes], inputs, [*keep_o, *outs], f"{g.name}_grad", [*keep_n, *gnames])
