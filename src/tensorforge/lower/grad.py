@@ -22,7 +22,7 @@ import numpy as np
 from ..ops.grad import slice_grad_params
 from ..ops.nn import Window, _conv_window, pool_window
 from . import kir as K
-from .gemm import GemmSpec, emit_gemm, emit_pack_b, plan_gemm
+from .gemm import GemmSpec, emit_gemm, emit_pack, emit_pack_b, plan_gemm
 from .kir import Assign, Const, Decl, Expr, For, If, LoopKind, Stmt, Var, binop
 from .rules import LowerCtx, Sink, index_rule, kernel_rule
 from .schedule import loop_vars, parallel_axis, pointwise_nest
@@ -80,10 +80,11 @@ def _conv_grad_weight(ctx: LowerCtx, node, ins: list[TExpr], outs: list[Sink]) -
     P = int(np.prod(win.out_size))
     cdt = outs[0].dtype.compute
     plan = plan_gemm(ctx, cdt, mg, kd, P)
-    np_n = -(-kd // plan.NR)
-    ib = _images_per_chunk(n_img, group * np_n * plan.NR * P)
+    np_n, mt_n = -(-kd // plan.NR), -(-mg // plan.MR)
+    ib = _images_per_chunk(n_img, group * (np_n * plan.NR + mt_n * plan.MR) * P)
     kdim = ib * P  # GEMM K: (image in chunk, output position)
     bp = ctx.workspace(cdt, group * np_n * plan.NR * kdim, f"{node.name}_colT")
+    ap = ctx.workspace(cdt, group * mt_n * plan.MR * kdim, f"{node.name}_dYpack")
     chunk = Var("chunk")
     parallel = 2 * group * mg * kd * kdim >= ctx.parallel_threshold * 8
 
@@ -91,10 +92,9 @@ def _conv_grad_weight(ctx: LowerCtx, node, ins: list[TExpr], outs: list[Sink]) -
         img = binop("add", binop("mul", chunk, ib), binop("floordiv", k, P)) if ib > 1 else chunk
         return img, (binop("mod", k, P) if ib > 1 else k)
 
-    def a_elem(g: Expr, m: Expr, k: Expr) -> Expr:
+    def a_src(g: Expr, k: Expr, m: Expr) -> Expr:  # A[m, k] = dY[image, g*mg + m, position]
         img, p = split(k)
-        v = dy([img, binop("add", binop("mul", g, mg), m), *unflatten(p, win.out_size)])
-        return v if v.dtype == cdt else K.cast(v, cdt)
+        return dy([img, binop("add", binop("mul", g, mg), m), *unflatten(p, win.out_size)])
 
     def src(g: Expr, k: Expr, n: Expr) -> Expr:
         img, p = split(k)
@@ -107,8 +107,12 @@ def _conv_grad_weight(ctx: LowerCtx, node, ins: list[TExpr], outs: list[Sink]) -
         idx = [binop("add", binop("mul", g, mg), m), n]
         return out2.store(idx, K.cast(binop("add", K.cast(out2.load(idx), cdt), v), out2.dtype))
 
-    spec = GemmSpec(mg, kd, kdim, group, cdt, a_elem, None, 0, bp, np_n * kdim * plan.NR, store)
-    body = K.seq(emit_pack_b(ctx, src, group, kdim, kd, plan.NR, bp, parallel), emit_gemm(ctx, plan, spec, parallel))
+    spec = GemmSpec(mg, kd, kdim, group, cdt, None, ap, mt_n * kdim * plan.MR, bp, np_n * kdim * plan.NR, store)
+    body = K.seq(
+        emit_pack(ctx, a_src, group, mg, kdim, plan.MR, ap, parallel, vector_over="k"),
+        emit_pack_b(ctx, src, group, kdim, kd, plan.NR, bp, parallel),
+        emit_gemm(ctx, plan, spec, parallel),
+    )
     return K.seq(_zero(ctx, out), For(chunk, Const(0), Const(n_img // ib), body))
 
 
@@ -129,18 +133,18 @@ def _conv_grad_input(ctx: LowerCtx, node, ins: list[TExpr], outs: list[Sink]) ->
     per_image = group * (kd * P + -(-P // plan.NR) * plan.NR * mg)
     ib = _images_per_chunk(n_img, per_image)
     ncols = ib * P  # GEMM N: (image in chunk, output position)
-    np_n = -(-ncols // plan.NR)
+    np_n, mt_n = -(-ncols // plan.NR), -(-kd // plan.MR)
     bp = ctx.workspace(cdt, group * np_n * plan.NR * mg, f"{node.name}_dYpack")
+    ap = ctx.workspace(cdt, group * mt_n * plan.MR * mg, f"{node.name}_Wpack")
     col = ctx.workspace(cdt, group * kd * ncols, f"{node.name}_col")
     colv = View.of(col, (group, kd, ncols))
     chunk = Var("chunk")
     parallel = 2 * group * kd * ncols * mg >= ctx.parallel_threshold * 8
     w2 = w.view.reshape((w.shape[0], kd)) if w.view is not None else None
 
-    def a_elem(g: Expr, m: Expr, k: Expr) -> Expr:  # A[m, k] = W[g*mg + k, m] (m indexes channel x offset)
+    def a_src(g: Expr, k: Expr, m: Expr) -> Expr:  # A[m, k] = W[g*mg + k, m] (m: channel x kernel offset)
         row = binop("add", binop("mul", g, mg), k)
-        v = w2.load([row, m]) if w2 is not None else w([row, *unflatten(m, (cg, *win.kernel))])
-        return v if v.dtype == cdt else K.cast(v, cdt)
+        return w2.load([row, m]) if w2 is not None else w([row, *unflatten(m, (cg, *win.kernel))])
 
     def src(g: Expr, k: Expr, n: Expr) -> Expr:  # B[k, n] = dY[image, g*mg + k, position]
         img = binop("add", binop("mul", chunk, ib), binop("floordiv", n, P)) if ib > 1 else chunk
@@ -150,9 +154,11 @@ def _conv_grad_input(ctx: LowerCtx, node, ins: list[TExpr], outs: list[Sink]) ->
     def store(g: Expr, m: Expr, n: Expr, v: Expr) -> Stmt:
         return colv.store([g, m, n], v)
 
-    spec = GemmSpec(kd, ncols, mg, group, cdt, a_elem, None, 0, bp, np_n * mg * plan.NR, store)
+    spec = GemmSpec(kd, ncols, mg, group, cdt, None, ap, mt_n * mg * plan.MR, bp, np_n * mg * plan.NR, store)
+    pack_w = emit_pack(ctx, a_src, group, kd, mg, plan.MR, ap, parallel)  # once: the weights do not change
     gemm = K.seq(emit_pack_b(ctx, src, group, mg, ncols, plan.NR, bp, parallel), emit_gemm(ctx, plan, spec, parallel))
-    return For(chunk, Const(0), Const(n_img // ib), K.seq(gemm, _col2im(ctx, out, colv, win, chunk, ib, cg, ksize)))
+    col2im = _col2im(ctx, out, colv, win, chunk, ib, cg, ksize)
+    return K.seq(pack_w, For(chunk, Const(0), Const(n_img // ib), K.seq(gemm, col2im)))
 
 
 def _col2im(ctx: LowerCtx, out: View, col: View, win: Window, chunk: Var, ib: int, cg: int, ksize: int) -> Stmt:
