@@ -73,3 +73,10 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for c in ("compile", "run", "asm", "info", "demo"):
         assert c in out
+
+
+def test_bench_command(model_path, capsys, monkeypatch):
+    monkeypatch.setenv("TENSORFORGE_BENCH_QUICK", "1")
+    assert main(["bench", model_path]) == 0
+    out = capsys.readouterr().out
+    assert "tensorforge" in out and "onnxruntime" in out and "ratio" in out

@@ -22,11 +22,16 @@ from . import __version__
 from .errors import TensorforgeError
 
 COMMANDS: dict[str, tuple[Callable, str]] = {}
+ARGS: dict[str, Callable] = {}  # command name -> function adding its flags to an argparse parser
 
 
-def command(name: str, help: str):
+def command(name: str, help: str, args: Callable | None = None):
+    """Register a subcommand; ``args(parser)`` declares its flags (or put it in ARGS)."""
+
     def deco(fn):
         COMMANDS[name] = (fn, help)
+        if args is not None:
+            ARGS[name] = args
         return fn
 
     return deco
@@ -335,14 +340,75 @@ def cmd_export(args) -> int:
     return 0
 
 
-ARGS = {
-    "compile": _compile_args,
-    "run": _run_args,
-    "asm": _asm_args,
-    "info": _info_args,
-    "demo": _demo_args,
-    "export": _export_args,
-}
+def _bench_args(p):
+    _add_model(p)
+    p.add_argument("--threads", type=int, default=1, help="threads for both tensorforge and ONNX Runtime (default 1)")
+    p.add_argument("--no-ort", action="store_true", help="time tensorforge only (no ONNX Runtime comparison)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
+    _add_opt(p)
+    _add_shapes(p)
+
+
+@command("bench", "time a model against ONNX Runtime on random inputs (alternating, medians)", args=_bench_args)
+def cmd_bench(args) -> int:
+    import onnx
+
+    import tensorforge as tfg
+
+    from .benchutil import compare, fmt_time, ort_session
+    from .compiler import DynamicModel
+    from .frontends.onnx import load_model
+
+    src = _load(args.model)
+    proto = src if isinstance(src, onnx.ModelProto) else load_model(src)
+    t0 = time.perf_counter()
+    m = tfg.compile(proto, opt_level=args.opt_level, passes=args.passes,
+                    input_shapes=_parse_shapes(args.input_shape), num_threads=args.threads)  # fmt: skip
+    ct = time.perf_counter() - t0
+    if isinstance(m, DynamicModel):
+        raise TensorforgeError(f"model '{m.name}' has symbolic input dims; fix them with --input-shape")
+    if not hasattr(m, "program"):
+        raise TensorforgeError("bench needs a model whose shapes do not depend on input values")
+    rng = np.random.default_rng(args.seed)
+    feeds = {n: (rng.standard_normal(s).astype(dt.np) if dt.is_float else rng.integers(0, 3, s).astype(dt.np))
+             for n, dt, s in m.inputs}  # fmt: skip
+    fns = {"tensorforge": lambda: m.run(feeds)}
+    if not args.no_ort:
+        shapes = _parse_shapes(args.input_shape)
+        if shapes:
+            for vi in proto.graph.input:
+                if vi.name in shapes:
+                    for d, n in zip(vi.type.tensor_type.shape.dim, shapes[vi.name]):
+                        d.dim_value = n
+        sess = ort_session(proto.SerializeToString(), args.threads)
+        fns["onnxruntime"] = lambda: sess.run(None, feeds)
+        ref = sess.run(None, feeds)
+        got = m.run(feeds)
+        for (name, g), r in zip(got.items(), ref):
+            if g.dtype.kind == "f" and not np.allclose(g, r, rtol=1e-3, atol=1e-4 * (np.abs(r).max() + 1)):
+                print(f"warning: output {name} differs from ONNX Runtime (max abs diff {np.abs(g - r).max():.3g})")
+    t = compare(fns)
+    print(f"model {m.name}: compiled in {ct:.2f} s, {len(m.kernels)} kernels, {args.threads} thread(s)")
+    for k, v in t.items():
+        print(f"  {k:<12} {fmt_time(v):>10}")
+    if "onnxruntime" in t:
+        r = t["onnxruntime"] / t["tensorforge"]
+        print(
+            f"  ratio ONNX Runtime / tensorforge = {r:.2f}x ({'tensorforge faster' if r > 1 else 'ONNX Runtime faster'})"
+        )
+    return 0
+
+
+ARGS.update(
+    {
+        "compile": _compile_args,
+        "run": _run_args,
+        "asm": _asm_args,
+        "info": _info_args,
+        "demo": _demo_args,
+        "export": _export_args,
+    }
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,4 +39,3 @@ def fold(g: Graph, options: dict) -> Graph:
         for old, new in zip(n.outputs, folded):
             env[old.id] = new
     return g.with_nodes(nodes, [env.get(v.id, v) for v in g.outputs])
-

@@ -1,9 +1,9 @@
 """Optimization levels as lists of pass names: the table of contents of the optimizer.
 
-    -O0  nothing: every node becomes its own kernel (the reference point for the other levels)
-    -O1  clean-up: constant folding, algebraic simplification, CSE, dead-code elimination
-    -O2  + BatchNorm / affine folding into Conv and Gemm (the default)
-    -O3  + a second CSE round after folding
+-O0  nothing: every node becomes its own kernel (the reference point for the other levels)
+-O1  clean-up: constant folding, algebraic simplification, CSE, dead-code elimination
+-O2  + BatchNorm / affine folding into Conv and Gemm (the default)
+-O3  + a second CSE round after folding
 """
 
 from __future__ import annotations
