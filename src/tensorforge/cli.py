@@ -393,9 +393,8 @@ def cmd_bench(args) -> int:
         print(f"  {k:<12} {fmt_time(v):>10}")
     if "onnxruntime" in t:
         r = t["onnxruntime"] / t["tensorforge"]
-        print(
-            f"  ratio ONNX Runtime / tensorforge = {r:.2f}x ({'tensorforge faster' if r > 1 else 'ONNX Runtime faster'})"
-        )
+        faster = "tensorforge faster" if r > 1 else "ONNX Runtime faster"
+        print(f"  ratio ONNX Runtime / tensorforge = {r:.2f}x ({faster})")
     return 0
 
 
