@@ -258,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         tests = collect(backend_module(b), args.pattern)
         res = run_all(tests, b, args.jobs, args.timeout, args.model_timeout, Progress(len(tests), b))
+        if args.pattern:
+            for name, r in sorted(res.items()):
+                if r["status"] == "fail":
+                    print(f"  FAIL {name}: [{r['class']}] {r['detail']}")
+            print(f"{b}: {sum(r['status'] == 'pass' for r in res.values())} of {len(res)} selected tests pass")
         if args.pattern and os.path.exists(path):  # merge a partial run into the saved results
             with open(path) as f:
                 merged = json.load(f)
@@ -268,10 +273,6 @@ def main(argv: list[str] | None = None) -> int:
         all_results[b] = res
         n_pass = sum(r["status"] == "pass" for r in res.values())
         print(f"{b}: {n_pass} of {len(res)} tests pass", flush=True)
-        if b == "tensorforge":
-            for name, r in sorted(res.items()):
-                if r["status"] == "fail" and args.pattern:
-                    print(f"  FAIL {name}: [{r['class']}] {r['detail']}")
     if not args.no_doc and not args.pattern:
         from conformance_report import write_report
 

@@ -24,6 +24,7 @@ from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ops.fold import fold_node
 from ..ops.registry import get_op, has_op, infer_node
+from .onnx_functions import expand_function, has_function
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 MIN_OPSET, MAX_OPSET = 1, 23
@@ -32,19 +33,24 @@ MIN_OPSET, MAX_OPSET = 1, 23
 _CONVERTERS: dict[str, list[tuple[int, Callable]]] = {}
 
 
-def converter(op_type: str, until: int = 10**6):
+def _key(op_type: str, domain: str) -> str:
+    return op_type if domain in DEFAULT_DOMAINS else f"{domain}.{op_type}"
+
+
+def converter(op_type: str, until: int = 10**6, domain: str = ""):
     """Register a conversion for ``op_type`` nodes of opset <= ``until`` (newest matching entry wins)."""
 
     def deco(fn):
-        _CONVERTERS.setdefault(op_type, []).append((until, fn))
-        _CONVERTERS[op_type].sort(key=lambda t: t[0])
+        key = _key(op_type, domain)
+        _CONVERTERS.setdefault(key, []).append((until, fn))
+        _CONVERTERS[key].sort(key=lambda t: t[0])
         return fn
 
     return deco
 
 
-def _find_converter(op_type: str, opset: int):
-    for until, fn in _CONVERTERS.get(op_type, []):
+def _find_converter(key: str, opset: int):
+    for until, fn in _CONVERTERS.get(key, []):
         if opset <= until:
             return fn
     return None
@@ -119,16 +125,31 @@ class Importer:
         self.proto = proto
         self.g = proto.graph
         self.name = name or proto.graph.name or "model"
-        self.opset = MAX_OPSET
+        self.opsets: dict[str, int] = {"": MAX_OPSET}
         for o in proto.opset_import:
-            if o.domain in DEFAULT_DOMAINS:
-                self.opset = o.version
+            self.opsets["" if o.domain in DEFAULT_DOMAINS else o.domain] = o.version
+        self.local_functions = {(f.domain, f.name): f for f in proto.functions}
         self.env: dict[str, Value] = {}
         self.nodes: list[Node] = []
         self.used_names: set[str] = set()
         self.fold_shapes = fold_shapes
         self.current: onnx.NodeProto | None = None
         self._tmp = 0
+
+    @property
+    def opset(self) -> int:
+        """The default domain's opset of the node being converted (a function body may differ)."""
+        return self.opsets.get("", MAX_OPSET)
+
+    def opset_for(self, domain: str) -> int:
+        return self.opsets.get("" if domain in DEFAULT_DOMAINS else domain, 1)
+
+    def supports(self, op_type: str, domain: str) -> bool:
+        if _key(op_type, domain) in _CONVERTERS:
+            return True
+        if domain in DEFAULT_DOMAINS and has_op(op_type):
+            return True
+        return has_function(self, op_type, domain)
 
     # -- values -------------------------------------------------------------------------------------
     def fresh_name(self, base: str) -> str:
@@ -166,12 +187,9 @@ class Importer:
     def check_supported(self) -> None:
         problems = []
         for i, n in enumerate(self.g.node):
-            label = f"node '{n.name or f'{n.op_type}_{i}'}' ({n.op_type})"
-            if n.domain not in DEFAULT_DOMAINS:
-                problems.append(f"{label}: domain {n.domain!r} is not supported")
-                continue
-            if not has_op(n.op_type) and n.op_type not in _CONVERTERS:
-                problems.append(f"{label}: op {n.op_type} is not supported")
+            label = f"node '{n.name or f'{n.op_type}_{i}'}' ({_key(n.op_type, n.domain)})"
+            if not self.supports(n.op_type, n.domain):
+                problems.append(f"{label}: op {_key(n.op_type, n.domain)} is not supported")
                 continue
             for a in n.attribute:
                 if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
@@ -232,11 +250,16 @@ class Importer:
                 attrs[a.name] = _attr_value(a)
             except UnsupportedError as e:
                 raise UnsupportedError(f"{node_context(self.name, name, n.op_type)}: {e}") from None
-        fn = _find_converter(n.op_type, self.opset)
+        fn = _find_converter(_key(n.op_type, n.domain), self.opset_for(n.domain))
         if fn is not None:
             outs = fn(self, name, n, inputs, attrs)
-        else:
+        elif n.domain in DEFAULT_DOMAINS and has_op(n.op_type):
             outs = self.emit(n.op_type, inputs, attrs, name, [o for o in n.output])
+        elif has_function(self, n.op_type, n.domain):
+            outs = expand_function(self, name, n, inputs)
+        else:
+            raise UnsupportedError(f"{node_context(self.name, name, n.op_type)}: op {_key(n.op_type, n.domain)} "
+                                   "is not supported")  # fmt: skip
         for oname, v in zip(n.output, outs):
             if oname:
                 self.env[oname] = v
@@ -415,3 +438,6 @@ def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Gra
         raise ModelLoadError(
             f"model '{name or proto.graph.name}' could not be imported: {type(e).__name__}: {e}"
         ) from e
+
+
+from . import onnx_ops  # noqa: E402, F401  (registers more converters)
