@@ -24,7 +24,8 @@ class GraphBuilder:
         self.model = model
         self.nodes: list[Node] = []
         self._names: set[str] = set(taken)
-        self.label = ""  # name of the node being differentiated: names the nodes built for it
+        self.label = ""  # the node (or stage) being built for: names the nodes and values built
+        self.prefix = ""  # "d_" while building a gradient
 
     def fresh(self, base: str) -> str:
         base = base or "v"
@@ -38,7 +39,7 @@ class GraphBuilder:
     # -- nodes and values ---------------------------------------------------------------------------
     def op(self, op: str, inputs: Sequence[Value | None], /, *, out: str = "", n_out: int = 1, **attrs) -> Value:
         """Append ``op(inputs) {attrs}``; returns its output (a tuple when ``n_out > 1``)."""
-        base = out or (f"d_{self.label}_{op.lower()}" if self.label else op.lower())
+        base = out or (f"{self.prefix}{self.label}_{op.lower()}" if self.label else f"{self.prefix}{op.lower()}")
         outs = tuple(Value(self.fresh(base)) for _ in range(n_out))
         node = Node(op, tuple(inputs), outs, attrs, self.label)
         try:

@@ -49,6 +49,8 @@ def backward(
     if out.id not in active:
         return [None] * len(wrt)
     cts: dict[int, Value] = {out.id: seed}
+    label, prefix = b.label, b.prefix
+    b.prefix = "d_"
     for n in reversed(nodes):
         out_cts = [cts.get(o.id) for o in n.outputs]
         if all(c is None for c in out_cts):
@@ -71,5 +73,5 @@ def backward(
                                    f"input %{v.name}: {v.type} (a gradient-rule bug)")  # fmt: skip
             prev = cts.get(v.id)
             cts[v.id] = ct if prev is None else b.add(prev, ct)
-    b.label = ""
+    b.label, b.prefix = label, prefix
     return [cts.get(v.id) for v in wrt]

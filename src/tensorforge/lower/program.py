@@ -20,7 +20,7 @@ from ..codegen.targets import Target
 from ..errors import CompileError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, Value
-from ..ops.registry import get_op
+from ..ops.registry import Pattern, get_op
 from . import rules as R
 from .kir import Buffer, Kernel, Stmt, buffers_of, cast
 from .schedule import pointwise_nest
@@ -58,6 +58,8 @@ class Program:
     buffers: dict[int, BufInfo] = field(default_factory=dict)
     # Graph outputs that are compile-time constants (returned without running code).
     const_outputs: dict[int, np.ndarray] = field(default_factory=dict)
+    # output index -> input index: outputs written into their input's buffer (see ProgramBuilder)
+    state: dict[int, int] = field(default_factory=dict)
 
     @property
     def flops(self) -> int:
@@ -73,9 +75,18 @@ def _sanitize(s: str, limit: int = 40) -> str:
 
 
 class ProgramBuilder:
+    """Lowers one graph. ``state`` maps output indices to input indices: each such output is the next
+    value of that input and is written into the input's own buffer (a training step's parameters and
+    optimizer state, updated in place). The producing kernel writes it directly when that is safe — an
+    elementwise node reading the old value only at the element it writes, after every other reader of the
+    old value; otherwise it is computed aside and copied in after everything else has run."""
+
     def __init__(self, graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None,
-                 epilogues: dict[int, list[Node]] | None = None):  # fmt: skip
+                 epilogues: dict[int, list[Node]] | None = None, state: dict[int, int] | None = None):  # fmt: skip
         self.g = graph
+        self.state = dict(state or {})
+        self.in_place: dict[int, Buffer] = {}  # value id -> the input buffer it is written into
+        self.in_place_outputs: set[int] = set()
         self.target = target
         self.options = dict(options or {})
         self.inline = set(inline or ())  # value ids not to materialize
@@ -167,6 +178,8 @@ class ProgramBuilder:
         return int(self.options.get("parallel_threshold", 1 << 17))
 
     def output_buffer(self, v: Value) -> Buffer:
+        if v.id in self.in_place:
+            return self.in_place[v.id]
         if v.id in self.direct_outputs:
             return self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.OUTPUT, self.direct_outputs[v.id])
         return self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.ARENA)
@@ -193,7 +206,7 @@ class ProgramBuilder:
         self.direct_outputs: dict[int, int] = {}
         seen: set[int] = set()
         for i, v in enumerate(g.outputs):
-            if v.id in seen or v.is_const or v not in producers or v.id in self.inline:
+            if v.id in seen or v.is_const or v not in producers or v.id in self.inline or i in self.state:
                 continue
             if producers[v].op in R.VIEW_RULES:
                 continue
@@ -204,6 +217,7 @@ class ProgramBuilder:
             buf = self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.INPUT, i)
             self.env[v.id] = TExpr.from_view(View.of(buf, v.shape))
             inputs.append((v.name, v.dtype, tuple(v.shape)))
+        self.in_place = self._plan_state()
         for node in g.nodes:
             self.lower_node(node)
         # graph outputs not written in place: copy
@@ -211,7 +225,7 @@ class ProgramBuilder:
         outputs = []
         for i, (v, oname) in enumerate(zip(g.outputs, g.output_names)):
             outputs.append((oname, v.dtype, tuple(int(d) for d in v.shape)))
-            if v.id in self.direct_outputs and self.direct_outputs[v.id] == i:
+            if (v.id in self.direct_outputs and self.direct_outputs[v.id] == i) or i in self.state:
                 continue
             if v.is_const:
                 const_outputs[i] = v.const
@@ -219,6 +233,7 @@ class ProgramBuilder:
             t = self.lookup(v)
             buf = self.new_buffer(v.dtype, v.type.numel, oname, BufKind.OUTPUT, i)
             self.materialize(t, buf, [f"output {oname}"], "copy", oname)
+        self._commit_state()
         arena, total = self.plan_arena()
         infos = {id(b): info for b, info in self.buffers.values()}
         for k in self.kernels:
@@ -235,7 +250,54 @@ class ProgramBuilder:
                 args.append((info.kind.value, info.index))
             kernel_args.append(args)
         return Program(g.name, self.target, self.kernels, kernel_args, self.consts, arena, total, inputs, outputs,
-                       infos, const_outputs)  # fmt: skip
+                       infos, const_outputs, dict(self.state))  # fmt: skip
+
+    # -- state (outputs that update inputs in place) -----------------------------------------------
+    def _plan_state(self) -> dict[int, Buffer]:
+        """The state outputs whose producing kernel may write the input's buffer directly."""
+        g = self.g
+        if not self.state:
+            return {}
+        # the inputs whose buffers a value reads when it is used (views and inlined values read through)
+        alias: dict[int, frozenset[int]] = {v.id: frozenset((v.id,)) for v in g.inputs}
+        last_read: dict[int, int] = {}
+        order: dict[int, int] = {}
+        for i, n in enumerate(g.nodes):
+            order[id(n)] = i
+            reads = frozenset().union(*(alias.get(v.id, frozenset()) for v in n.inputs if v is not None))
+            for a in reads:
+                last_read[a] = i
+            if n.op in R.VIEW_RULES or any(o.id in self.inline for o in n.outputs):
+                for o in n.outputs:
+                    alias[o.id] = reads
+        for v in g.outputs:  # output copies and state commits read after every node
+            for a in alias.get(v.id, ()):
+                last_read[a] = len(g.nodes)
+        producers = g.producers()
+        out: dict[int, Buffer] = {}
+        for oi, ii in self.state.items():
+            v, x = g.outputs[oi], g.inputs[ii]
+            p = producers.get(v)
+            if p is None or v.id in out or v.id in self.inline or v.type != x.type or len(p.outputs) != 1:
+                continue
+            if p.op not in R.INDEX_RULES or p.op in R.VIEW_RULES or get_op(p.op).pattern > Pattern.BROADCAST:
+                continue
+            if any(u is not x and x.id in alias.get(u.id, ()) for u in p.inputs if u is not None):
+                continue  # the old value also reaches the node another way (a view, a broadcast)
+            if last_read.get(x.id, -1) > order[id(p)]:
+                continue
+            out[v.id] = self.env[x.id].view.buf
+            self.in_place_outputs.add(oi)
+        return out
+
+    def _commit_state(self) -> None:
+        """Copy the state outputs that were not written in place into their inputs' buffers."""
+        for oi, ii in self.state.items():
+            v, x = self.g.outputs[oi], self.g.inputs[ii]
+            if v is x or oi in self.in_place_outputs:
+                continue
+            buf = self.env[x.id].view.buf
+            self.materialize(self.lookup(v), buf, [f"state {self.g.output_names[oi]}"], "copy", x.name)
 
     def lower_node(self, node: Node) -> None:
         ctx = R.LowerCtx(self.target, self.g.name, node, self, self.options)
@@ -321,5 +383,6 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def lower_graph(graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None) -> Program:
-    return ProgramBuilder(graph, target, options, inline).build()
+def lower_graph(graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None,
+                state: dict[int, int] | None = None) -> Program:  # fmt: skip
+    return ProgramBuilder(graph, target, options, inline, state=state).build()

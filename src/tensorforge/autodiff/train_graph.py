@@ -1,0 +1,163 @@
+"""The training step as one graph: forward, loss, backward and optimizer update.
+
+    inputs:  data..., target, lr, parameters..., optimizer state..., batch-norm statistics...
+    outputs: loss, new parameters..., new optimizer state..., new statistics...
+
+Every "new" output is marked as the next value of its input (``TrainingGraph.state``), so the compiled
+step updates those buffers in place. Batch normalization is rewritten to training mode (batch statistics,
+and running statistics updated with the node's momentum as PyTorch does: unbiased variance). The update
+ops and the statistics take ``ok`` — the loss is finite — and keep their old values when it is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import TensorforgeError, UnsupportedError, node_context
+from ..ir.dtype import DType
+from ..ir.graph import Graph, Node, TensorType, Value
+from .builder import GraphBuilder
+from .core import backward
+from .losses import LOSSES, check_target
+from .transform import promote
+
+
+@dataclass
+class Slot:
+    """A persistent buffer of the training step (an input whose next value is an output)."""
+
+    name: str
+    init: np.ndarray
+    kind: str  # "parameter" | "optimizer" | "statistic"
+
+
+@dataclass
+class TrainingGraph:
+    graph: Graph
+    data: list[str]
+    target: str
+    hyper: list[str]
+    slots: list[Slot]
+    state: dict[int, int] = field(default_factory=dict)  # output index -> input index
+
+
+class UpdateContext:
+    """What an optimizer builds its update with (see ``optim.py``)."""
+
+    def __init__(self, b: GraphBuilder, lr: Value, ok: Value):
+        self.b = b
+        self.lr = lr
+        self.ok = ok
+        self.slots: list[tuple[Value, Slot]] = []
+        self.updates: dict[int, Value] = {}
+
+    def state(self, w: Value, suffix: str) -> Value:
+        """A buffer shaped like parameter ``w``, starting at zero."""
+        return self._slot(f"{w.name}.{suffix}", np.zeros(w.shape, w.dtype.np))
+
+    def scalar_state(self, name: str, init: float) -> Value:
+        return self._slot(name, np.array(init, dtype=self.lr.dtype.np))
+
+    def _slot(self, name: str, init: np.ndarray) -> Value:
+        v = self.b.input(name, TensorType(DType.from_numpy(init.dtype), tuple(init.shape)))
+        self.slots.append((v, Slot(v.name, init, "optimizer")))
+        return v
+
+    def assign(self, slot: Value, new: Value) -> None:
+        self.updates[slot.id] = new
+
+
+def batchnorm_training(g: Graph) -> tuple[Graph, list[tuple[Value, Value, np.ndarray]]]:
+    """``g`` with every BatchNormalization using batch statistics; returns the graph and, per running
+    statistic, (its new input, its updated value, its initial value)."""
+    b = GraphBuilder(g.name, taken=[v.name for v in g.values()])
+    env: dict[int, Value] = {}
+    stats: list[tuple[Value, Value, np.ndarray]] = []
+    nodes: list[Node] = []
+    for n in g.nodes:
+        n = n.replace(inputs=tuple(None if v is None else env.get(v.id, v) for v in n.inputs))
+        if n.op != "BatchNormalization":
+            nodes.append(n)
+            continue
+        x, scale, bias, mean, var = n.inputs
+        if not (mean.is_const and var.is_const):
+            raise UnsupportedError(f"{node_context(g.name, n.name, n.op)}: the running mean and variance must be "
+                                   "initializers to train batch normalization")  # fmt: skip
+        rank, c = len(x.shape), x.shape[1]
+        axes = [0, *range(2, rank)]
+        count = int(np.prod([x.shape[a] for a in axes]))
+        if count < 2:
+            raise TensorforgeError(f"{node_context(g.name, n.name, n.op)}: batch normalization in training needs more "
+                                   f"than one value per channel, the input is {list(x.shape)}")  # fmt: skip
+        eps, momentum = float(n.attr("epsilon", 1e-5)), float(n.attr("momentum", 0.9))
+        b.nodes = []
+        b.label = n.name
+        bshape = (1, c) + (1,) * (rank - 2)
+        mu = b.op("ReduceMean", [x, b.ints(axes, "axes")], keepdims=1)
+        xc = b.sub(x, mu)
+        var_b = b.op("ReduceMean", [b.mul(xc, xc), b.ints(axes, "axes")], keepdims=1)
+        inv = b.op("Reciprocal", [b.op("Sqrt", [b.add(var_b, b.scalar(eps, var_b))])])
+        y = b.add(b.mul(b.mul(xc, inv), b.reshape(scale, bshape)), b.reshape(bias, bshape))
+        env[n.outputs[0].id] = y
+        for old, batch, unbias in ((mean, mu, 1.0), (var, var_b, count / (count - 1))):
+            v = Value(old.name, old.type)  # the constant's name: it is no longer in the graph
+            new = b.add(b.scale(v, momentum), b.scale(b.reshape(batch, (c,)), (1 - momentum) * unbias))
+            stats.append((v, new, np.array(old.const)))
+        nodes.extend(b.nodes)
+    outputs = [env.get(v.id, v) for v in g.outputs]
+    return Graph(nodes, g.inputs, outputs, g.name, g.output_names), stats
+
+
+def build_training_graph(g: Graph, loss: str, optimizer, params: Sequence[str], target_dtype, target_shape,
+                         output: str | None = None, loss_options: dict | None = None) -> TrainingGraph:  # fmt: skip
+    """The whole training step of the static-shaped model ``g`` (see the module docstring)."""
+    if loss not in LOSSES:
+        raise TensorforgeError(f"unknown loss {loss!r}; losses: {', '.join(sorted(LOSSES))}")
+    data = [v.name for v in g.inputs]
+    initial = {v.name: v.const for v in g.constants()}
+    g, stats = batchnorm_training(g)
+    g, pvals = promote(g, list(params))
+    dtypes = {p.dtype for p in pvals}
+    if len(dtypes) > 1:
+        raise UnsupportedError(f"model '{g.name}': parameters of several dtypes ({sorted(map(str, dtypes))})")
+    names = list(g.output_names)
+    oi = 0 if output is None else names.index(output) if output in names else None
+    if oi is None:
+        raise TensorforgeError(f"model '{g.name}' has no output '{output}'; outputs: {names}")
+    out = g.outputs[oi]
+    check_target(loss, out, target_dtype, tuple(target_shape))
+    b = GraphBuilder(g.name, taken=[v.name for v in g.values()])
+    target = b.input("target", TensorType(DType.from_numpy(target_dtype), tuple(target_shape)))
+    b.label = "loss"
+    loss_v = LOSSES[loss](b, out, target, g.producers().get(out), **(loss_options or {}))
+    forward = [*g.nodes, *b.nodes]
+    ok = b.op("Not", [b.op("Or", [b.op("IsNaN", [loss_v]), b.op("IsInf", [loss_v])])], out="loss_is_finite")
+    grads = backward(forward, loss_v, b.const(np.ones((), loss_v.dtype.np), "one"), pvals, b)
+    for p, gr in zip(pvals, grads):
+        if gr is None:
+            raise TensorforgeError(f"model '{g.name}': parameter '{p.name}' does not affect the loss; leave it out "
+                                   "of the trained parameters (frozen=[...])")  # fmt: skip
+    dtype = pvals[0].dtype if pvals else DType.F32
+    lr = b.input("lr", TensorType(dtype, ()))
+    ctx = UpdateContext(b, lr, ok)
+    b.label = "optimizer"
+    shared = optimizer.begin(ctx)
+    new_params = [optimizer.update(ctx, w, gr, shared) for w, gr in zip(pvals, grads)]
+    b.label = "statistics"
+    new_stats = [b.op("Where", [ok, new, old], out=f"{old.name}_new") for old, new, _ in stats]
+    slots = [Slot(p.name, np.array(initial[p.name]), "parameter") for p in pvals]
+    slots += [s for _, s in ctx.slots]
+    slots += [Slot(v.name, init, "statistic") for v, _, init in stats]
+    slot_inputs = [*pvals, *(v for v, _ in ctx.slots), *(v for v, _, _ in stats)]
+    new_values = [*new_params, *(ctx.updates[v.id] for v, _ in ctx.slots), *new_stats]
+    data_inputs = [v for v in g.inputs if v.name in data]
+    inputs = [*data_inputs, target, lr, *slot_inputs]
+    first = len(data_inputs) + 2
+    outputs = [loss_v, *new_values]
+    state = {1 + i: first + i for i in range(len(new_values))}
+    graph = Graph([*g.nodes, *b.nodes], inputs, outputs, f"{g.name}_train",
+                  ["loss", *(f"{s.name}_new" for s in slots)])  # fmt: skip
+    return TrainingGraph(graph, data, target.name, [lr.name], slots, state)

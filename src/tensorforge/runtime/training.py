@@ -1,0 +1,389 @@
+"""``tfg.training_step``: forward, loss, backward and optimizer update compiled into one native function.
+
+    step = tfg.training_step(model, loss="cross_entropy", optimizer=tfg.optim.SGD(lr=0.1, momentum=0.9))
+    for xb, yb in batches:
+        loss = step(xb, yb)          # one native call; parameters updated in place
+    trained = step.export_onnx()
+
+The step owns the parameters (the model's float initializers), the optimizer state and the batch-norm
+statistics as numpy arrays; the generated code reads and updates them in place. It is compiled once per
+batch shape (the model's batch dimension may be symbolic). Everything that could make native code go
+wrong is checked first, in Python: data shapes and dtypes, targets, class indices in range. A step whose
+loss is not finite changes nothing (the update ops test it in native code) and raises ``TrainingError``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..autodiff.losses import LOSSES, check_target
+from ..autodiff.train_graph import Slot, TrainingGraph, build_training_graph
+from ..autodiff.transform import promote
+from ..codegen.targets import get_target
+from ..errors import InputError, TensorforgeError, TrainingError
+from ..ir.graph import Graph
+from ..optim import SGD, Optimizer
+from .jit import default_num_threads
+from .native import BoundProgram, compile_bound
+
+
+class _Variant:
+    """The step compiled for one batch shape and target kind."""
+
+    def __init__(self, tg: TrainingGraph, prog: BoundProgram, out_shape: tuple[int, ...]):
+        self.tg = tg
+        self.prog = prog
+        self.out_shape = out_shape
+        self.data_index = [prog.input_index[n] for n in tg.data]
+        self.target_index = prog.input_index[tg.target]
+        self.target_dtype = tg.graph.inputs[self.target_index].dtype.np
+
+
+class TrainingStep:
+    """A model's training step, compiled; call it with a batch (see the module docstring)."""
+
+    def __init__(self, model, loss: str = "cross_entropy", optimizer: Optimizer | None = None, *,
+                 params: Sequence[str] | None = None, frozen: Sequence[str] = (), output: str | None = None,
+                 from_logits: bool | None = None, num_threads: int | None = None, opt_level: int = 2,
+                 target: str | None = None, name: str | None = None):  # fmt: skip
+        from ..compiler import Options, to_graph
+        from ..frontends.onnx import load_model
+
+        self.proto = None if isinstance(model, Graph) else load_model(model)
+        self.graph = model if isinstance(model, Graph) else to_graph(self.proto, name)
+        self.name = self.graph.name
+        if loss not in LOSSES:
+            raise TensorforgeError(f"unknown loss {loss!r}; losses: {', '.join(sorted(LOSSES))}")
+        if from_logits is not None and loss != "cross_entropy":
+            raise TensorforgeError("from_logits only applies to loss='cross_entropy'")
+        self.loss = loss
+        self.loss_options = {"from_logits": from_logits} if loss == "cross_entropy" else {}
+        self.optimizer = optimizer if optimizer is not None else SGD()
+        self.output = output
+        self.target = get_target(target)
+        if not self.target.is_host:
+            raise TensorforgeError(f"a training step runs in this process; target {self.target.name} is not the host")
+        self.options = Options(opt_level=opt_level)
+        self._forwards: dict[int, Graph] = {}
+        self.params = _trainable(self.graph, params, frozen)
+        self._init_names = _initializer_names(self.proto) if self.proto is not None else {}
+        # build the step once at a nominal batch: checks the model, loss and optimizer, and lists the slots
+        plan = self._training_graph(*self._nominal())
+        self.slots: list[Slot] = plan.slots
+        self._arrays = {s.name: np.array(s.init, order="C", copy=True) for s in plan.slots}
+        dtype = np.dtype(_named(plan.graph, "lr").dtype.np)
+        self._lr = np.zeros((), dtype)
+        self._loss = np.zeros((), dtype)
+        self._variants: dict[tuple, _Variant] = {}
+        self._predict: dict[tuple, BoundProgram] = {}
+        self._lock = threading.Lock()
+        self._num_threads = int(num_threads) if num_threads else default_num_threads()
+        self.steps = 0
+
+    # -- the training graph --------------------------------------------------------------------------
+    def _forward(self, batch: int) -> Graph:
+        """The model with its batch dim set (cached: the step's per-call checks read its output shape)."""
+        g = self._forwards.get(batch)
+        if g is None:
+            g = self._forwards[batch] = self._specialize(batch)
+        return g
+
+    def _specialize(self, batch: int) -> Graph:
+        from ..passes import specialize
+
+        shapes = {}
+        for v in self.graph.inputs:
+            rest = v.shape[1:]
+            if not all(isinstance(d, int) for d in rest):
+                raise TensorforgeError(f"model '{self.name}': input '{v.name}' has symbolic dims {list(v.shape)}; "
+                                       "only the batch dim (the first) may be symbolic for training")  # fmt: skip
+            if isinstance(v.shape[0], int) and v.shape[0] != batch:
+                raise InputError(f"model '{self.name}': input '{v.name}' has a fixed batch of {v.shape[0]}, got a "
+                                 f"batch of {batch} (give the model a symbolic batch dim to vary it)")  # fmt: skip
+            shapes[v.name] = (batch, *rest)
+        return specialize(self.graph, shapes) if not all(v.type.is_static for v in self.graph.inputs) else self.graph
+
+    def _output_value(self, g: Graph):
+        names = list(g.output_names)
+        if self.output is None:
+            return g.outputs[0]
+        if self.output not in names:
+            raise TensorforgeError(f"model '{self.name}' has no output '{self.output}'; outputs: {names}")
+        return g.outputs[names.index(self.output)]
+
+    def _nominal(self) -> tuple[int, np.dtype, tuple]:
+        v = self.graph.inputs[0]
+        batch = v.shape[0] if isinstance(v.shape[0], int) else 2
+        out = self._output_value(self._forward(batch))
+        if self.loss == "cross_entropy":
+            return batch, np.dtype(np.int64), (batch,)
+        return batch, out.dtype.np, tuple(out.shape)
+
+    def _training_graph(self, batch: int, target_dtype, target_shape) -> TrainingGraph:
+        return build_training_graph(self._forward(batch), self.loss, self.optimizer, self.params, target_dtype,
+                                    target_shape, self.output, self.loss_options)  # fmt: skip
+
+    def training_graph(self, batch: int, target_dtype=np.int64, target_shape: tuple | None = None) -> Graph:
+        """The whole step as one graph (printable), for a batch of ``batch`` rows."""
+        if target_shape is None:
+            target_shape = (batch,) if np.dtype(target_dtype).kind in "iu" else self._output_shape(batch)
+        return self._training_graph(batch, np.dtype(target_dtype), tuple(target_shape)).graph
+
+    def _output_shape(self, batch: int) -> tuple[int, ...]:
+        return tuple(self._output_value(self._forward(batch)).shape)
+
+    def _variant(self, batch: int, target_dtype: np.dtype, target_shape: tuple) -> _Variant:
+        key = (batch, target_dtype.str, target_shape)
+        v = self._variants.get(key)
+        if v is None:
+            with self._lock:
+                v = self._variants.get(key)
+                if v is None:
+                    tg = self._training_graph(batch, target_dtype, target_shape)
+                    if [s.name for s in tg.slots] != [s.name for s in self.slots]:
+                        raise TensorforgeError(f"model '{self.name}': the step's state differs between batch sizes")
+                    prog = compile_bound(tg.graph, self.target, self.options, tg.state)
+                    prog.num_threads = self._num_threads
+                    for s in self.slots:
+                        prog.bind_input(prog.input_index[s.name], self._arrays[s.name])
+                    prog.bind_input(prog.input_index[tg.hyper[0]], self._lr)
+                    prog.bind_output(0, self._loss)
+                    v = _Variant(tg, prog, self._output_shape(batch))
+                    self._variants[key] = v
+        return v
+
+    # -- one step ------------------------------------------------------------------------------------
+    def _check_data(self, x) -> list[np.ndarray]:
+        ins = self.graph.inputs
+        if isinstance(x, Mapping):
+            missing = [v.name for v in ins if v.name not in x]
+            if missing:
+                raise InputError(f"model '{self.name}': missing input(s) {missing}")
+            xs = [x[v.name] for v in ins]
+        elif isinstance(x, tuple | list) and len(ins) > 1:
+            xs = list(x)
+        else:
+            xs = [x]
+        if len(xs) != len(ins):
+            raise InputError(
+                f"model '{self.name}': expected {len(ins)} input(s) {[v.name for v in ins]}, got {len(xs)}"
+            )
+        out = []
+        for v, a in zip(ins, xs):
+            if not isinstance(a, np.ndarray):
+                raise InputError(f"model '{self.name}': input '{v.name}' must be a numpy array, got {type(a).__name__}")
+            if a.dtype != v.dtype.np:
+                raise InputError(f"model '{self.name}': input '{v.name}' has dtype {a.dtype}, expected {v.dtype.np} "
+                                 f"(convert with x.astype(np.{v.dtype.np.name}))")  # fmt: skip
+            want = [d if isinstance(d, int) else "batch" for d in v.shape]
+            if a.ndim != len(v.shape) or any(isinstance(d, int) and d != s for d, s in zip(v.shape[1:], a.shape[1:])):
+                raise InputError(f"model '{self.name}': input '{v.name}' has shape {list(a.shape)}, expected {want}")
+            if a.shape[0] < 1 or a.shape[0] != (out[0].shape[0] if out else a.shape[0]):
+                raise InputError(f"model '{self.name}': input '{v.name}' has a batch of {a.shape[0]}, the others "
+                                 f"{out[0].shape[0] if out else '-'}")  # fmt: skip
+            out.append(np.ascontiguousarray(a))
+        return out
+
+    def _check_target(self, y, batch: int, out_shape: tuple) -> np.ndarray:
+        if not isinstance(y, np.ndarray):
+            y = np.asarray(y)
+        if y.dtype.kind in "iu":
+            if y.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
+                y = y.astype(np.int64)
+        elif y.dtype.kind == "f" and y.dtype != self._lr.dtype:
+            raise InputError(f"model '{self.name}': the target has dtype {y.dtype}, expected {self._lr.dtype} or "
+                             "integer class indices")  # fmt: skip
+        out = self._output_value(self._forward(batch))
+        try:
+            check_target(self.loss, out, y.dtype, y.shape)
+        except TensorforgeError as e:
+            raise InputError(f"model '{self.name}': {e}") from None
+        if y.dtype.kind in "iu":
+            classes = out_shape[1]
+            bad = np.flatnonzero((y < 0) | (y >= classes))
+            if bad.size:
+                i = int(bad[0])
+                raise TrainingError(f"model '{self.name}': class index {int(y[i])} at position {i} is out of range; "
+                                    f"the output '{out.name}' has {classes} classes (0..{classes - 1})")  # fmt: skip
+        return np.ascontiguousarray(y)
+
+    def __call__(self, x, y) -> float:
+        """Train on one batch; returns its loss (before the update)."""
+        xs = self._check_data(x)
+        batch = xs[0].shape[0]
+        y = self._check_target(y, batch, self._output_shape(batch))
+        v = self._variant(batch, y.dtype, tuple(y.shape))
+        with self._lock:
+            for i, a in zip(v.data_index, xs):
+                v.prog.bind_input(i, a)
+            v.prog.bind_input(v.target_index, y)
+            self._lr[...] = self.optimizer.lr
+            v.prog.run()
+            loss = float(self._loss)
+        if not math.isfinite(loss):
+            raise TrainingError(f"model '{self.name}': the loss is {loss} at step {self.steps + 1}; the parameters and "
+                                "optimizer state were left unchanged (lower the learning rate, or check the data "
+                                "for inf/nan)")  # fmt: skip
+        self.steps += 1
+        return loss
+
+    # -- using the trained model -------------------------------------------------------------------------
+    def predict(self, x):
+        """The model's outputs on ``x`` with the current parameters (batch norm uses running statistics)."""
+        xs = self._check_data(x)
+        batch = xs[0].shape[0]
+        prog = self._predict.get((batch,))
+        if prog is None:
+            g = self._forward(batch)
+            names = [s.name for s in self.slots if s.kind != "optimizer"]
+            g, _ = promote(g, names)
+            prog = compile_bound(g, self.target, self.options)
+            prog.num_threads = self._num_threads
+            for n in names:
+                prog.bind_input(prog.input_index[n], self._arrays[n])
+            self._predict[(batch,)] = prog
+        outs = [np.empty(s, dt.np) for _, dt, s in prog.program.outputs]
+        with self._lock:
+            for i, a in enumerate(xs):
+                prog.bind_input(i, a)
+            for i, o in enumerate(outs):
+                prog.bind_output(i, o)
+            prog.run()
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @property
+    def num_threads(self) -> int:
+        return self._num_threads
+
+    @num_threads.setter
+    def num_threads(self, n: int) -> None:
+        if int(n) < 1:
+            raise ValueError("num_threads must be >= 1")
+        self._num_threads = int(n)
+        for p in [*(v.prog for v in self._variants.values()), *self._predict.values()]:
+            p.num_threads = self._num_threads
+
+    @property
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The current parameters (copies)."""
+        return {s.name: self._arrays[s.name].copy() for s in self.slots if s.kind == "parameter"}
+
+    # -- state -------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters, optimizer state, batch-norm statistics and the step count (copies)."""
+        d = {name: a.copy() for name, a in self._arrays.items()}
+        d["__steps__"] = np.array(self.steps, np.int64)
+        return d
+
+    def load_state_dict(self, d: Mapping[str, np.ndarray]) -> None:
+        """Restore a ``state_dict`` (checked whole before anything is written)."""
+        want = set(self._arrays)
+        missing, extra = sorted(want - set(d)), sorted(set(d) - want - {"__steps__"})
+        if missing or extra:
+            raise TensorforgeError(f"model '{self.name}': state does not match this step: missing {missing}, "
+                                   f"unexpected {extra}")  # fmt: skip
+        for name, a in self._arrays.items():
+            b = np.asarray(d[name])
+            if b.shape != a.shape or b.dtype != a.dtype:
+                raise TensorforgeError(f"model '{self.name}': state '{name}' is {b.dtype}{list(b.shape)}, expected "
+                                       f"{a.dtype}{list(a.shape)}")  # fmt: skip
+        with self._lock:
+            for name, a in self._arrays.items():
+                np.copyto(a, d[name])  # in place: the compiled code holds these buffers
+            self.steps = int(d.get("__steps__", self.steps))
+
+    def save(self, path: str | os.PathLike) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **self.state_dict())
+        _atomic_write(os.fspath(path), buf.getvalue())
+
+    def load(self, path: str | os.PathLike) -> None:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            self.load_state_dict({k: f[k] for k in f.files})
+
+    def export_onnx(self, path: str | os.PathLike | None = None):
+        """The model with its trained parameters and statistics as an ONNX ModelProto (also written to
+        ``path`` when given)."""
+        from onnx import numpy_helper
+
+        from ..frontends.onnx_export import graph_to_onnx
+
+        values = {s.name: self._arrays[s.name] for s in self.slots if s.kind != "optimizer"}
+        if self.proto is not None:
+            import onnx
+
+            m = onnx.ModelProto()
+            m.CopyFrom(self.proto)
+            for t in m.graph.initializer:
+                name = self._init_names.get(t.name)
+                if name in values:
+                    t.CopyFrom(numpy_helper.from_array(values[name].astype(numpy_helper.to_array(t).dtype), t.name))
+        else:
+            m = graph_to_onnx(self.graph, values)
+        if path is not None:
+            _atomic_write(os.fspath(path), m.SerializeToString())
+        return m
+
+
+def _named(g: Graph, name: str):
+    return next(v for v in g.inputs if v.name == name)
+
+
+def _trainable(g: Graph, params: Sequence[str] | None, frozen: Sequence[str]) -> list[str]:
+    """The parameters to train: those named, or every float constant with at least one dim that is not a
+    batch-norm running statistic; minus ``frozen``."""
+    consts = {v.name: v for v in g.constants()}
+    if params is None:
+        stats = {v.id for n in g.nodes if n.op == "BatchNormalization" for v in n.inputs[3:5] if v is not None}
+        params = [v.name for v in consts.values() if v.dtype.is_float and v.const.ndim >= 1 and v.id not in stats]
+    unknown = [p for p in [*params, *frozen] if p not in consts]
+    if unknown:
+        floats = [n for n, v in consts.items() if v.dtype.is_float]
+        raise TensorforgeError(f"model '{g.name}' has no parameter(s) {unknown}; its float initializers are {floats}")
+    out = [p for p in params if p not in set(frozen)]
+    if not out:
+        raise TensorforgeError(f"model '{g.name}': nothing to train (no parameters)")
+    return out
+
+
+def _initializer_names(proto) -> dict[str, str]:
+    """ONNX initializer name -> the graph value name the importer gave it."""
+    from ..frontends.onnx import _sanitize
+
+    used: set[str] = set()
+    out = {}
+    for t in proto.graph.initializer:
+        base = name = _sanitize(t.name)
+        k = 1
+        while name in used:
+            name = f"{base}_{k}"
+            k += 1
+        used.add(name)
+        out[t.name] = name
+    return out
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def training_step(model, loss: str = "cross_entropy", optimizer: Optimizer | None = None, **options) -> TrainingStep:
+    """Compile ``model``'s training step (see ``TrainingStep`` for the options)."""
+    return TrainingStep(model, loss, optimizer, **options)

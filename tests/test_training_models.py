@@ -1,0 +1,103 @@
+"""Whole models trained for a few steps by tensorforge and by PyTorch, from identical initial weights and
+batches, end with the same parameters (1e-4 relative): the seed MLP and small CNNs with batch norm in
+training mode, max/average pooling and strided convolutions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import tensorforge as tfg
+from tensorforge.examples import mlp, small_cnn
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _weights(model):
+    return {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
+
+
+def _train_both(model, forward, stats, optimizer, torch_opt, batches, **kw):
+    step = tfg.training_step(model, optimizer=optimizer, **kw)
+    w = _weights(model)
+    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items() if k not in stats}
+    buffers = {k: torch.tensor(w[k], dtype=torch.float64) for k in stats}
+    opt = torch_opt(list(tp.values()))
+    for x, y in batches:
+        loss = step(x, y)
+        tl = F.cross_entropy(forward(tp, buffers, torch.tensor(x, dtype=torch.float64)), torch.tensor(y))
+        opt.zero_grad()
+        tl.backward()
+        opt.step()
+        assert abs(loss - tl.item()) <= 1e-5 * max(1.0, abs(tl.item()))
+    state = step.state_dict()
+    for k, t in [*tp.items(), *buffers.items()]:
+        want = t.detach().numpy()
+        err = np.abs(state[k] - want).max() / np.abs(want).max()
+        assert err < 1e-4, f"{k}: relative error {err:.2e}"
+    return step
+
+
+def test_seed_mlp_matches_torch(rng):
+    model = mlp(batch="N")
+
+    def forward(p, _, x):
+        return torch.relu(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+
+    batches = [(rng.random((32, 784), dtype=np.float32), rng.integers(0, 10, 32)) for _ in range(4)]
+    _train_both(model, forward, (), tfg.optim.SGD(lr=0.1, momentum=0.9), lambda p: torch.optim.SGD(p, 0.1, 0.9),
+                batches)  # fmt: skip
+
+
+def test_small_cnn_with_batchnorm_matches_torch(rng):
+    model = small_cnn(batch="N", channels=3, size=8, classes=5)
+
+    def forward(p, s, x):
+        c = F.conv2d(x, p["conv_w"], p["conv_b"], padding=1)
+        bn = F.batch_norm(c, s["bn_mean"], s["bn_var"], p["bn_scale"], p["bn_shift"], True, 0.1, 1e-5)
+        return F.max_pool2d(F.relu(bn), 2).flatten(1) @ p["fc_w"].T + p["fc_b"]
+
+    batches = [(rng.standard_normal((6, 3, 8, 8)).astype(np.float32), rng.integers(0, 5, 6)) for _ in range(4)]
+    # SGD, not Adam: conv_b's true gradient is exactly 0 (batch norm removes the mean), and Adam's
+    # normalization would turn float32 rounding noise there into full-size steps
+    _train_both(model, forward, ("bn_mean", "bn_var"), tfg.optim.SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+                lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3), batches)  # fmt: skip
+
+
+def _two_conv_cnn(rng):
+    """conv(stride 2) -> relu -> conv(pad 1, 2 groups) -> relu -> avgpool -> global avg pool -> gemm."""
+    w = {"c1_w": rng.standard_normal((4, 2, 3, 3)) * 0.4, "c1_b": rng.standard_normal(4) * 0.1,
+         "c2_w": rng.standard_normal((6, 2, 3, 3)) * 0.4, "c2_b": rng.standard_normal(6) * 0.1,
+         "fc_w": rng.standard_normal((6, 3)) * 0.5, "fc_b": rng.standard_normal(3) * 0.1}  # fmt: skip
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    nodes = [
+        helper.make_node("Conv", ["x", "c1_w", "c1_b"], ["c1"], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "c2_w", "c2_b"], ["c2"], pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("AveragePool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"]),
+    ]
+    graph = helper.make_graph(nodes, "cnn2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 9, 9])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(v, k) for k, v in w.items()])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def test_two_conv_cnn_matches_torch(rng):
+    model = _two_conv_cnn(rng)
+
+    def forward(p, _, x):
+        r1 = F.relu(F.conv2d(x, p["c1_w"], p["c1_b"], stride=2))
+        r2 = F.relu(F.conv2d(r1, p["c2_w"], p["c2_b"], padding=1, groups=2))
+        g = F.avg_pool2d(r2, 2, 1).mean((2, 3))
+        return g @ p["fc_w"] + p["fc_b"]
+
+    batches = [(rng.standard_normal((5, 2, 9, 9)).astype(np.float32), rng.integers(0, 3, 5)) for _ in range(4)]
+    step = _train_both(model, forward, (), tfg.optim.AdamW(lr=1e-2, weight_decay=0.05),
+                       lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05), batches)  # fmt: skip
+    assert any(n.op == "ConvGradInput" for n in step.training_graph(5).nodes)
