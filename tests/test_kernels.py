@@ -120,3 +120,64 @@ def test_vector_loop_tails(n, rng):
     _check(one_node_model("Softmax", {"x": x}, {"axis": 1}), {"x": x}, rtol=1e-5, atol=1e-6)
     y = rand(rng, (n, 3))
     _check(one_node_model("ReduceSum", {"y": y}, {"keepdims": 1}, consts={"axes": np.array([0])}), {"y": y})
+
+
+# -- convolution -----------------------------------------------------------------------------------------
+CONV_CASES = {  # name: (x shape, w shape, attrs)
+    "1x1": ((2, 17, 9, 7), (33, 17, 1, 1), {}),  # P is X itself; the last pixel tile shifts back
+    "1x1_tiny": ((1, 16, 3, 3), (24, 16, 1, 1), {}),  # fewer pixels than a vector: padded copy
+    "1x1_s2": ((1, 20, 13, 13), (40, 20, 1, 1), {"strides": [2, 2]}),  # decimated copy
+    "3x3": ((1, 7, 17, 15), (65, 7, 3, 3), {"pads": [1, 1, 1, 1]}),
+    "3x3_s2": ((2, 5, 16, 17), (9, 5, 3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "3x3_s2_asym": ((1, 3, 15, 16), (8, 3, 3, 3), {"strides": [2, 2], "pads": [0, 0, 1, 1]}),
+    "7x7_s2_stem": ((1, 3, 35, 33), (16, 3, 7, 7), {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+    "5x3_dil": ((1, 4, 19, 14), (6, 4, 5, 3), {"dilations": [2, 3], "pads": [2, 1, 3, 2]}),
+    "stride3_dil2": ((1, 2, 20, 21), (5, 2, 3, 3), {"strides": [3, 2], "dilations": [2, 2], "pads": [1, 2, 1, 0]}),
+    "grouped": ((1, 12, 11, 10), (18, 4, 3, 3), {"group": 3, "pads": [1, 1, 1, 1]}),
+    "1d": ((2, 6, 63), (10, 6, 5), {"pads": [2, 1], "strides": [2]}),
+    "7x7_map": ((1, 64, 7, 7), (72, 64, 3, 3), {"pads": [1, 1, 1, 1]}),  # small map, many channels
+}
+DEPTHWISE_CASES = {
+    "dw3x3": ((1, 19, 17, 18), {"pads": [1, 1, 1, 1]}),
+    "dw3x3_s2": ((2, 8, 21, 20), {"pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    "dw5x5": ((1, 5, 12, 12), {"pads": [2, 2, 2, 2]}),
+    "dw_big_plane": ((1, 2, 300, 260), {"pads": [1, 1, 1, 1]}),  # plane too big for the stack: workspace
+    "dw_1d": ((1, 7, 40), {"pads": [1, 1]}),
+}
+
+
+def _conv_check(x, w, attrs, rng, threads=2, conv=None, runtime_w=False, relu_input=False):
+    b = rand(rng, (w.shape[0],))
+    if runtime_w:
+        model = one_node_model("Conv", {"x": x, "w": w, "b": b}, attrs)
+        feeds = {"x": x, "w": w, "b": b}
+    else:
+        model = one_node_model("Conv", {"x": x}, attrs, consts={"w": w, "b": b})
+        feeds = {"x": x}
+    m = compile_graph(to_graph(model), host(), Options(lowering={"conv": conv} if conv else {}))
+    m.num_threads = threads
+    got = m.run(feeds)["y0"]
+    assert_close(got, reference(model, feeds)[0], rtol=1e-4, atol=1e-3, what="conv")
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES), ids=list(CONV_CASES))
+@pytest.mark.parametrize("orient", ["auto", "pixels", "channels"])
+def test_conv_fast_paths(case, orient, rng):
+    xs, ws, attrs = CONV_CASES[case]
+    conv = {"auto": None, "pixels": {"pix_vec": True}, "channels": {"pix_vec": False}}[orient]
+    _conv_check(rand(rng, xs), rand(rng, ws), attrs, rng, conv=conv)
+
+
+@pytest.mark.parametrize("case", ["1x1", "3x3_s2", "grouped", "1d"])
+def test_conv_runtime_weights(case, rng):
+    xs, ws, attrs = CONV_CASES[case]
+    _conv_check(rand(rng, xs), rand(rng, ws), attrs, rng, threads=1, runtime_w=True)
+
+
+@pytest.mark.parametrize("case", list(DEPTHWISE_CASES), ids=list(DEPTHWISE_CASES))
+def test_depthwise(case, rng):
+    xs, attrs = DEPTHWISE_CASES[case]
+    c = xs[1]
+    k = 5 if case == "dw5x5" else 3
+    ws = (c, 1, k) if len(xs) == 3 else (c, 1, k, k)
+    _conv_check(rand(rng, xs), rand(rng, ws), {**attrs, "group": c}, rng)

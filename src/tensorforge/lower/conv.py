@@ -1,24 +1,480 @@
-"""Convolution as GEMM: per image, ``Y[g] (Mg x OH*OW) = W[g] (Mg x Cg*KH*KW) @ col[g]``.
+"""Convolution as an implicit GEMM over a phase-split, padded copy of the input.
 
-The weights are packed at compile time into micro-panels; the im2col matrix is never built: the packing
-step of the GEMM reads the input directly (with padding) into B panels. A 1x1, stride-1, unpadded
-convolution packs straight from the input rows. The output is written in NCHW order through the GEMM
-epilogue (bias and any fused activation applied there).
+Per image and group, ``Y (Mg x pixels) = W (Mg x Cg*KH*KW) @ col (Cg*KH*KW x pixels)``; ``col`` is never
+built. The input is first copied once into ``P[c][phase][Hq][Wq]``, zero-padded and split into the
+``stride x stride`` phases the kernel taps use, so that for every tap ``(kh, kw)`` the input element of
+output pixel ``(oh, ow)`` sits at
+
+    P[c * plane + tap(kh, kw) + oh * Wq + ow]        tap(kh, kw) = phase * Hq * Wq + qh * Wq + qw
+
+Output pixels are numbered over rows of width ``Wq`` (``Wq - OW`` padding columns per row are computed
+and dropped), which makes that offset linear in the pixel number for every stride, padding and dilation:
+the micro-kernel's pixel operand is a plain vector load (or broadcast) at a constant offset per tap, with
+no per-element index arithmetic, bounds checks or gathers. A 1x1 stride-1 unpadded convolution reads
+the input itself (``P`` is X). The copy costs one pass over the input, against ``Mg*KH*KW`` FMAs per
+input element for the product.
+
+Two micro-kernel orientations, chosen per layer by the GEMM cost model:
+
+* pixels in vectors: ``MR`` output channels (weights pre-packed as ``[Mg/MR][K][MR]``, broadcast) by
+  ``NR`` pixels (vector loads from ``P``) — large feature maps;
+* channels in vectors: ``MR`` pixels (broadcast from ``P``) by ``NR`` output channels (weights packed as
+  B panels ``[Mg/NR][K][NR]``) — small feature maps with many channels (7x7, 14x14), where pixel tiles
+  would be mostly padding.
+
+Depthwise convolution (one input channel per group) is a direct kernel: per channel the taps' weights
+sit in registers and each output vector is ``KH*KW`` FMAs over shifted loads of ``P``.
+
+The epilogue writes each tile row by row (pixels of one output row are contiguous in NCHW), adding the
+bias and applying any fused elementwise epilogue through the output ``Sink``. Convolutions with three
+spatial dims use the generic implicit-im2col GEMM at the end of this file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..ops.nn import _conv_window
+from ..ops.nn import Window, _conv_window
 from . import kir as K
-from .gemm import GemmSpec, emit_gemm, emit_pack_b, pack_a_const, plan_gemm
-from .kir import Const, Expr, For, LoopKind, Var, binop
-from .rules import LowerCtx, kernel_rule
+from .gemm import (
+    GemmSpec,
+    choose_tile,
+    emit_gemm,
+    emit_pack,
+    emit_pack_b,
+    pack_a_const,
+    pack_b_const,
+    plan_gemm,
+    tile_cycles,
+)
+from .kir import Assign, Broadcast, Buffer, Const, Decl, Expr, Fma, For, Load, LoopKind, Stmt, Store, Var, binop
+from .rules import LowerCtx, Sink, kernel_rule
 from .shape_ops import unflatten
 from .tensor import TExpr
 
+# a per-channel plane of P up to this size is built on the stack of the thread that uses it (depthwise)
+STACK_PLANE_BYTES = 256 * 1024
 
+
+@dataclass(frozen=True)
+class ConvGeom:
+    """A 1-D or 2-D convolution seen as 2-D (1-D has H = KH = 1), and the layout of ``P``."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    m: int
+    group: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pl: int
+    oh: int
+    ow: int
+    rank: int  # spatial dims of the op (1 or 2)
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.group
+
+    @property
+    def mg(self) -> int:
+        return self.m // self.group
+
+    @property
+    def taps(self) -> int:
+        return self.kh * self.kw
+
+    def _split(self, i: int, d: int, s: int) -> tuple[int, int]:
+        """(phase, offset in phase rows) of kernel tap ``i`` with dilation ``d`` and stride ``s``."""
+        return (i * d) % s, (i * d) // s
+
+    @property
+    def direct(self) -> bool:
+        """P is X itself: a 1x1, stride-1, unpadded convolution."""
+        return self.taps == 1 and self.sh == self.sw == 1 and self.pt == self.pl == 0 and self.oh == self.h \
+            and self.ow == self.w  # fmt: skip
+
+    @property
+    def phases(self) -> list[tuple[int, int]]:
+        used = {(self._split(i, self.dh, self.sh)[0], self._split(j, self.dw, self.sw)[0])
+                for i in range(self.kh) for j in range(self.kw)}  # fmt: skip
+        return sorted(used)
+
+    @property
+    def hq(self) -> int:
+        return self.h if self.direct else self.oh + max(self._split(i, self.dh, self.sh)[1] for i in range(self.kh))
+
+    @property
+    def wq(self) -> int:
+        return self.w if self.direct else self.ow + max(self._split(j, self.dw, self.sw)[1] for j in range(self.kw))
+
+    @property
+    def plane(self) -> int:
+        return len(self.phases) * self.hq * self.wq
+
+    @property
+    def nq(self) -> int:
+        """Pixels computed per image: OH rows of Wq."""
+        return self.oh * self.wq
+
+    def tap(self, i: int, j: int) -> int:
+        (rh, qh), (rw, qw) = self._split(i, self.dh, self.sh), self._split(j, self.dw, self.sw)
+        return self.phases.index((rh, rw)) * self.hq * self.wq + qh * self.wq + qw
+
+    @property
+    def tap_offsets(self) -> list[int]:
+        return [self.tap(i, j) for i in range(self.kh) for j in range(self.kw)]
+
+
+def conv_geom(x_shape, w_shape, win: Window, group: int) -> ConvGeom | None:
+    sp = len(win.kernel)
+    n, c = x_shape[:2]
+    m = w_shape[0]
+    if sp == 1:
+        return ConvGeom(n, c, 1, x_shape[2], m, group, 1, win.kernel[0], 1, win.strides[0], 1, win.dilations[0], 0,
+                        win.pads_begin[0], 1, win.out_size[0], 1)  # fmt: skip
+    if sp == 2:
+        return ConvGeom(n, c, x_shape[2], x_shape[3], m, group, *win.kernel, *win.strides, *win.dilations,
+                        *win.pads_begin, *win.out_size, 2)  # fmt: skip
+    return None
+
+
+def _idx(g: ConvGeom, img: Expr, ch: Expr, r: Expr, col: Expr) -> list[Expr]:
+    """An NCHW (or NCW) index."""
+    return [img, ch, col] if g.rank == 1 else [img, ch, r, col]
+
+
+# -- the padded, phase-split input ---------------------------------------------------------------------
+def _range(lo_num: int, size: int, step: int, n: int) -> tuple[int, int]:
+    """[a, b) of i in [0, n) with 0 <= i*step - lo_num < size."""
+    a = max(0, -(-lo_num // step))
+    b = min(n, (size - 1 + lo_num) // step + 1) if size - 1 + lo_num >= 0 else 0
+    return a, max(a, b)
+
+
+def emit_build_p(ctx: LowerCtx, g: ConvGeom, x: TExpr, img: Expr, P: Buffer, ch: Var, ch_base: Expr,
+                 chans: int | None = None, slack: int = 0, parallel: bool = False) -> Stmt:  # fmt: skip
+    """``P[(ch - ch_base)*plane + ...] = X[img, ch, ...]`` zero-padded and phase-split, for ``chans``
+    channels starting at ``ch_base`` (all when None), then ``slack`` zeros. Each row is at most three
+    loops with compile-time bounds (zeros, copy, zeros): no per-element bounds checks."""
+    W = ctx.lanes(P.dtype)
+    hq, wq = g.hq, g.wq
+    zero = K.const(0, P.dtype)
+
+    def vloop(v: Var, lo: int, hi: int, body: Stmt) -> Stmt | None:
+        if hi <= lo:
+            return None
+        vec = hi - lo >= W > 1 or ctx.target.masked_ops
+        return For(v, Const(lo), Const(hi), body, LoopKind.VECTOR if vec else LoopKind.SERIAL, 1, W if vec else 1)
+
+    parts: list[Stmt] = []
+    cl = binop("sub", ch, ch_base)
+    for ph, (rh, rw) in enumerate(g.phases):
+        i, j = Var("i"), Var("j")
+        base = binop("add", binop("mul", cl, g.plane), ph * hq * wq)
+        ilo, ihi = _range(g.pt - rh, g.h, g.sh, hq)
+        jlo, jhi = _range(g.pl - rw, g.w, g.sw, wq)
+        row_at = binop("add", base, binop("mul", i, wq))
+        ih = binop("add", binop("mul", i, g.sh), rh - g.pt)
+        iw = binop("add", binop("mul", j, g.sw), rw - g.pl)
+        src = x(_idx(g, img, ch, ih, iw))
+        copy = Store(P, binop("add", row_at, j), K.cast(src, P.dtype))
+        zrow = Store(P, binop("add", row_at, j), zero)
+        data_row = K.seq(vloop(j, 0, jlo, zrow), vloop(j, jlo, jhi, copy), vloop(j, jhi, wq, zrow))
+        zero_rows = vloop(j, 0, wq, zrow)
+        parts.append(K.seq(
+            For(i, Const(0), Const(ilo), zero_rows) if ilo > 0 and zero_rows else None,
+            For(i, Const(ilo), Const(ihi), data_row) if ihi > ilo else None,
+            For(i, Const(ihi), Const(hq), zero_rows) if hq > ihi and zero_rows else None,
+        ))  # fmt: skip
+    n = chans if chans is not None else g.c
+    kind = LoopKind.PARALLEL if parallel and n > 1 else LoopKind.SERIAL
+    stmt: Stmt = For(ch, ch_base, binop("add", ch_base, n), K.seq(parts), kind)
+    if slack:
+        s = Var("s")
+        stmt = K.seq(stmt, vloop(s, 0, slack, Store(P, binop("add", s, n * g.plane), zero)))
+    return stmt
+
+
+# -- implicit GEMM -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvPlan:
+    MR: int
+    nv: int
+    W: int
+    pix_vec: bool  # pixels in vectors (else output channels in vectors)
+
+    @property
+    def NR(self) -> int:
+        return self.nv * self.W
+
+    @property
+    def pix_tile(self) -> int:
+        return self.NR if self.pix_vec else self.MR
+
+    @property
+    def ch_tile(self) -> int:
+        return self.MR if self.pix_vec else self.NR
+
+
+def plan_conv(ctx: LowerCtx, g: ConvGeom, direct: bool) -> ConvPlan:
+    t = ctx.target
+    dt = ctx.node.outputs[0].dtype.compute
+    W = t.lanes(dt)
+    Kd = g.cg * g.taps
+    # a direct (unpadded) P is read only inside the image: pixel tiles must fit in it (the last one shifts back)
+    max_nv = min(8, g.nq // W) if direct else 8
+    cands = []
+    if max_nv >= 1:
+        mr, nv = choose_tile(t, dt, g.mg, g.nq, Kd, max_nv)
+        cands.append((tile_cycles(t, dt, g.mg, g.nq, Kd, mr, nv), ConvPlan(mr, nv, W, True)))
+    # channels in vectors: pixel tiles of MR | OW never straddle an output row, so no padding column is
+    # computed; the epilogue stores one element per cycle (strided into NCHW)
+    npix = g.oh * g.ow
+    mr, nv = choose_tile(t, dt, npix, g.mg, Kd, mr_choices=[d for d in range(1, 17) if g.ow % d == 0])
+    tiles = -(-npix // mr) * -(-g.mg // (nv * W))
+    cands.append((tile_cycles(t, dt, npix, g.mg, Kd, mr, nv) + tiles * mr * nv * W, ConvPlan(mr, nv, W, False)))
+    over = ctx.options.get("conv") or {}
+    if "pix_vec" in over:
+        cands = [c for c in cands if c[1].pix_vec == over["pix_vec"]] or cands
+    plan = min(cands, key=lambda c: c[0])[1]
+    if "MR" in over or "nv" in over:  # exploration (benchmarks); MR must divide OW for channels-in-vectors
+        plan = ConvPlan(over.get("MR", plan.MR), over.get("nv", plan.nv), W, plan.pix_vec)
+    return plan
+
+
+def _chan_loop(cg: int, taps: int, body: Callable[[Expr], list[Stmt]]) -> Stmt:
+    """for c in [0, cg): body(c) — the taps are unrolled inside body; 1x1 kernels unroll c by 4."""
+    U = 4 if taps == 1 and cg >= 8 else 1
+    c0 = Var("c0")
+    stmts: list[Stmt] = []
+    if U > 1:
+        inner: list[Stmt] = []
+        for u in range(U):
+            inner += body(binop("add", binop("mul", c0, U), u))
+        stmts.append(For(c0, Const(0), Const(cg // U), K.seq(inner)))
+    if U == 1 or cg % U:
+        c = Var("c")
+        stmts.append(For(c, Const(cg // U * U if U > 1 else 0), Const(cg), K.seq(body(c))))
+    return K.seq(stmts)
+
+
+def lower_conv2d(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | None, sink: Sink) -> Stmt:
+    dt = sink.dtype.compute
+    name = ctx.node.name
+    direct = g.direct and x.view is not None and x.view.is_contiguous
+    plan = plan_conv(ctx, g, direct)
+    MR, NR, W, nv = plan.MR, plan.NR, plan.W, plan.nv
+    Kd = g.cg * g.taps
+    taps = g.tap_offsets
+    pt_size, ct_size = plan.pix_tile, plan.ch_tile
+    # pixel tiles: runs of NR computed pixels (over rows of Wq), or MR real pixels within one output row
+    pt_n = -(-g.nq // pt_size) if plan.pix_vec else g.oh * (g.ow // pt_size)
+    ct_n = -(-g.mg // ct_size)
+    work = 2 * g.n * g.m * g.oh * g.ow * Kd
+    parallel = work >= ctx.parallel_threshold * 8
+    img = Var("img")
+    stmts: list[Stmt] = []
+
+    # weights: packed so that the channel operand is contiguous per k (k = c * taps + t)
+    def w_at(gi: Expr, k: Expr, m: Expr) -> Expr:
+        ck = unflatten(k, (g.cg, g.kh, g.kw))
+        oc = binop("add", binop("mul", gi, g.mg), m)
+        return w([oc, ck[0], ck[2]] if g.rank == 1 else [oc, *ck])
+
+    if w.const is not None:
+        wmat = w.const.reshape(g.group, g.mg, Kd).astype(dt.np)
+        if plan.pix_vec:
+            wp = ctx.const_view(pack_a_const(wmat, MR), f"{name}_Wpacked").buf
+        else:
+            wp = ctx.const_view(pack_b_const(np.ascontiguousarray(np.swapaxes(wmat, 1, 2)), NR), f"{name}_Wpacked").buf
+    else:
+        wp = ctx.workspace(dt, g.group * ct_n * Kd * ct_size, f"{name}_Wpack")
+        stmts.append(emit_pack(ctx, w_at, g.group, g.mg, Kd, ct_size, wp, parallel, "k"))
+
+    # the pixel operand
+    if direct:
+        P = x.view.buf
+        p_img = binop("add", Const(x.view.offset), binop("mul", img, g.c * g.plane))
+        per_img: list[Stmt] = []
+    else:
+        reach = max(taps) + (pt_n * pt_size if plan.pix_vec else g.nq)  # furthest read past a channel plane
+        slack = max(0, (g.c - 1) * g.plane + reach - g.c * g.plane)
+        P = ctx.workspace(dt, g.c * g.plane + slack, f"{name}_P")
+        p_img = Const(0)
+        per_img = [emit_build_p(ctx, g, x, img, P, Var("ch"), Const(0), None, slack, parallel)]
+
+    tv = Var("tile")
+    gi, pt, ct = Var("g"), Var("pt"), Var("ct")
+    per_g = pt_n * ct_n
+    body: list[Stmt] = [
+        Decl(gi, binop("floordiv", tv, per_g) if g.group > 1 else Const(0)),
+    ]
+    rem = binop("mod", tv, per_g) if g.group > 1 else tv
+    # the inner tile loop streams the whole of the other operand once per outer tile: iterate inside over
+    # the operand with less total traffic (pixel tiles inside when the weights are the bigger one)
+    w_bytes, p_bytes = g.mg * Kd, g.cg * g.plane
+    outer, inner, n_inner = (ct, pt, pt_n) if ct_n * p_bytes < pt_n * w_bytes else (pt, ct, ct_n)
+    body += [Decl(outer, binop("floordiv", rem, n_inner) if n_inner > 1 else rem),
+             Decl(inner, binop("mod", rem, n_inner) if n_inner > 1 else Const(0))]  # fmt: skip
+    n0 = Var("n0")
+    if plan.pix_vec:
+        first = binop("mul", pt, pt_size)
+        body.append(Decl(n0, K.minimum(first, Const(g.nq - pt_size)) if direct and g.nq % pt_size else first))
+    else:
+        per_row = g.ow // pt_size
+        row, blk = binop("floordiv", pt, per_row), binop("mod", pt, per_row)
+        body.append(Decl(n0, binop("add", binop("mul", row, g.wq), binop("mul", blk, pt_size))))
+    c0 = binop("mul", ct, ct_size)
+    acc = [[Var(f"acc{i}_{j}", dt, W) for j in range(nv)] for i in range(MR)]
+    body += [Decl(acc[i][j], Const(0.0, dt, W)) for i in range(MR) for j in range(nv)]
+    p_base = binop("add", binop("add", p_img, binop("mul", binop("mul", gi, g.cg), g.plane)), n0)
+    w_base = binop("mul", binop("add", binop("mul", gi, ct_n), ct), Kd * ct_size)
+
+    def kstep(c: Expr) -> list[Stmt]:
+        out: list[Stmt] = []
+        pc = binop("add", p_base, binop("mul", c, g.plane))
+        for t, off in enumerate(taps):
+            k = binop("add", binop("mul", c, g.taps), t)
+            if plan.pix_vec:
+                bv = [Load(P, binop("add", pc, off + j * W), W) for j in range(nv)]
+                av = [Load(wp, binop("add", w_base, binop("add", binop("mul", k, MR), i))) for i in range(MR)]
+            else:
+                bv = [Load(wp, binop("add", w_base, binop("add", binop("mul", k, NR), j * W)), W) for j in range(nv)]
+                av = [Load(P, binop("add", pc, off + i)) for i in range(MR)]
+            for i in range(MR):
+                ab = Broadcast(av[i], W)
+                for j in range(nv):
+                    out.append(Assign(acc[i][j], Fma(ab, bv[j], acc[i][j])))
+        return out
+
+    body.append(_chan_loop(g.cg, g.taps, kstep))
+    tile = Buffer("ctile", dt, MR * NR)
+    body += [Store(tile, Const(i * NR + j * W), acc[i][j]) for i in range(MR) for j in range(nv)]
+    chv = Var("cc")
+    ch_valid = K.minimum(Const(ct_size), binop("sub", Const(g.mg), c0)) if g.mg % ct_size else Const(ct_size)
+    if plan.pix_vec:
+
+        def tile_value(cc: Expr, n: Expr) -> Expr:
+            return Load(tile, binop("add", binop("mul", cc, NR), binop("sub", n, n0)))
+
+        body.append(For(chv, Const(0), ch_valid, _store_rows(ctx, g, sink, bias, img, gi, c0, chv, n0, pt_size,
+                                                            tile_value)))  # fmt: skip
+    else:
+        body.append(_store_pixels(ctx, g, sink, bias, img, gi, c0, ch_valid, n0, MR, NR, tile))
+    kind = LoopKind.PARALLEL if parallel and g.group * per_g > 1 else LoopKind.SERIAL
+    per_img.append(For(tv, Const(0), Const(g.group * per_g), K.seq(body), kind))
+    stmts.append(For(img, Const(0), Const(g.n), K.seq(per_img)))
+    return K.seq(stmts)
+
+
+def _store_rows(ctx: LowerCtx, g: ConvGeom, sink: Sink, bias: TExpr | None, img: Expr, gi: Expr, c0: Expr, cc: Var,
+                n0: Expr, npix: int, value: Callable[[Expr, Expr], Expr]) -> Stmt:  # fmt: skip
+    """Write output channel ``c0 + cc`` of the pixels ``[n0, n0 + npix)``: one vector loop per output
+    row they touch (contiguous in NCHW), dropping the padding columns."""
+    W = ctx.lanes(sink.dtype.compute)
+    dt = sink.dtype.compute
+    r, n = Var("r"), Var("n")
+    ch = binop("add", binop("add", binop("mul", gi, g.mg), c0), cc)
+    r_lo = binop("floordiv", n0, g.wq) if g.oh > 1 else Const(0)
+    end = binop("add", n0, npix)
+    r_hi = K.minimum(Const(g.oh), binop("floordiv", binop("add", end, g.wq - 1), g.wq)) if g.oh > 1 else Const(1)
+    row0 = binop("mul", r, g.wq)
+    lo = K.maximum(n0, row0)
+    hi = K.minimum(end, binop("add", row0, g.ow))
+    v = value(cc, n)
+    if bias is not None:
+        bv = bias([ch])
+        v = binop("add", v, bv if bv.dtype == dt else K.cast(bv, dt))
+    st = sink.store(_idx(g, img, ch, r, binop("sub", n, row0)), v)
+    inner = For(n, lo, hi, st, LoopKind.VECTOR if W > 1 else LoopKind.SERIAL, 1, W)
+    return For(r, r_lo, r_hi, inner)
+
+
+def _store_pixels(ctx: LowerCtx, g: ConvGeom, sink: Sink, bias: TExpr | None, img: Expr, gi: Expr, c0: Expr,
+                  ch_valid: Expr, n0: Expr, npix: int, NR: int, tile: Buffer) -> Stmt:  # fmt: skip
+    """Write a channels-in-vectors tile (``npix`` pixels of one output row x ``NR`` channels): per pixel,
+    one vector loop over its channels (strided stores into NCHW)."""
+    W = ctx.lanes(sink.dtype.compute)
+    dt = sink.dtype.compute
+    i, cc, r, col = Var("pi"), Var("cc"), Var("pr"), Var("pc")
+    ch = binop("add", binop("add", binop("mul", gi, g.mg), c0), cc)
+    v: Expr = Load(tile, binop("add", binop("mul", i, NR), cc))
+    if bias is not None:
+        bv = bias([ch])
+        v = binop("add", v, bv if bv.dtype == dt else K.cast(bv, dt))
+    st = sink.store(_idx(g, img, ch, r, binop("add", col, i)), v)
+    pix = For(i, Const(0), Const(npix), For(cc, Const(0), ch_valid, st, LoopKind.VECTOR if W > 1 else
+                                            LoopKind.SERIAL, 1, W))  # fmt: skip
+    row = binop("floordiv", n0, g.wq) if g.oh > 1 else Const(0)
+    return K.seq(Decl(r, row), Decl(col, binop("sub", n0, binop("mul", r, g.wq))), pix)
+
+
+# -- depthwise -----------------------------------------------------------------------------------------
+def lower_depthwise(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | None, sink: Sink) -> Stmt:
+    """One input channel per output channel: per channel, build its P plane (on the thread's stack when
+    small), keep the KH*KW weights in registers, and compute RB output vectors at a time."""
+    dt = sink.dtype.compute
+    W = ctx.lanes(dt)
+    taps = g.tap_offsets
+    RB = max(1, min(8, (ctx.target.num_vregs - g.taps - 2) // 2, -(-g.nq // W)))
+    NB = RB * W  # pixels per block
+    nb = -(-g.nq // NB)
+    reach = max(taps) + nb * NB
+    size = max(g.plane, reach)
+    on_stack = size * dt.itemsize <= STACK_PLANE_BYTES
+    work = 2 * g.n * g.m * g.oh * g.ow * g.taps
+    parallel = work >= ctx.parallel_threshold
+    img, ch = Var("img"), Var("ch")
+    if on_stack:
+        P = Buffer("plane", dt, size)
+        p_base: Expr = Const(0)
+        build = emit_build_p(ctx, g, x, img, P, Var("cb"), ch, 1, size - g.plane)
+        P_ws = None
+    else:
+        P_ws = ctx.workspace(dt, g.c * g.plane + (size - g.plane), f"{ctx.node.name}_P")
+        P = P_ws
+        p_base = binop("mul", ch, g.plane)
+        build = None
+    wv = [Var(f"w{t}", dt, W) for t in range(g.taps)]
+    body: list[Stmt] = [build] if build is not None else []
+    for t in range(g.taps):
+        kh, kw = divmod(t, g.kw)
+        wt = w([ch, Const(0), Const(kw)] if g.rank == 1 else [ch, Const(0), Const(kh), Const(kw)])
+        body.append(Decl(wv[t], Broadcast(wt if wt.dtype == dt else K.cast(wt, dt), W)))
+    blk, n0 = Var("blk"), Var("n0")
+    acc = [Var(f"acc{r}", dt, W) for r in range(RB)]
+    inner: list[Stmt] = [Decl(n0, binop("mul", blk, NB))]
+    inner += [Decl(a, Const(0.0, dt, W)) for a in acc]
+    for t, off in enumerate(taps):
+        for r in range(RB):
+            ld = Load(P, binop("add", binop("add", p_base, n0), off + r * W), W)
+            inner.append(Assign(acc[r], Fma(wv[t], ld, acc[r])))
+    tile = Buffer("dtile", dt, NB)
+    inner += [Store(tile, Const(r * W), acc[r]) for r in range(RB)]
+    cc = Var("cc")
+    store = _store_rows(ctx, g, sink, bias, img, Const(0), ch, cc, n0, NB,
+                        lambda _c, n: Load(tile, binop("sub", n, n0)))  # fmt: skip
+    inner.append(K.seq(Decl(cc, Const(0)), store))
+    body.append(For(blk, Const(0), Const(nb), K.seq(inner)))
+    kind = LoopKind.PARALLEL if parallel and g.c > 1 else LoopKind.SERIAL
+    per_img: list[Stmt] = []
+    if P_ws is not None:
+        per_img.append(emit_build_p(ctx, g, x, img, P_ws, Var("cb"), Const(0), None, size - g.plane, parallel))
+    per_img.append(For(ch, Const(0), Const(g.c), K.seq(body), kind))
+    return For(img, Const(0), Const(g.n), K.seq(per_img))
+
+
+# -- the rule ------------------------------------------------------------------------------------------
 @kernel_rule("Conv")
 def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     x, w = ins[0], ins[1]
@@ -26,6 +482,18 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     sink = outs[0]
     win = _conv_window(None, x.shape, w.shape, node.attrs)
     group = int(node.attrs.get("group", 1))
+    g = conv_geom(x.shape, w.shape, win, group)
+    if g is not None and not ctx.target.is_gpu:
+        if g.cg == 1 and g.mg == 1:
+            return lower_depthwise(ctx, g, x, w, bias, sink)
+        return lower_conv2d(ctx, g, x, w, bias, sink)
+    return _conv_generic(ctx, node, x, w, bias, sink, win, group)
+
+
+def _conv_generic(ctx: LowerCtx, node, x: TExpr, w: TExpr, bias: TExpr | None, sink: Sink, win: Window,
+                  group: int) -> Stmt:  # fmt: skip
+    """Any number of spatial dims (and GPU targets): per image a GEMM whose B packing reads the input
+    directly, with padding (implicit im2col, one index computation per element)."""
     n_img, c_in = x.shape[:2]
     m_out = w.shape[0]
     sp = len(win.kernel)
@@ -34,8 +502,7 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     Kd = cg * ksize
     out_sp = win.out_size
     N = int(np.prod(out_sp))
-    dt = sink.dtype
-    cdt = dt.compute
+    cdt = sink.dtype.compute
     plan = plan_gemm(ctx, cdt, mg, N, Kd)
     a_packed = None
     a_stride = 0
@@ -58,12 +525,8 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     work = 2 * group * mg * N * Kd
     parallel = work >= ctx.parallel_threshold * 8
     img = Var("img")
-    pointwise = ksize == 1 and all(s == 1 for s in win.strides) and not any(win.pads_begin) and not any(win.pads_end)
 
     def src(g: Expr, k: Expr, n: Expr) -> Expr:
-        ch = binop("add", binop("mul", g, cg), k) if pointwise else None
-        if pointwise:
-            return x([img, ch, *unflatten(n, out_sp)]) if x.view is None else _flat_load(x, img, ch, n)
         ck = unflatten(k, (cg, *win.kernel))
         c = binop("add", binop("mul", g, cg), ck[0])
         osp = unflatten(n, out_sp)
@@ -96,11 +559,3 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
                     store)  # fmt: skip
     body = K.seq(emit_pack_b(ctx, src, group, Kd, N, plan.NR, bp, parallel), emit_gemm(ctx, plan, spec, parallel))
     return For(img, Const(0), Const(n_img), body, LoopKind.SERIAL)
-
-
-def _flat_load(x: TExpr, img: Expr, ch: Expr, n: Expr) -> Expr:
-    """x[img, ch, spatial...] with the spatial dims flattened (x is a contiguous view)."""
-    v = x.view.reshape((x.shape[0], x.shape[1], int(np.prod(x.shape[2:]))))
-    if v is None:
-        return x([img, ch, *unflatten(n, x.shape[2:])])
-    return v.load([img, ch, n])
