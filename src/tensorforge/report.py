@@ -11,6 +11,14 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _fusion_note(log) -> str:
+    for r in log:
+        change = r.stats.get("kernels")
+        if r.name == "fuse" and change is not None:
+            return f" (before fusion: {change.before})"
+    return " (not fused)"
+
+
 def format_report(m) -> str:
     p = m.program
     g = m.graph
@@ -19,7 +27,7 @@ def format_report(m) -> str:
         f"target: {p.target.describe()}",
         f"compile time: {m.compile_seconds:.3f} s (cache {'hit' if m.jit.cache_hit else 'miss'})",
         f"graph nodes: {len(m.source_graph.nodes)} imported -> {len(g.nodes)} after passes",
-        f"kernels: {len(p.kernels)}",
+        f"kernels: {len(p.kernels)}{_fusion_note(m.pass_log)}",
         f"flops per run: {p.flops:,}",
         f"parameters: {m.source_graph.parameter_count():,}",
         f"constants (incl. packed weights): {_fmt_bytes(sum(c.nbytes for c in p.consts))}",

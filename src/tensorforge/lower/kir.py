@@ -399,6 +399,9 @@ def binop(op: str, a, b) -> Expr:
                 return b
             if _is_const(b, 0):
                 return a
+            merged = _merge_div_mod(a, b)
+            if merged is not None:
+                return merged
             # (x + c1) + c2 -> x + (c1 + c2)
             if isinstance(b, Const) and isinstance(a, Bin) and a.op == "add" and _is_const(a.b):
                 return binop("add", a.a, a.b.value + b.value)
@@ -425,6 +428,54 @@ def binop(op: str, a, b) -> Expr:
     if op not in BIN_OPS:
         raise ValueError(f"unknown binary op {op}")
     return Bin(op, a, b)
+
+
+def _term(e: Expr) -> tuple[str, Expr, int, int, int] | None:
+    """An index term as (form, x, a, b, k): "div": (x // a) * k; "mod": (x % a) * k; "divmod": (x // a % b) * k."""
+    k = 1
+    if isinstance(e, Bin) and e.op == "mul" and _is_const(e.b):
+        e, k = e.a, e.b.value
+    if not isinstance(e, Bin) or not _is_const(e.b) or e.b.value <= 0:
+        return None
+    if e.op == "floordiv":
+        return ("div", e.a, e.b.value, 0, k)
+    if e.op == "mod":
+        x = e.a
+        if isinstance(x, Bin) and x.op == "floordiv" and _is_const(x.b) and x.b.value > 0:
+            return ("divmod", x.a, x.b.value, e.b.value, k)
+        return ("mod", x, e.b.value, 0, k)
+    return None
+
+
+def _recombine(p: Expr, q: Expr) -> Expr | None:
+    """Undo the split of an index into digits (unflatten) when both digits are added back:
+    (x // c) * (c*s) + (x % c) * s = x * s   and   (x // a % b) * (a*s) + (x % a) * s = (x % (a*b)) * s."""
+    tp, tq = _term(p), _term(q)
+    if tp is None or tq is None or tq[0] != "mod" or tp[1] is not tq[1] or tp[2] != tq[2]:
+        return None
+    s = tq[4]
+    if tp[4] != tp[2] * s:
+        return None
+    if tp[0] == "div":
+        return binop("mul", tp[1], s)
+    if tp[0] == "divmod":
+        return binop("mul", binop("mod", tp[1], tp[2] * tp[3]), s)
+    return None
+
+
+def _merge_div_mod(a: Expr, b: Expr) -> Expr | None:
+    """Index sums built from unflattened digits collapse back to the flat index (so that a loop over a
+    flattened row stays a unit-stride, vectorizable access)."""
+    for x, y in ((a, b), (b, a)):
+        r = _recombine(x, y)
+        if r is not None:
+            return r
+    if isinstance(a, Bin) and a.op == "add":
+        for x, y in ((a.b, b), (b, a.b)):
+            r = _recombine(x, y)
+            if r is not None:
+                return binop("add", a.a, r)
+    return None
 
 
 def unop(op: str, a) -> Expr:

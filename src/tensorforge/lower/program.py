@@ -22,6 +22,7 @@ from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, Value
 from ..ops.registry import Pattern, get_op
 from . import rules as R
+from .fusion import lower_fused
 from .kir import Buffer, Kernel, Stmt, buffers_of, cast
 from .schedule import pointwise_nest
 from .tensor import TExpr, View
@@ -81,15 +82,13 @@ class ProgramBuilder:
     elementwise node reading the old value only at the element it writes, after every other reader of the
     old value; otherwise it is computed aside and copied in after everything else has run."""
 
-    def __init__(self, graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None,
-                 epilogues: dict[int, list[Node]] | None = None, state: dict[int, int] | None = None):  # fmt: skip
+    def __init__(self, graph: Graph, target: Target, options: dict | None = None, state: dict[int, int] | None = None):
         self.g = graph
         self.state = dict(state or {})
         self.in_place: dict[int, Buffer] = {}  # value id -> the input buffer it is written into
         self.in_place_outputs: set[int] = set()
         self.target = target
         self.options = dict(options or {})
-        self.inline = set(inline or ())  # value ids not to materialize
         self.buffers: dict[int, tuple[Buffer, BufInfo]] = {}
         self.consts: list[np.ndarray] = []
         self.kernels: list[Kernel] = []
@@ -162,19 +161,19 @@ class ProgramBuilder:
         self.kernels.append(k)
         return k
 
-    def materialize(self, t: TExpr, buf: Buffer, labels: Sequence[str], op: str, hint: str) -> View:
+    def materialize(self, t: TExpr, buf: Buffer, labels: Sequence[str], op: str, hint: str, flops: int = 0) -> View:
         view = View.of(buf, t.shape)
         lanes = self.target.lanes(t.dtype)
 
         def body(idx):
             return view.store(idx, cast(t(idx), buf.dtype))
 
-        stmt = pointwise_nest(t.shape, body, lanes, self._threshold)
-        self.add_kernel(labels, op, stmt, 0, hint)
+        stmt = pointwise_nest(t.shape, body, lanes, self.threshold)
+        self.add_kernel(labels, op, stmt, flops, hint)
         return view
 
     @property
-    def _threshold(self) -> int:
+    def threshold(self) -> int:
         return int(self.options.get("parallel_threshold", 1 << 17))
 
     def output_buffer(self, v: Value) -> Buffer:
@@ -206,7 +205,7 @@ class ProgramBuilder:
         self.direct_outputs: dict[int, int] = {}
         seen: set[int] = set()
         for i, v in enumerate(g.outputs):
-            if v.id in seen or v.is_const or v not in producers or v.id in self.inline or i in self.state:
+            if v.id in seen or v.is_const or v not in producers or i in self.state:
                 continue
             if producers[v].op in R.VIEW_RULES:
                 continue
@@ -267,7 +266,7 @@ class ProgramBuilder:
             reads = frozenset().union(*(alias.get(v.id, frozenset()) for v in n.inputs if v is not None))
             for a in reads:
                 last_read[a] = i
-            if n.op in R.VIEW_RULES or any(o.id in self.inline for o in n.outputs):
+            if n.op in R.VIEW_RULES:
                 for o in n.outputs:
                     alias[o.id] = reads
         for v in g.outputs:  # output copies and state commits read after every node
@@ -278,7 +277,7 @@ class ProgramBuilder:
         for oi, ii in self.state.items():
             v, x = g.outputs[oi], g.inputs[ii]
             p = producers.get(v)
-            if p is None or v.id in out or v.id in self.inline or v.type != x.type or len(p.outputs) != 1:
+            if p is None or v.id in out or v.type != x.type or len(p.outputs) != 1:
                 continue
             if p.op not in R.INDEX_RULES or p.op in R.VIEW_RULES or get_op(p.op).pattern > Pattern.BROADCAST:
                 continue
@@ -300,6 +299,9 @@ class ProgramBuilder:
             self.materialize(self.lookup(v), buf, [f"state {self.g.output_names[oi]}"], "copy", x.name)
 
     def lower_node(self, node: Node) -> None:
+        if node.attrs.get("body") is not None:  # a fused group: one kernel for all its nodes
+            lower_fused(self, node)
+            return
         ctx = R.LowerCtx(self.target, self.g.name, node, self, self.options)
         op = node.op
         ins = [None if v is None else self.lookup(v) for v in node.inputs]
@@ -314,11 +316,9 @@ class ProgramBuilder:
             if op in R.INDEX_RULES:
                 outs = R.INDEX_RULES[op](ctx, node, ins)
                 for v, t in zip(node.outputs, outs):
-                    if v.id in self.inline:
-                        self.env[v.id] = t
-                    else:
-                        buf = self.output_buffer(v)
-                        self.env[v.id] = TExpr.from_view(self.materialize(t, buf, [label], op, node.name))
+                    buf = self.output_buffer(v)
+                    flops = get_op(op).flops(node) if get_op(op).flops else 0
+                    self.env[v.id] = TExpr.from_view(self.materialize(t, buf, [label], op, node.name, flops))
                 return
             if op in R.KERNEL_RULES:
                 if op in R.NEEDS_VIEWS:
@@ -383,6 +383,6 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def lower_graph(graph: Graph, target: Target, options: dict | None = None, inline: set[int] | None = None,
+def lower_graph(graph: Graph, target: Target, options: dict | None = None,
                 state: dict[int, int] | None = None) -> Program:  # fmt: skip
-    return ProgramBuilder(graph, target, options, inline, state=state).build()
+    return ProgramBuilder(graph, target, options, state=state).build()

@@ -63,6 +63,17 @@ def debug_mode() -> bool:
     return os.environ.get("TENSORFORGE_DEBUG", "") not in ("", "0")
 
 
+@dataclass(frozen=True)
+class Change:
+    """A before -> after count in a pass's stats (e.g. kernels 174 -> 56)."""
+
+    before: int
+    after: int
+
+    def __str__(self) -> str:
+        return f"{self.before} -> {self.after}"
+
+
 @dataclass
 class PassRecord:
     name: str

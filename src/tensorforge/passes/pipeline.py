@@ -2,21 +2,21 @@
 
 -O0  nothing: every node becomes its own kernel (the reference point for the other levels)
 -O1  clean-up: constant folding, algebraic simplification, CSE, dead-code elimination
--O2  + BatchNorm / affine folding into Conv and Gemm (the default)
+-O2  + BatchNorm / affine folding into Conv and Gemm, operator fusion (the default)
 -O3  + a second CSE round after folding
 """
 
 from __future__ import annotations
 
-from . import cse, dce, fold, fold_bn, simplify, specialize  # noqa: F401  (registers passes)
+from . import cse, dce, fold, fold_bn, fuse, simplify, specialize  # noqa: F401  (registers passes)
 from .manager import check_pipeline
 
 _CLEANUP = ["fold", "simplify", "cse", "dce"]
 PIPELINES: dict[int, list[str]] = {
     0: [],
     1: [*_CLEANUP],
-    2: [*_CLEANUP, "fold_bn", "simplify", "dce"],
-    3: [*_CLEANUP, "fold_bn", "simplify", "cse", "dce"],
+    2: [*_CLEANUP, "fold_bn", "simplify", "dce", "fuse"],
+    3: [*_CLEANUP, "fold_bn", "simplify", "cse", "dce", "fuse"],
 }
 
 

@@ -1,0 +1,198 @@
+"""Operator fusion: which nodes become one kernel (graph text before -> after), and that the fused
+kernels compute what the unfused graph does (compiled, against the reference interpreter)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tensorforge as tfg
+from pass_helpers import check_pass, random_feeds
+from tensorforge.ir.interp import run_graph
+from tensorforge.ir.parser import parse_graph
+
+
+def test_elementwise_chain_is_one_loop():
+    check_pass(["dce", "fuse"], """
+    graph g(%x: f32[8,32], %b: f32[32]) -> (%y: f32[8,32]) {
+      %e: f32[8,32] = Exp(%x)
+      %a: f32[8,32] = Add(%e, %b)
+      %y: f32[8,32] = Relu(%a)
+    }""", """
+    graph g(%x: f32[8,32], %b: f32[32]) -> (%y: f32[8,32]) {
+      %y: f32[8,32] = Fused(%x, %b) {kind='loop'} {  # e+a+y
+        %e: f32[8,32] = Exp(%x)
+        %a: f32[8,32] = Add(%e, %b)
+        %y: f32[8,32] = Relu(%a)
+      }
+    }""")  # fmt: skip
+
+
+def test_epilogues_fuse_into_conv_and_gemm():
+    _, pm = check_pass(["dce", "fuse"], """
+    graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8], %a: f32[5,16]) -> (%y: f32[1,6,8,8], %z: f32[5,8]) {
+      %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
+      %s: f32[1,6,8,8] = Add(%c, %r)
+      %y: f32[1,6,8,8] = Relu(%s)
+      %m: f32[5,8] = Gemm(%a, %B: const f32[16,8])
+      %h: f32[5,8] = Add(%m, %bias: const f32[8])
+      %z: f32[5,8] = Sigmoid(%h)
+    }""", """
+    graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8], %a: f32[5,16]) -> (%y: f32[1,6,8,8], %z: f32[5,8]) {
+      %y: f32[1,6,8,8] = Fused(%x, %r) {kind='kernel'} {  # c+s+y
+        %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
+        %s: f32[1,6,8,8] = Add(%c, %r)
+        %y: f32[1,6,8,8] = Relu(%s)
+      }
+      %z: f32[5,8] = Fused(%a) {kind='kernel'} {  # m+h+z
+        %m: f32[5,8] = Gemm(%a, %B: const f32[16,8])
+        %h: f32[5,8] = Add(%m, %bias: const f32[8])
+        %z: f32[5,8] = Sigmoid(%h)
+      }
+    }""")  # fmt: skip
+    assert str(pm.log[-1].stats["kernels"]) == "6 -> 2"
+
+
+LAYER_NORM = """
+graph g(%x: f32[4,7,40], %gamma: f32[40]) -> (%y: f32[4,7,40]) {
+  %mu: f32[4,7,1] = ReduceMean(%x, %ax=const i64[1] [-1])
+  %d: f32[4,7,40] = Sub(%x, %mu)
+  %q: f32[4,7,40] = Mul(%d, %d)
+  %var: f32[4,7,1] = ReduceMean(%q, %ax)
+  %ve: f32[4,7,1] = Add(%var, %eps=const f32[] [1e-05])
+  %sd: f32[4,7,1] = Sqrt(%ve)
+  %n: f32[4,7,40] = Div(%d, %sd)
+  %y: f32[4,7,40] = Mul(%n, %gamma)
+}"""
+
+
+def test_layer_norm_is_one_row_kernel():
+    body = "\n".join("    " + line for line in LAYER_NORM.strip().splitlines()[1:-1])
+    check_pass(["dce", "fuse"], LAYER_NORM, f"""
+    graph g(%x: f32[4,7,40], %gamma: f32[40]) -> (%y: f32[4,7,40]) {{
+      %y: f32[4,7,40] = Fused(%x, %gamma) {{kind='rows'}} {{  # mu+d+...+y
+    {body}
+      }}
+    }}""")  # fmt: skip
+
+
+def test_softmax_takes_its_prologue_and_epilogue():
+    check_pass(["dce", "fuse"], """
+    graph g(%x: f32[4,64]) -> (%y: f32[4,64]) {
+      %s: f32[4,64] = Div(%x, %c=const f32[] [8.0])
+      %p: f32[4,64] = Softmax(%s) {axis=-1}
+      %y: f32[4,64] = Mul(%p, %two=const f32[] [2.0])
+    }""", """
+    graph g(%x: f32[4,64]) -> (%y: f32[4,64]) {
+      %y: f32[4,64] = Fused(%x) {kind='kernel'} {  # s+p+y
+        %s: f32[4,64] = Div(%x, %c=const f32[] [8.0])
+        %p: f32[4,64] = Softmax(%s) {axis=-1}
+        %y: f32[4,64] = Mul(%p, %two=const f32[] [2.0])
+      }
+    }""")  # fmt: skip
+
+
+def test_what_is_not_fused():
+    """Views stay views; a value needed elsewhere ends its group; a broadcast value is not recomputed
+    per element of a larger output; a GEMM result used twice is stored."""
+    text = """
+    graph g(%x: f32[6,16], %v: f32[6,1], %w: f32[6,16]) -> (%y: f32[2,3,16], %z: f32[6,16], %u: f32[6,16]) {
+      %m: f32[6,16] = MatMul(%x, %W: const f32[16,16])
+      %y: f32[2,3,16] = Reshape(%m, %s=const i64[3] [2, 3, 16])
+      %e: f32[6,1] = Exp(%v)
+      %z: f32[6,16] = Add(%e, %w)
+      %u: f32[6,16] = Relu(%m)
+    }"""
+    check_pass(["dce", "fuse"], text, text)
+
+
+def test_fusion_never_makes_a_cycle():
+    """t = x@W; r = rowmean(t); y = t - r: joining the subtraction to the GEMM would need the row mean
+    (computed from the GEMM's result) inside the GEMM kernel. It joins the reduction's row kernel."""
+    check_pass(["dce", "fuse"], """
+    graph g(%x: f32[6,16]) -> (%y: f32[6,16]) {
+      %t: f32[6,16] = MatMul(%x, %W: const f32[16,16])
+      %r: f32[6,1] = ReduceMean(%t, %ax=const i64[1] [-1])
+      %y: f32[6,16] = Sub(%t, %r)
+    }""", """
+    graph g(%x: f32[6,16]) -> (%y: f32[6,16]) {
+      %t: f32[6,16] = MatMul(%x, %W: const f32[16,16])
+      %y: f32[6,16] = Fused(%t) {kind='rows'} {  # r+y
+        %r: f32[6,1] = ReduceMean(%t, %ax=const i64[1] [-1])
+        %y: f32[6,16] = Sub(%t, %r)
+      }
+    }""")  # fmt: skip
+
+
+# -- the fused kernels compute the same values ---------------------------------------------------------
+CASES = {
+    "layer_norm": LAYER_NORM,
+    "softmax_decomposed_two_axes": """
+    graph g(%x: f32[3,2,5,9]) -> (%y: f32[3,2,5,9], %m: f32[3,2,1,1]) {
+      %m: f32[3,2,1,1] = ReduceMax(%x, %ax=const i64[2] [2, 3])
+      %d: f32[3,2,5,9] = Sub(%x, %m)
+      %e: f32[3,2,5,9] = Exp(%d)
+      %s: f32[3,2,1,1] = ReduceSum(%e, %ax)
+      %y: f32[3,2,5,9] = Div(%e, %s)
+    }""",
+    "loop_multi_output_and_transpose": """
+    graph g(%x: f32[5,33], %b: f32[33]) -> (%y: f32[33,5], %z: f32[33,5]) {
+      %a: f32[5,33] = Add(%x, %b)
+      %t: f32[33,5] = Transpose(%a) {perm=[1,0]}
+      %y: f32[33,5] = Tanh(%t)
+      %z: f32[33,5] = Neg(%t)
+    }""",
+    "conv_epilogue_residual": """
+    graph g(%x: f32[2,5,9,11], %r: f32[2,7,9,11]) -> (%y: f32[2,7,9,11]) {
+      %c: f32[2,7,9,11] = Conv(%x, %w: const f32[7,5,3,3], %cb: const f32[7]) {pads=[1,1,1,1]}
+      %s: f32[2,7,9,11] = Add(%r, %c)
+      %y: f32[2,7,9,11] = LeakyRelu(%s) {alpha=0.1}
+    }""",
+    "batched_matmul_epilogue": """
+    graph g(%a: f32[3,17,20], %b: f32[3,20,19]) -> (%y: f32[3,17,19]) {
+      %m: f32[3,17,19] = MatMul(%a, %b)
+      %s: f32[3,17,19] = Mul(%m, %c=const f32[] [0.125])
+      %y: f32[3,17,19] = Softmax(%s) {axis=-1}
+    }""",
+    "reduce_prologue_epilogue": """
+    graph g(%x: f32[6,10,12]) -> (%y: f32[6,1,12]) {
+      %q: f32[6,10,12] = Mul(%x, %x)
+      %s: f32[6,1,12] = ReduceSum(%q, %ax=const i64[1] [1])
+      %y: f32[6,1,12] = Sqrt(%s)
+    }""",
+    "pool_epilogue": """
+    graph g(%x: f32[1,4,10,10]) -> (%y: f32[1,4,5,5]) {
+      %p: f32[1,4,5,5] = MaxPool(%x) {kernel_shape=[2,2], strides=[2,2]}
+      %y: f32[1,4,5,5] = Sigmoid(%p)
+    }""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fused_kernels_match_the_interpreter(name):
+    g = parse_graph(CASES[name])
+    feeds = random_feeds(g, seed=len(name))
+    want = run_graph(g, feeds)
+    m = tfg.compile(g, opt_level=2, verify=True)
+    assert any(n.op == "Fused" for n in m.graph.nodes), m.graph
+    assert len(m.program.kernels) < len(tfg.compile(g, opt_level=0).program.kernels)
+    for w, got in zip(want, m.run(feeds).values()):
+        np.testing.assert_allclose(got, w, rtol=2e-5, atol=2e-5)
+
+
+def test_row_kernel_reads_rows_with_unit_stride():
+    m = tfg.compile(parse_graph(LAYER_NORM), opt_level=2)
+    (k,) = [k for k in m.program.kernels if k.name.startswith("k0_rows")]
+    text = str(k)
+    assert text.count("vector(") == 3  # two reduction passes and the output pass, vectorized
+    assert "((row * 40) + r)" in text
+
+
+def test_report_shows_kernel_counts_before_and_after_fusion():
+    from tensorforge.examples import bert_encoder
+
+    m = tfg.compile(bert_encoder(seq=8, hidden=32, heads=2, layers=1))
+    rep = m.report()
+    assert "(before fusion: 41)" in rep and f"kernels: {len(m.program.kernels)} " in rep
+    assert "kernels 41 -> 11" in rep
+    assert len(m.program.kernels) <= 12
