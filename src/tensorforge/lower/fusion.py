@@ -127,7 +127,12 @@ def _loop(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     views = [View.of(b.output_buffer(v), v.shape) for v in outs]
 
     def stores(idx):
-        return K.seq(view.store(idx, K.cast(t(idx), view.dtype)) for view, t in zip(views, texprs))
+        if len(views) == 1:
+            return views[0].store(idx, K.cast(texprs[0](idx), views[0].dtype))
+        # every value first, then the stores: an output may overwrite an input in place (state updates)
+        local = [Var(v.name, view.dtype) for v, view in zip(outs, views)]
+        decls = [Decl(x, K.cast(t(idx), x.dtype)) for x, t in zip(local, texprs)]
+        return K.seq(*decls, *(view.store(idx, x) for view, x in zip(views, local)))
 
     stmt = pointwise_nest(shape, stores, b.target.lanes(texprs[0].dtype), b.threshold)
     b.add_kernel(labels, "fused", stmt, _flops(body), node.name)

@@ -277,9 +277,7 @@ class ProgramBuilder:
         for oi, ii in self.state.items():
             v, x = g.outputs[oi], g.inputs[ii]
             p = producers.get(v)
-            if p is None or v.id in out or v.type != x.type or len(p.outputs) != 1:
-                continue
-            if p.op not in R.INDEX_RULES or p.op in R.VIEW_RULES or get_op(p.op).pattern > Pattern.BROADCAST:
+            if p is None or v.id in out or v.type != x.type or not _elementwise_producer(p, v):
                 continue
             if any(u is not x and x.id in alias.get(u.id, ()) for u in p.inputs if u is not None):
                 continue  # the old value also reaches the node another way (a view, a broadcast)
@@ -377,6 +375,24 @@ class ProgramBuilder:
             placed.append(info)
             size = max(size, off + need)
         return size, total
+
+
+def _elementwise_producer(p: Node, v: Value) -> bool:
+    """Whether ``p`` computes ``v`` element by element, each element reading its inputs at its own index
+    only (one elementwise node, or a fused loop of elementwise nodes all of ``v``'s shape)."""
+    body = p.attrs.get("body")
+    if body is None:
+        body = (p,)
+        if len(p.outputs) != 1:
+            return False
+    elif p.attrs.get("kind") != "loop":
+        return False
+    for n in body:
+        if n.op not in R.INDEX_RULES or n.op in R.VIEW_RULES or get_op(n.op).pattern > Pattern.BROADCAST:
+            return False
+        if any(tuple(o.shape) != tuple(v.shape) for o in n.outputs):
+            return False
+    return True
 
 
 def _align(n: int) -> int:
