@@ -398,6 +398,48 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _train_args(p):
+    p.add_argument("model", nargs="?", default=None,
+                   help="an .onnx model whose float initializers are the parameters (or use --model)")  # fmt: skip
+    p.add_argument("--model", dest="builtin", choices=["mlp", "cnn"], default=None,
+                   help="a built-in model sized to the data: mlp (hidden 256, ReLU, softmax; linear output for "
+                        "mse) or cnn (conv-batchnorm-relu-maxpool-linear, image datasets)")  # fmt: skip
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=["digits"], default=None,
+                     help="a built-in dataset: digits (scikit-learn's 8x8 images, 80/20 train/test split)")  # fmt: skip
+    src.add_argument("--data", default=None, metavar="FILE.npz",
+                     help="training data: arrays 'x' (inputs) and 'y' (class indices or targets)")  # fmt: skip
+    p.add_argument("--test-data", default=None, metavar="FILE.npz", help="held-out data (arrays 'x' and 'y')")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training data (default 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32); the last partial "
+                   "batch of each epoch is dropped")  # fmt: skip
+    p.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy",
+                   help="cross_entropy (logits, or a Softmax output) or mse (default cross_entropy)")  # fmt: skip
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd", help="default sgd")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.05 for sgd, 0.001 for adam / adamw)")  # fmt: skip
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 weight decay (sgd, adam; default 0) or decoupled decay (adamw; default 0.01)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed for the shuffling and the built-in model (default 0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")  # fmt: skip
+    p.add_argument("-o", "--output", default=None, metavar="FILE.onnx", help="write the trained model as ONNX")
+    p.add_argument("--save-state", default=None, metavar="FILE.npz",
+                   help="write parameters, optimizer state and step count (to resume with --resume)")  # fmt: skip
+    p.add_argument("--resume", default=None, metavar="FILE.npz", help="start from a state written by --save-state")
+    _add_opt(p)
+
+
+@command("train", "train a model: forward, loss, backward and optimizer compiled into one native call per batch",
+         args=_train_args)  # fmt: skip
+def cmd_train(args) -> int:
+    from .train_demo import train_command
+
+    return train_command(args)
+
+
 ARGS.update(
     {
         "compile": _compile_args,

@@ -5,22 +5,36 @@ input and output slot. Persistent arrays (parameters, optimizer state) are bound
 place by the generated code itself (``Program.state``); per-call arrays (a batch) are rebound, which only
 swaps a pointer in the table. A call is then one native function call — no Python work per op. Callers
 check their arrays at the border before ``run``: the code trusts the table.
+
+``compile_bound`` also keeps a graph-level cache next to the object cache: keyed by the graph (text and
+constants), options, target and the compiler's own source files, it stores the lowered program's tables
+and its object code, so compiling a graph again (the same training step in a new process) skips the
+passes, lowering and LLVM entirely.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import functools
+import hashlib
+import os
+import pickle
+import threading
 import time
 
+import llvmlite.binding as llvm
 import numpy as np
 
-from ..codegen.emit import ENTRY, LLVMModule, build_module
+from ..codegen.emit import ENTRY, LLVMModule, build_module, target_machine
 from ..codegen.targets import Target
 from ..errors import CompileError
 from ..ir.graph import Graph
 from ..lower import lower_graph
+from ..lower.kir import Kernel, Seq
 from ..lower.program import Program
-from .jit import JitModule, default_num_threads
+from . import cache
+from .jit import JitModule, default_num_threads, load_runtime_libraries
 
 _RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
@@ -32,12 +46,14 @@ def _ptr(a: np.ndarray) -> int:
 class BoundProgram:
     """Native code plus the pointer tables it runs on."""
 
-    def __init__(self, graph: Graph, program: Program, module: LLVMModule, jit: JitModule, seconds: float = 0.0):
+    def __init__(self, graph: Graph, program: Program, module: LLVMModule | None, jit, seconds: float = 0.0,
+                 cache_hit: bool = False):  # fmt: skip
         self.graph = graph
         self.program = program
         self.llvm = module
         self.jit = jit
         self.compile_seconds = seconds
+        self.cache_hit = cache_hit
         self._consts = [np.ascontiguousarray(c) for c in program.consts]
         self._const_table = (ctypes.c_void_p * max(1, len(self._consts)))(*[_ptr(c) for c in self._consts])
         self._arena = np.empty(program.arena_bytes + 64, dtype=np.uint8)
@@ -81,6 +97,11 @@ def compile_bound(g: Graph, target: Target, options, state: dict[int, int] | Non
     from ..compiler import check_lowerable, optimize
 
     t0 = time.perf_counter()
+    key = _artifact_key(g, target, options, state)
+    hit = _load_artifact(key, target) if key else None
+    if hit is not None:
+        program, jit = hit
+        return BoundProgram(g, program, None, jit, time.perf_counter() - t0, cache_hit=True)
     check_lowerable(g)
     og, _ = optimize(g, options)
     if [v.name for v in og.inputs] != [v.name for v in g.inputs] or len(og.outputs) != len(g.outputs):
@@ -88,4 +109,75 @@ def compile_bound(g: Graph, target: Target, options, state: dict[int, int] | Non
     program = lower_graph(og, target, options.lowering, state=state)
     module = build_module(program, target)
     jit = JitModule(module.ir, target)
+    if key:
+        obj = cache.load(jit.key)
+        if obj is not None:
+            cache.store(key, pickle.dumps((_slim(program), obj)), ".prog")
     return BoundProgram(og, program, module, jit, time.perf_counter() - t0)
+
+
+# -- the graph-level cache ------------------------------------------------------------------------------
+@functools.cache
+def _source_fingerprint() -> str:
+    """Every source file of the compiler (path, size, mtime): an edited compiler never reuses old code."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256()
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                st = os.stat(os.path.join(d, f))
+                h.update(f"{os.path.relpath(os.path.join(d, f), root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _artifact_key(g: Graph, target: Target, options, state) -> str | None:
+    if cache.cache_dir() is None:
+        return None
+    h = hashlib.sha256()
+    h.update(str(g).encode())
+    h.update(repr(list(g.output_names)).encode())
+    for v in g.constants():
+        h.update(f"{v.name} {v.type}".encode())
+        h.update(np.ascontiguousarray(v.const).tobytes())
+    opts = (options.opt_level, options.passes, sorted(options.lowering.items()), sorted((state or {}).items()))
+    return cache.key_for(h.hexdigest(), repr(opts), target.triple, target.cpu, target.features, _source_fingerprint())
+
+
+def _slim(p: Program) -> Program:
+    """The program without its kernel bodies (what running it needs, plus names, labels and FLOPs)."""
+    stubs = [Kernel(k.name, [], Seq(()), k.labels, k.flops, k.bytes) for k in p.kernels]
+    return dataclasses.replace(p, kernels=stubs)
+
+
+_LOAD = threading.Lock()
+
+
+class _ObjectJit:
+    """Cached object code loaded into this process (MCJIT takes it in place of compiling a module)."""
+
+    def __init__(self, obj: bytes, target: Target):
+        load_runtime_libraries()
+        with _LOAD:
+            self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target, jit=True))
+            self.engine.set_object_cache(lambda module, data: None, lambda module: obj)
+            self.engine.finalize_object()
+
+    def address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise CompileError(f"symbol {name} not found in cached object code")
+        return addr
+
+    def global_address(self, name: str) -> int:
+        return self.engine.get_global_value_address(name)
+
+
+def _load_artifact(key: str, target: Target):
+    data = cache.load(key, ".prog")
+    if data is None:
+        return None
+    try:
+        program, obj = pickle.loads(data)
+        return program, _ObjectJit(obj, target)
+    except Exception:  # a damaged or incompatible entry: compile instead
+        return None

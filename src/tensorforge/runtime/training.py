@@ -33,6 +33,8 @@ from ..optim import SGD, Optimizer
 from .jit import default_num_threads
 from .native import BoundProgram, compile_bound
 
+SERIAL_FLOPS = 20_000_000  # work per step (FLOPs) below which one thread is faster
+
 
 class _Variant:
     """The step compiled for one batch shape and target kind."""
@@ -72,6 +74,7 @@ class TrainingStep:
             raise TensorforgeError(f"a training step runs in this process; target {self.target.name} is not the host")
         self.options = Options(opt_level=opt_level)
         self._forwards: dict[int, Graph] = {}
+        self._feature_shapes = [tuple(v.shape[1:]) for v in self.graph.inputs]
         self.params = _trainable(self.graph, params, frozen)
         self._init_names = _initializer_names(self.proto) if self.proto is not None else {}
         # build the step once at a nominal batch: checks the model, loss and optimizer, and lists the slots
@@ -84,7 +87,7 @@ class TrainingStep:
         self._variants: dict[tuple, _Variant] = {}
         self._predict: dict[tuple, BoundProgram] = {}
         self._lock = threading.Lock()
-        self._num_threads = int(num_threads) if num_threads else default_num_threads()
+        self._num_threads = int(num_threads) if num_threads else None  # None: chosen per compiled step
         self.steps = 0
 
     # -- the training graph --------------------------------------------------------------------------
@@ -150,7 +153,7 @@ class TrainingStep:
                     if [s.name for s in tg.slots] != [s.name for s in self.slots]:
                         raise TensorforgeError(f"model '{self.name}': the step's state differs between batch sizes")
                     prog = compile_bound(tg.graph, self.target, self.options, tg.state)
-                    prog.num_threads = self._num_threads
+                    prog.num_threads = self._threads_for(prog)
                     for s in self.slots:
                         prog.bind_input(prog.input_index[s.name], self._arrays[s.name])
                     prog.bind_input(prog.input_index[tg.hyper[0]], self._lr)
@@ -175,21 +178,23 @@ class TrainingStep:
             raise InputError(
                 f"model '{self.name}': expected {len(ins)} input(s) {[v.name for v in ins]}, got {len(xs)}"
             )
-        out = []
-        for v, a in zip(ins, xs):
+        batch = None
+        for i, (v, a) in enumerate(zip(ins, xs)):
             if not isinstance(a, np.ndarray):
                 raise InputError(f"model '{self.name}': input '{v.name}' must be a numpy array, got {type(a).__name__}")
             if a.dtype != v.dtype.np:
                 raise InputError(f"model '{self.name}': input '{v.name}' has dtype {a.dtype}, expected {v.dtype.np} "
                                  f"(convert with x.astype(np.{v.dtype.np.name}))")  # fmt: skip
-            want = [d if isinstance(d, int) else "batch" for d in v.shape]
-            if a.ndim != len(v.shape) or any(isinstance(d, int) and d != s for d, s in zip(v.shape[1:], a.shape[1:])):
+            if a.shape[1:] != self._feature_shapes[i]:
+                want = ["batch" if not isinstance(d, int) else d for d in v.shape]
                 raise InputError(f"model '{self.name}': input '{v.name}' has shape {list(a.shape)}, expected {want}")
-            if a.shape[0] < 1 or a.shape[0] != (out[0].shape[0] if out else a.shape[0]):
-                raise InputError(f"model '{self.name}': input '{v.name}' has a batch of {a.shape[0]}, the others "
-                                 f"{out[0].shape[0] if out else '-'}")  # fmt: skip
-            out.append(np.ascontiguousarray(a))
-        return out
+            if a.shape[0] < 1 or a.shape[0] != (batch or a.shape[0]):
+                raise InputError(f"model '{self.name}': input '{v.name}' has a batch of {a.shape[0]}, expected "
+                                 f"{batch or 'at least 1'}")  # fmt: skip
+            batch = a.shape[0]
+            if not a.flags.c_contiguous:
+                xs[i] = np.ascontiguousarray(a)
+        return xs
 
     def _check_target(self, y, batch: int, out_shape: tuple) -> np.ndarray:
         if not isinstance(y, np.ndarray):
@@ -245,7 +250,7 @@ class TrainingStep:
             names = [s.name for s in self.slots if s.kind != "optimizer"]
             g, _ = promote(g, names)
             prog = compile_bound(g, self.target, self.options)
-            prog.num_threads = self._num_threads
+            prog.num_threads = self._threads_for(prog)
             for n in names:
                 prog.bind_input(prog.input_index[n], self._arrays[n])
             self._predict[(batch,)] = prog
@@ -258,8 +263,18 @@ class TrainingStep:
             prog.run()
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def _threads_for(self, prog: BoundProgram) -> int:
+        """The thread count given, else TENSORFORGE_NUM_THREADS, else one thread per SERIAL_FLOPS of work:
+        a small step's parallel regions cost more in synchronization than they save."""
+        if self._num_threads:
+            return self._num_threads
+        if os.environ.get("TENSORFORGE_NUM_THREADS"):
+            return default_num_threads()
+        return max(1, min(default_num_threads(), prog.program.flops // SERIAL_FLOPS))
+
     @property
-    def num_threads(self) -> int:
+    def num_threads(self) -> int | None:
+        """Threads per step (None: chosen per compiled batch shape from its work, see ``_threads_for``)."""
         return self._num_threads
 
     @num_threads.setter
