@@ -2,7 +2,8 @@
 
 Each kernel becomes one function taking one pointer per buffer. Locals and loop counters are allocas
 (promoted to registers by LLVM's mem2reg). ``PARALLEL`` loops are outlined into a function that runs on
-libgomp's thread pool (``GOMP_parallel``) and splits the iteration range statically by thread number.
+libgomp's thread pool (``GOMP_parallel``); threads claim chunks of the iteration range from a shared
+atomic counter (a thread the OS delays does not stall the others).
 float16 values are loaded as half and computed as float; bool is i1 in registers and one byte in memory.
 """
 
@@ -434,7 +435,7 @@ class _Emitter:
         mb = self.mb
         captured = _free_vars(s, self.s.vars)
         bufs = [b for b in buffers_of(s) if id(b) in self.s.bufs]
-        fields = [PTR] * len(bufs) + [llty(v.dtype, v.lanes) for v in captured] + [I64, I64]
+        fields = [PTR] * len(bufs) + [llty(v.dtype, v.lanes) for v in captured] + [I64, I64, I64]
         ctx_ty = ir.LiteralStructType(fields)
         # caller side: fill the context
         b = self.b
@@ -452,6 +453,7 @@ class _Emitter:
         start, stop = self.expr(s.start), self.expr(s.stop)
         b.store(start, _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty))
         b.store(stop, _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k + 1)], source_etype=ctx_ty))
+        b.store(start, _gep(b, ctx, [ir.Constant(I32, 0), ir.Constant(I32, k + 2)], source_etype=ctx_ty))
         # the outlined body
         name = mb.new_name(f"{self.k.name}.par")
         ofn = ir.Function(mb.module, ir.FunctionType(VOID, [PTR]), name)
@@ -477,17 +479,28 @@ class _Emitter:
             k += 1
         lo = ob.load(_gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k)], source_etype=ctx_ty), typ=I64)
         hi = ob.load(_gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k + 1)], source_etype=ctx_ty), typ=I64)
-        tid = ob.sext(ob.call(mb._declare("omp_get_thread_num", I32, []), []), I64)
+        # Dynamic schedule: threads claim chunks of about n/(4*threads) iterations from a shared counter,
+        # so a thread the OS delays (shared machines) does not hold the others up at the join.
+        nxt = _gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k + 2)], source_etype=ctx_ty)
         nt = ob.sext(ob.call(mb._declare("omp_get_num_threads", I32, []), []), I64)
-        n = ob.sub(hi, lo)
-        chunk = ob.sdiv(ob.add(n, ob.sub(nt, ir.Constant(I64, 1))), nt)
-        my_lo = ob.add(lo, ob.mul(tid, chunk))
-        my_hi = ob.add(my_lo, chunk)
-        my_hi = ob.select(ob.icmp_signed("<", my_hi, hi), my_hi, hi)
+        per = ob.mul(nt, ir.Constant(I64, 4))
+        grain = ob.sdiv(ob.add(ob.sub(hi, lo), ob.sub(per, ir.Constant(I64, 1))), per)
+        grain = ob.select(ob.icmp_signed("<", grain, ir.Constant(I64, 1)), ir.Constant(I64, 1), grain)
         lo_v, hi_v = Var("par_lo"), Var("par_hi")
-        ob.store(my_lo, em.var_slot(lo_v))
-        ob.store(my_hi, em.var_slot(hi_v))
+        head = ofn.append_basic_block("chunk.head")
+        body = ofn.append_basic_block("chunk.body")
+        done = ofn.append_basic_block("chunk.done")
+        ob.branch(head)
+        ob.position_at_end(head)
+        c = ob.atomic_rmw("add", nxt, grain, "monotonic")
+        ob.cbranch(ob.icmp_signed("<", c, hi), body, done)
+        ob.position_at_end(body)
+        e = ob.add(c, grain)
+        ob.store(c, em.var_slot(lo_v))
+        ob.store(ob.select(ob.icmp_signed("<", e, hi), e, hi), em.var_slot(hi_v))
         em.loop(For(s.var, lo_v, hi_v, s.body, LoopKind.SERIAL, s.step))
+        em.b.branch(head)
+        em.b.position_at_end(done)
         em.b.ret_void()
         # launch: GOMP_parallel(fn, ctx, nthreads, 0); with one thread (or one iteration) call directly
         nthr = b.load(mb.nthreads)
