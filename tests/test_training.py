@@ -235,14 +235,15 @@ def test_frozen_parameters_do_not_move(rng):
 def test_save_and_restore(tmp_path, rng):
     model = mlp(batch="N", sizes=SIZES, softmax=False)
     batches = _batches(rng, 7)
-    step = tfg.training_step(model, optimizer=tfg.optim.Adam(lr=1e-2))
+    # untiered: the comparison below is bit for bit, and unoptimized code may round differently
+    step = tfg.training_step(model, optimizer=tfg.optim.Adam(lr=1e-2), tiered=False)
     for x, y in batches[:3]:
         step(x, y)
     step.save(tmp_path / "state.npz")
     for x, y in batches[3:]:
         step(x, y)
     want = step.state_dict()
-    other = tfg.training_step(model, optimizer=tfg.optim.Adam(lr=1e-2))
+    other = tfg.training_step(model, optimizer=tfg.optim.Adam(lr=1e-2), tiered=False)
     other.load(tmp_path / "state.npz")
     assert other.steps == 3
     for x, y in batches[3:]:
@@ -300,3 +301,21 @@ def test_whole_step_is_one_graph_with_in_place_updates():
     step(x, np.zeros(8, np.int64))
     kernels = next(iter(step._variants.values())).prog.program.kernels
     assert not [k for k in kernels if any(lab.startswith("state ") for lab in k.labels)]  # no copies: in place
+
+
+def test_tiered_compilation_switches_to_the_optimized_build(rng, monkeypatch):
+    monkeypatch.setenv("TENSORFORGE_CACHE", "0")  # a compile-cache hit would skip the first tier
+    model = mlp(batch="N", sizes=SIZES, softmax=False)
+    step = tfg.training_step(model, optimizer=tfg.optim.SGD(lr=0.1))
+    twin = tfg.training_step(model, optimizer=tfg.optim.SGD(lr=0.1), tiered=False)
+    batches = _batches(rng, 4)
+    for x, y in batches[:2]:
+        step(x, y)
+        twin(x, y)
+    prog = next(iter(step._variants.values())).prog
+    step.wait_compiled()
+    assert prog.optimized and len(prog._retired) == 1
+    for x, y in batches[2:]:
+        assert abs(step(x, y) - twin(x, y)) < 1e-5
+    for k, v in step.parameters.items():
+        np.testing.assert_allclose(v, twin.parameters[k], rtol=1e-5, atol=1e-6)

@@ -9,7 +9,9 @@ check their arrays at the border before ``run``: the code trusts the table.
 ``compile_bound`` also keeps a graph-level cache next to the object cache: keyed by the graph (text and
 constants), options, target and the compiler's own source files, it stores the lowered program's tables
 and its object code, so compiling a graph again (the same training step in a new process) skips the
-passes, lowering and LLVM entirely.
+passes, lowering and LLVM entirely. On a miss it can compile in two tiers: LLVM without optimization
+first (about ten times faster to build, a few times slower to run), so that work starts at once, and the
+optimized build in a background thread (LLVM runs without the GIL), swapped in between two calls.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class BoundProgram:
         self._nthreads.value = default_num_threads()
         self.input_index = {name: i for i, (name, _, _) in enumerate(program.inputs)}
         self.output_index = {name: i for i, (name, _, _) in enumerate(program.outputs)}
+        self.optimized = True  # False while running the unoptimized first tier
+        self._next = None  # the optimized build, once ready (installed by the next ``run``)
+        self._retired: list = []  # earlier tiers' code stays mapped
+        self._upgrade: threading.Thread | None = None
 
     @property
     def num_threads(self) -> int:
@@ -88,12 +94,33 @@ class BoundProgram:
         self._out[i] = _ptr(a)
 
     def run(self) -> None:
+        if self._next is not None:
+            self._install(self._next)
         self._fn(self._in, self._out, self._const_table, self._arena_ptr)
 
+    def _install(self, jit) -> None:
+        """Switch to ``jit``'s code: same program, same tables (called between runs, by the caller's thread)."""
+        threads = ctypes.c_int32.from_address(jit.global_address("tf_num_threads"))
+        threads.value = self._nthreads.value
+        self._retired.append(self.jit)
+        self.jit, self._fn, self._nthreads = jit, _RUN(jit.address(ENTRY)), threads
+        self._next = None
+        self.optimized = True
 
-def compile_bound(g: Graph, target: Target, options, state: dict[int, int] | None = None) -> BoundProgram:
+    def wait(self) -> None:
+        """Block until the optimized build is in use (a no-op when there is none pending)."""
+        if self._upgrade is not None:
+            self._upgrade.join()
+            self._upgrade = None
+        if self._next is not None:
+            self._install(self._next)
+
+
+def compile_bound(g: Graph, target: Target, options, state: dict[int, int] | None = None,
+                  tiered: bool = False) -> BoundProgram:  # fmt: skip
     """``g`` through the same passes, lowering and code generation as any model; ``state`` maps outputs to
-    the inputs they update in place (see ``ProgramBuilder``)."""
+    the inputs they update in place (see ``ProgramBuilder``). ``tiered``: start on unoptimized code and
+    switch to the optimized build when the background compile is done."""
     from ..compiler import check_lowerable, optimize
 
     t0 = time.perf_counter()
@@ -108,12 +135,28 @@ def compile_bound(g: Graph, target: Target, options, state: dict[int, int] | Non
         raise CompileError(f"model {g.name!r}: the graph passes changed its inputs or outputs (a pass bug)")
     program = lower_graph(og, target, options.lowering, state=state)
     module = build_module(program, target)
-    jit = JitModule(module.ir, target)
-    if key:
-        obj = cache.load(jit.key)
+
+    def optimized() -> JitModule:
+        jit = JitModule(module.ir, target)
+        obj = cache.load(jit.key) if key else None
         if obj is not None:
             cache.store(key, pickle.dumps((_slim(program), obj)), ".prog")
-    return BoundProgram(og, program, module, jit, time.perf_counter() - t0)
+        return jit
+
+    if not tiered:
+        return BoundProgram(og, program, module, optimized(), time.perf_counter() - t0)
+    bp = BoundProgram(og, program, module, JitModule(module.ir, target, opt=0), time.perf_counter() - t0)
+    bp.optimized = False
+
+    def upgrade() -> None:
+        try:
+            bp._next = optimized()
+        except Exception:  # keep running the first tier; the error will show on the next compile
+            pass
+
+    bp._upgrade = threading.Thread(target=upgrade, name=f"tensorforge-O3-{g.name}", daemon=True)
+    bp._upgrade.start()
+    return bp
 
 
 # -- the graph-level cache ------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ class TrainingStep:
     def __init__(self, model, loss: str = "cross_entropy", optimizer: Optimizer | None = None, *,
                  params: Sequence[str] | None = None, frozen: Sequence[str] = (), output: str | None = None,
                  from_logits: bool | None = None, num_threads: int | None = None, opt_level: int = 2,
-                 target: str | None = None, name: str | None = None):  # fmt: skip
+                 target: str | None = None, name: str | None = None, tiered: bool = True):  # fmt: skip
         from ..compiler import Options, to_graph
         from ..frontends.onnx import load_model
 
@@ -73,6 +73,7 @@ class TrainingStep:
         if not self.target.is_host:
             raise TensorforgeError(f"a training step runs in this process; target {self.target.name} is not the host")
         self.options = Options(opt_level=opt_level)
+        self.tiered = tiered
         self._forwards: dict[int, Graph] = {}
         self._feature_shapes = [tuple(v.shape[1:]) for v in self.graph.inputs]
         self.params = _trainable(self.graph, params, frozen)
@@ -152,7 +153,7 @@ class TrainingStep:
                     tg = self._training_graph(batch, target_dtype, target_shape)
                     if [s.name for s in tg.slots] != [s.name for s in self.slots]:
                         raise TensorforgeError(f"model '{self.name}': the step's state differs between batch sizes")
-                    prog = compile_bound(tg.graph, self.target, self.options, tg.state)
+                    prog = compile_bound(tg.graph, self.target, self.options, tg.state, self.tiered)
                     prog.num_threads = self._threads_for(prog)
                     for s in self.slots:
                         prog.bind_input(prog.input_index[s.name], self._arrays[s.name])
@@ -249,7 +250,7 @@ class TrainingStep:
             g = self._forward(batch)
             names = [s.name for s in self.slots if s.kind != "optimizer"]
             g, _ = promote(g, names)
-            prog = compile_bound(g, self.target, self.options)
+            prog = compile_bound(g, self.target, self.options, tiered=self.tiered)
             prog.num_threads = self._threads_for(prog)
             for n in names:
                 prog.bind_input(prog.input_index[n], self._arrays[n])
@@ -262,6 +263,11 @@ class TrainingStep:
                 prog.bind_output(i, o)
             prog.run()
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def wait_compiled(self) -> None:
+        """Block until every compiled step runs its optimized build (see ``tiered``)."""
+        for p in [*(v.prog for v in self._variants.values()), *self._predict.values()]:
+            p.wait()
 
     def _threads_for(self, prog: BoundProgram) -> int:
         """The thread count given, else TENSORFORGE_NUM_THREADS, else one thread per SERIAL_FLOPS of work:
