@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .codegen.emit import build_module, emit_assembly, parse_and_optimize, split_assembly, target_machine
 from .codegen.targets import Target, get_target
-from .errors import InputError, NotConstantError, TensorforgeError, UnsupportedError
+from .dynamic import DynamicModel, needs_dynamic
+from .errors import TensorforgeError, UnsupportedError
 from .ir.graph import Graph
 from .lower import lower_graph
 from .lower.rules import has_lowering
+from .ops.registry import get_op
 from .passes import PassManager, pipeline_for, specialize
 from .passes.specialize import bind_dims
 from .runtime.jit import JitModule
@@ -82,150 +80,6 @@ def compile_graph(g: Graph, target: Target, options: Options) -> CompiledModel:
     return CompiledModel(og, program, module, jit, time.perf_counter() - t0, g, log)
 
 
-class DynamicModel:
-    """A model with symbolic input dims: compiled once per concrete input shape, on first use."""
-
-    def __init__(self, graph: Graph, target: Target, options: Options):
-        self.graph = graph
-        self.name = graph.name
-        self.target = target
-        self.options = options
-        self.input_names = [v.name for v in graph.inputs]
-        self.output_names = list(graph.output_names)
-        self._cache: dict[tuple, CompiledModel] = {}
-        self._lock = threading.Lock()
-        check_lowerable(graph)
-
-    def specialize(self, shapes: Mapping[str, Sequence[int]]) -> CompiledModel:
-        key = tuple(tuple(int(d) for d in shapes[n]) for n in self.input_names)
-        m = self._cache.get(key)
-        if m is None:
-            with self._lock:
-                m = self._cache.get(key)
-                if m is None:
-                    bind_dims(self.graph, shapes)  # bad shapes fail here, before compiling
-                    opts = dataclasses.replace(self.options, input_shapes=dict(zip(self.input_names, key)))
-                    m = compile_graph(self.graph, self.target, opts)
-                    self._cache[key] = m
-        return m
-
-    def _shapes_of(self, args, kwargs) -> dict[str, tuple[int, ...]]:
-        if kwargs:
-            feeds = kwargs
-        else:
-            if len(args) != len(self.input_names):
-                raise InputError(f"model '{self.name}': expected {len(self.input_names)} input(s) "
-                                 f"{self.input_names}, got {len(args)}")  # fmt: skip
-            feeds = dict(zip(self.input_names, args))
-        missing = [n for n in self.input_names if n not in feeds]
-        if missing:
-            raise InputError(f"model '{self.name}': missing input(s) {missing}; inputs are {self.input_names}")
-        for v in self.graph.inputs:
-            x = feeds[v.name]
-            if not isinstance(x, np.ndarray):
-                raise InputError(f"model '{self.name}': input '{v.name}' must be a numpy array, got {type(x).__name__}")
-            if x.dtype != v.dtype.np:
-                raise InputError(f"model '{self.name}': input '{v.name}' has dtype {x.dtype}, expected {v.dtype.np}")
-        return {n: np.shape(feeds[n]) for n in self.input_names}
-
-    def __call__(self, *args, **kwargs):
-        return self.specialize(self._shapes_of(args, kwargs))(*args, **kwargs)
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.specialize(self._shapes_of((), feeds)).run(feeds)
-
-    @property
-    def compiled_shapes(self) -> list[tuple]:
-        return list(self._cache)
-
-
-class ValueSpecializedModel:
-    """A model whose shapes depend on the *values* of small integer inputs (a Reshape whose target shape
-    is a graph input, axes given as an input, ...). Those inputs are compiled in as constants, once per
-    distinct value; every other input is handled as usual."""
-
-    MAX_ELEMS = 64
-
-    def __init__(self, proto, value_inputs: list[str], target: Target, options: Options, kw: dict):
-        self.proto = proto
-        self.value_inputs = value_inputs
-        self.target = target
-        self.options = options
-        self.kw = kw
-        self.name = proto.graph.name or "model"
-        inits = {t.name for t in proto.graph.initializer}
-        self.input_names = [vi.name for vi in proto.graph.input if vi.name not in inits]
-        self.output_names = [vi.name for vi in proto.graph.output]
-        self._cache: dict[tuple, object] = {}
-        self._lock = threading.Lock()
-
-    def _feeds(self, args, kwargs) -> dict:
-        if kwargs:
-            return dict(kwargs)
-        if len(args) != len(self.input_names):
-            raise InputError(f"model '{self.name}': expected {len(self.input_names)} input(s) {self.input_names}, "
-                             f"got {len(args)}")  # fmt: skip
-        return dict(zip(self.input_names, args))
-
-    def for_values(self, feeds: Mapping[str, np.ndarray]):
-        import onnx
-        from onnx import numpy_helper
-
-        key = []
-        for n in self.value_inputs:
-            if n not in feeds:
-                raise InputError(f"model '{self.name}': missing input '{n}'")
-            v = np.asarray(feeds[n])
-            if v.size > self.MAX_ELEMS:
-                raise InputError(
-                    f"model '{self.name}': input '{n}' sets a shape and must be small, got {v.size} values"
-                )
-            key.append((v.dtype.str, v.shape, v.tobytes()))
-        key = tuple(key)
-        m = self._cache.get(key)
-        if m is None:
-            with self._lock:
-                m = self._cache.get(key)
-                if m is None:
-                    p = onnx.ModelProto()
-                    p.CopyFrom(self.proto)
-                    keep = [vi for vi in p.graph.input if vi.name not in self.value_inputs]
-                    del p.graph.input[:]
-                    p.graph.input.extend(keep)
-                    for n in self.value_inputs:
-                        p.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds[n]), n))
-                    m = compile(p, self.target, **self.kw)
-                    self._cache[key] = m
-        return m
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        m = self.for_values(feeds)
-        return m.run({k: v for k, v in feeds.items() if k not in self.value_inputs})
-
-    def __call__(self, *args, **kwargs):
-        out = self.run(self._feeds(args, kwargs))
-        vals = [out[n] for n in self.output_names]
-        return vals[0] if len(vals) == 1 else tuple(vals)
-
-
-def _value_inputs(proto) -> list[str]:
-    """Graph inputs that could be shape-like: small integer tensors with static shapes."""
-    import onnx
-
-    inits = {t.name for t in proto.graph.initializer}
-    out = []
-    for vi in proto.graph.input:
-        if vi.name in inits or not vi.type.HasField("tensor_type"):
-            continue
-        tt = vi.type.tensor_type
-        if tt.elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        if all(d >= 0 for d in dims) and int(np.prod(dims)) <= ValueSpecializedModel.MAX_ELEMS:
-            out.append(vi.name)
-    return out
-
-
 def compile(
     model,
     target: str | Target | None = None,
@@ -248,31 +102,26 @@ def compile(
         raise TensorforgeError(f"target {tgt.name} cannot run in this process; use tensorforge.assembly(model, "
                                f"target={tgt.name!r}) to see its code")  # fmt: skip
     options = Options(opt_level=opt_level, passes=passes, verify=verify, print_ir_after=print_ir_after)
-    try:
-        g = to_graph(model, name)
-    except NotConstantError:
-        if isinstance(model, Graph):
-            raise
-        from .frontends.onnx import load_model
-
-        proto = load_model(model)
-        vins = _value_inputs(proto)
-        if not vins:
-            raise
-        kw = dict(opt_level=opt_level, passes=passes, num_threads=num_threads, verify=verify)
-        return ValueSpecializedModel(proto, vins, tgt, options, kw)
-    if input_shapes:
+    g = to_graph(model, name)
+    if input_shapes and not needs_dynamic_values(g):
         dims = bind_dims(g, input_shapes)
         if all(isinstance(d, int) or d in dims for v in g.inputs for d in v.shape):
             options.input_shapes = dict(input_shapes)  # every dim fixed: the "specialize" pass does it
         else:
             g = specialize(g, input_shapes)
-    if not all(v.type.is_static for v in g.inputs) and not options.input_shapes:
-        return DynamicModel(g, tgt, options)
+    if options.input_shapes is None and needs_dynamic(g):
+        return DynamicModel(g, tgt, options, num_threads)
     m = compile_graph(g, tgt, options)
     if num_threads is not None:
         m.num_threads = num_threads
     return m
+
+
+def needs_dynamic_values(g: Graph) -> bool:
+    """Shapes that depend on values or data (not only on input shapes): staged compilation."""
+    return any(v.type is None for n in g.nodes for v in n.outputs) or any(
+        get_op(n.op).data_dependent for n in g.nodes
+    )
 
 
 def assembly(model, target: str | Target | None = None, kernel: str | None = None, *, opt_level: int = 2,

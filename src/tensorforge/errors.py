@@ -35,7 +35,11 @@ class ShapeError(TensorforgeError):
 
 
 class NotConstantError(ShapeError):
-    """A value that must be known at compile time (a shape, axes, pads) is computed at run time."""
+    """A value that must be known at compile time (a shape, axes, pads) is computed at run time.
+
+    ``input_index`` is the node input that must be constant (set by the op's type rule)."""
+
+    input_index: int | None = None
 
 
 class InputError(TensorforgeError):

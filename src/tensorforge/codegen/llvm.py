@@ -800,6 +800,8 @@ class _Emitter:
             return b.uitofp(x, dt) if dst.is_float else b.zext(x, dt)
         if src.is_float and dst.is_float:
             if dst is DType.F16:  # round to half precision, keep computing in float
+                if _fwidth(x.type) == 64:
+                    x = self._f64_to_f32_round_odd(x, lanes)
                 h = b.fptrunc(x, memty(DType.F16, lanes))
                 return b.fpext(h, dt)
             sw, dw = _fwidth(x.type), _fwidth(dt)
@@ -819,6 +821,27 @@ class _Emitter:
         if dw > sw:
             return b.sext(x, dt) if src.is_signed else b.zext(x, dt)
         return x
+
+    def _f64_to_f32_round_odd(self, x: ir.Value, lanes: int) -> ir.Value:
+        """double -> float rounded to odd, so that a following float -> half rounding is exact.
+
+        A direct ``fptrunc double to half`` becomes a call to compiler-rt's __truncdfhf2, which the JIT
+        cannot resolve; rounding through float to nearest twice can be off by one ulp at ties. Rounding
+        to odd first (truncate toward zero, set the last bit if inexact) is exact, since float carries
+        more than twice half's precision plus two bits."""
+        b = self.b
+        ft = llty(DType.F32, lanes)
+        it = ir.VectorType(I32, lanes) if lanes > 1 else I32
+        t = b.fptrunc(x, ft)
+        back = b.fpext(t, x.type)
+        fabs = self.mb.intrinsic("fabs", x.type)
+        bits = b.bitcast(t, it)
+        one = ir.Constant(it, [1] * lanes) if lanes > 1 else ir.Constant(I32, 1)
+        over = b.fcmp_ordered(">", b.call(fabs, [back]), b.call(fabs, [x]))  # rounded away from zero
+        bits = b.select(over, b.sub(bits, one), bits)
+        inexact = b.fcmp_ordered("!=", back, x)
+        bits = b.select(inexact, b.or_(bits, one), bits)
+        return b.bitcast(bits, ft)
 
     def hreduce(self, op: str, x: ir.Value, dt: DType) -> ir.Value:
         b = self.b

@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .. import ops as _ops  # noqa: F401  (registers ops)
-from ..errors import ModelLoadError, ShapeError, TensorforgeError, UnsupportedError, node_context
+from ..errors import ModelLoadError, NotConstantError, ShapeError, TensorforgeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ops.fold import fold_node
@@ -273,7 +273,10 @@ class Importer:
             attrs.setdefault(k, v)
         outs = tuple(Value(self.fresh_name(o or f"{name}_unused{k}")) for k, o in enumerate(out_names))
         node = Node(op, tuple(inputs), outs, attrs, name)
-        types = infer_node(node, self.name)
+        types = self.infer_or_defer(node)
+        if types is None:
+            self.nodes.append(node)
+            return list(outs)
         for v, t in zip(outs, types):
             v.type = t
         folded = self.try_fold(node)
@@ -281,6 +284,21 @@ class Importer:
             return folded
         self.nodes.append(node)
         return list(outs)
+
+    def infer_or_defer(self, node: Node) -> list[TensorType] | None:
+        """The node's output types, or None to leave them untyped when its shapes depend on values known
+        only at run time (a Reshape target computed from data, a Range over input scalars): the
+        dynamic-shape runtime (dynamic.py) types them once the values exist. Real shape errors raise."""
+        if any(v is not None and v.type is None for v in node.inputs):
+            return None
+        try:
+            return infer_node(node, self.name)
+        except NotConstantError:
+            return None
+        except ShapeError:
+            if all(v is None or v.type.is_static for v in node.inputs):
+                raise
+            return None  # may hold once the symbolic dims are known
 
     def try_fold(self, node: Node) -> list[Value] | None:
         """Fold shape computations at import (Shape, Size, small integer ops on constants)."""

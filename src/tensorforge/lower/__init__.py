@@ -1,6 +1,6 @@
 """Lowering: graph -> kernel IR. Importing this package registers every lowering rule."""
 
-from . import conv, elementwise, gemm, generate, grad, indexing, movement, pool, reduce, shape_ops  # noqa: F401
+from . import conv, elementwise, gemm, generate, grad, indexing, movement, pool, reduce, shape_ops, sort  # noqa: F401
 from .kir import Kernel
 from .program import Program, ProgramBuilder, lower_graph
 from .rules import has_lowering

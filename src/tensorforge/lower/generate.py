@@ -41,3 +41,17 @@ def _eyelike(ctx: LowerCtx, node, ins):
         return K.select(on, K.const(1, out.dtype), K.const(0, out.dtype))
 
     return [TExpr.compute(out.shape, out.dtype, fn)]
+
+
+@index_rule("Shape", "Size")
+def _shape_of(ctx: LowerCtx, node, ins):
+    """Shapes are static once lowered, so Shape/Size are constants (normally folded before lowering)."""
+    from ..ops.registry import evaluate
+
+    x = ins[0]
+    (val,) = evaluate(node, [np.empty(x.shape, np.uint8)])
+    out = node.outputs[0]
+    if val.size == 1:
+        return [TExpr.scalar(val.reshape(-1)[0], out.dtype, out.shape)]
+    view = ctx.const_view(val.astype(out.dtype.np), node.name or out.name)
+    return [TExpr.from_view(view, val)]

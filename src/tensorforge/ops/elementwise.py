@@ -70,7 +70,10 @@ def _make_infer(e: Elementwise):
             dt = DType.BOOL
         elif e.out.startswith("attr:"):
             to = ctx.attr(e.out[5:])
-            dt = to if isinstance(to, DType) else DType.from_onnx(int(to))
+            try:
+                dt = to if isinstance(to, DType) else DType.from_onnx(int(to))
+            except TypeError as err:
+                ctx.unsupported(f"target dtype: {err}")
         else:
             raise ValueError(e.out)
         return [TensorType(dt, shape)]

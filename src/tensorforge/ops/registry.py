@@ -65,11 +65,15 @@ class InferCtx:
     def require_const(self, i: int, what: str) -> np.ndarray:
         c = self.const(i)
         if c is None:
-            self.fail(
-                f"{what} (input {i}, %{self.node.inputs[i].name}) must be known at compile time; "
-                "give the model static input shapes or fold the computation that produces it",
-                NotConstantError,
-            )
+            try:
+                self.fail(
+                    f"{what} (input {i}, %{self.node.inputs[i].name}) must be known at compile time; "
+                    "give the model static input shapes or fold the computation that produces it",
+                    NotConstantError,
+                )
+            except NotConstantError as e:
+                e.input_index = i  # the dynamic-shape runtime uses it to find the value to compile in
+                raise
         return c
 
     def attr(self, key: str, default: Any = None) -> Any:
@@ -99,6 +103,9 @@ class OpDef:
     value: Callable[[InferCtx], Sequence[np.ndarray] | None] | None = None
     flops: Callable[[Node], int] | None = None
     doc: str = ""
+    # Output shapes depend on input *data* (NonZero, Unique): the type rule gives symbolic dims and the
+    # dynamic-shape runtime (dynamic.py) runs the op between compiled segments.
+    data_dependent: bool = False
 
     def check_arity(self, ctx: InferCtx) -> None:
         n = len(ctx.node.inputs)

@@ -225,7 +225,7 @@ def slice_params(ctx: InferCtx, shape) -> list[tuple[int, int, int, int]]:
     starts = ctx.require_const(1, "starts").reshape(-1).tolist()
     ends = ctx.require_const(2, "ends").reshape(-1).tolist()
     rank = len(shape)
-    axes = ctx.const(3).reshape(-1).tolist() if ctx.has(3) else list(range(len(starts)))
+    axes = ctx.require_const(3, "axes").reshape(-1).tolist() if ctx.has(3) else list(range(len(starts)))
     steps = ctx.require_const(4, "steps").reshape(-1).tolist() if ctx.has(4) else [1] * len(starts)
     if not (len(starts) == len(ends) == len(axes) == len(steps)):
         ctx.fail(f"starts/ends/axes/steps lengths differ: {starts}, {ends}, {axes}, {steps}")

@@ -1,0 +1,43 @@
+"""TopK, ArgMax, ArgMin, Hardmax, CumSum and CumProd against the ONNX reference evaluator, with ties,
+odd sizes, every axis and several dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import check_model, one_node_model, rand
+
+
+@pytest.mark.parametrize("largest", [1, 0])
+@pytest.mark.parametrize("axis,k", [(-1, 3), (0, 2), (1, 1), (-1, 13), (1, 0)])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_topk(largest, axis, k, dtype, rng):
+    x = rand(rng, (4, 5, 13), dtype, low=-5, high=5)  # small integer range: many ties
+    if dtype == np.float32:
+        x = np.round(x)
+    check_model(one_node_model("TopK", {"x": x}, {"axis": axis, "largest": largest},
+                               consts={"k": np.array([k], np.int64)}, n_outputs=2), {"x": x})  # fmt: skip
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("axis,keepdims,last", [(0, 1, 0), (1, 0, 0), (-1, 1, 1), (2, 0, 1)])
+def test_argmax(op, axis, keepdims, last, rng):
+    x = rand(rng, (3, 7, 17), np.int32, low=-3, high=3)  # ties: first vs last index matters
+    attrs = {"axis": axis, "keepdims": keepdims, "select_last_index": last}
+    check_model(one_node_model(op, {"x": x}, attrs), {"x": x})
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_hardmax(axis, rng):
+    x = np.round(rand(rng, (3, 4, 9), low=-2, high=2))
+    check_model(one_node_model("Hardmax", {"x": x}, {"axis": axis}), {"x": x})
+
+
+@pytest.mark.parametrize("op", ["CumSum", "CumProd"])
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("axis", [0, -1])
+def test_cumulative(op, exclusive, reverse, axis, rng):
+    x = rand(rng, (5, 11), low=0.5, high=1.5) if op == "CumProd" else rand(rng, (5, 11), np.int64, low=-9, high=9)
+    attrs = {"exclusive": exclusive, "reverse": reverse}
+    check_model(one_node_model(op, {"x": x}, attrs, consts={"a": np.array(axis, np.int64)}), {"x": x}, rtol=1e-5)
