@@ -43,10 +43,10 @@ def test_symbolic_batch_and_sequence_fold_shape_subgraph(rng):
         helper.make_node("Reshape", ["x", "shape"], ["r"]),
         helper.make_node("Relu", ["r"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(np.array([0], np.int64), "i0"), numpy_helper.from_array(np.array([1], np.int64), "i1"),
-             numpy_helper.from_array(np.array([4], np.int64), "four"),
-             numpy_helper.from_array(np.array([-1], np.int64), "m1")]  # fmt: skip
-    model = _model(nodes, [_vi("x", TensorProto.FLOAT, ["batch", "seq", 8])], [_vi("y", TensorProto.FLOAT, None)], inits)
+    inits = [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("i0", 0), ("i1", 1), ("four", 4),
+                                                                               ("m1", -1))]  # fmt: skip
+    x_info = _vi("x", TensorProto.FLOAT, ["batch", "seq", 8])
+    model = _model(nodes, [x_info], [_vi("y", TensorProto.FLOAT, None)], inits)
     m = tfg.compile(model)
     assert isinstance(m, tfg.DynamicModel)
     for b, t in [(2, 5), (1, 3), (2, 5)]:
@@ -103,7 +103,8 @@ def test_topk_with_tensor_k_compress_unique(rng):
              helper.make_node("Unique", ["u"], ["uy", "ui", "uinv", "uc"], sorted=1)]  # fmt: skip
     model = _model(nodes, [_vi("x", TensorProto.FLOAT, [4, 9]), _vi("k", TensorProto.INT64, [1]),
                            _vi("c", TensorProto.BOOL, [4]), _vi("u", TensorProto.INT32, [12])],
-                   [_vi(n, TensorProto.UNDEFINED, None) for n in ("v", "i", "cx", "uy", "ui", "uinv", "uc")])  # fmt: skip
+                   [_vi(n, TensorProto.UNDEFINED, None) for n in ("v", "i", "cx", "uy", "ui", "uinv", "uc")],
+                   )  # fmt: skip
     m = tfg.compile(model)
     for k in (2, 5):
         feeds = {"x": rng.standard_normal((4, 9)).astype(np.float32), "k": np.array([k], np.int64),

@@ -119,9 +119,8 @@ def compile(
 
 def needs_dynamic_values(g: Graph) -> bool:
     """Shapes that depend on values or data (not only on input shapes): staged compilation."""
-    return any(v.type is None for n in g.nodes for v in n.outputs) or any(
-        get_op(n.op).data_dependent for n in g.nodes
-    )
+    untyped = any(v.type is None for n in g.nodes for v in n.outputs)
+    return untyped or any(get_op(n.op).data_dependent for n in g.nodes)
 
 
 def assembly(model, target: str | Target | None = None, kernel: str | None = None, *, opt_level: int = 2,

@@ -64,9 +64,11 @@ def _topk(ctx: LowerCtx, node, ins, outs):
         prev = K.cast(vals.load(at(binop("sub", i, 1))), x.dtype)
         shift = If(
             K.binop("and", moving, _better(largest, v, prev)),
-            K.seq(vals.store(at(i), vals.load(at(binop("sub", i, 1)))),
-                  inds.store(at(i), inds.load(at(binop("sub", i, 1)))),
-                  Assign(pos, binop("sub", i, 1))),  # fmt: skip
+            K.seq(
+                vals.store(at(i), vals.load(at(binop("sub", i, 1)))),
+                inds.store(at(i), inds.load(at(binop("sub", i, 1)))),
+                Assign(pos, binop("sub", i, 1)),
+            ),  # fmt: skip
             Assign(moving, Const(False, DType.BOOL)),
         )
         last = K.cast(vals.load(at(Const(k - 1))), x.dtype)

@@ -1,7 +1,18 @@
 """Op definitions. Importing this package registers every op."""
 
 from . import (  # noqa: F401
-    datadep, elementwise, fused, generate, grad, indexing, movement, nn, reduce, shape, sort, update,
+    datadep,
+    elementwise,
+    fused,
+    generate,
+    grad,
+    indexing,
+    movement,
+    nn,
+    reduce,
+    shape,
+    sort,
+    update,
 )
 from .registry import InferCtx, OpDef, Pattern, all_ops, evaluate, get_op, has_op, infer_node, register
 
