@@ -32,7 +32,9 @@ def format_report(m) -> str:
         f"parameters: {m.source_graph.parameter_count():,}",
         f"constants (incl. packed weights): {_fmt_bytes(sum(c.nbytes for c in p.consts))}",
         f"arena: {_fmt_bytes(p.arena_bytes)} for {_fmt_bytes(p.intermediate_bytes)} of intermediates"
-        + (f" ({100.0 * p.arena_bytes / p.intermediate_bytes:.0f}%)" if p.intermediate_bytes else ""),
+        + (f" ({100.0 * p.arena_bytes / p.intermediate_bytes:.0f}%)" if p.intermediate_bytes else "")
+        + f"; peak live {_fmt_bytes(p.peak_bytes)}; {p.in_place} computed in place",
+        f"resident during a run: {_fmt_bytes(p.resident_bytes)} (constants + arena + inputs and outputs)",
         f"threads: {m.num_threads}",
         "",
     ]

@@ -24,6 +24,7 @@ from ..ops.registry import Pattern, get_op
 from . import rules as R
 from .fusion import lower_fused
 from .kir import Buffer, Kernel, Stmt, buffers_of, cast
+from .memplan import ArenaPlan, align, plan_offsets, reuse_in_place
 from .schedule import pointwise_nest
 from .tensor import TExpr, View
 
@@ -61,13 +62,18 @@ class Program:
     const_outputs: dict[int, np.ndarray] = field(default_factory=dict)
     # output index -> input index: outputs written into their input's buffer (see ProgramBuilder)
     state: dict[int, int] = field(default_factory=dict)
+    peak_bytes: int = 0  # most arena bytes live at once (a lower bound for arena_bytes)
+    in_place: int = 0  # intermediates written into the buffer of an input they were computed from
+
+    @property
+    def resident_bytes(self) -> int:
+        """Memory a run keeps resident: constants (packed weights), the arena, inputs and outputs."""
+        io = sum(dt.itemsize * int(np.prod(s)) for _, dt, s in self.inputs + self.outputs)
+        return sum(c.nbytes for c in self.consts) + self.arena_bytes + io
 
     @property
     def flops(self) -> int:
         return sum(k.flops for k in self.kernels)
-
-
-ALIGN = 64
 
 
 def _sanitize(s: str, limit: int = 40) -> str:
@@ -233,7 +239,7 @@ class ProgramBuilder:
             buf = self.new_buffer(v.dtype, v.type.numel, oname, BufKind.OUTPUT, i)
             self.materialize(t, buf, [f"output {oname}"], "copy", oname)
         self._commit_state()
-        arena, total = self.plan_arena()
+        plan = self.plan_arena()
         infos = {id(b): info for b, info in self.buffers.values()}
         for k in self.kernels:
             for b in k.params:
@@ -248,8 +254,8 @@ class ProgramBuilder:
                 info = infos[id(b)]
                 args.append((info.kind.value, info.index))
             kernel_args.append(args)
-        return Program(g.name, self.target, self.kernels, kernel_args, self.consts, arena, total, inputs, outputs,
-                       infos, const_outputs, dict(self.state))  # fmt: skip
+        return Program(g.name, self.target, self.kernels, kernel_args, self.consts, plan.size, plan.total, inputs,
+                       outputs, infos, const_outputs, dict(self.state), plan.peak, plan.in_place)  # fmt: skip
 
     # -- state (outputs that update inputs in place) -----------------------------------------------
     def _plan_state(self) -> dict[int, Buffer]:
@@ -341,40 +347,24 @@ class ProgramBuilder:
         raise UnsupportedError(f"{node_context(self.g.name, node.name, op)}: no lowering for op {op}")
 
     # -- memory planning ----------------------------------------------------------------------------
-    def plan_arena(self) -> tuple[int, int]:
-        """Assign arena offsets by liveness (greedy, largest first). Returns (arena bytes, sum of buffers)."""
-        uses: dict[int, list[int]] = {}
-        for ki, k in enumerate(self.kernels):
-            for b in k.params:
-                uses.setdefault(id(b), []).append(ki)
-        arena = []
-        for bid, (_buf, info) in self.buffers.items():
-            if info.kind is not BufKind.ARENA:
-                continue
-            ks = uses.get(bid)
-            if not ks:
-                continue
-            info.first, info.last = min(ks), max(ks)
-            arena.append(info)
-        total = sum(_align(i.nbytes) for i in arena)
-        placed: list[BufInfo] = []
-        size = 0
-        for info in sorted(arena, key=lambda i: (-i.nbytes, i.first)):
-            need = _align(info.nbytes)
-            conflicts = sorted(
-                (p.index, p.index + _align(p.nbytes))
-                for p in placed
-                if not (p.last < info.first or info.last < p.first)
-            )
-            off = 0
-            for lo, hi in conflicts:
-                if off + need <= lo:
-                    break
-                off = max(off, hi)
-            info.index = off
-            placed.append(info)
-            size = max(size, off + need)
-        return size, total
+    def plan_arena(self) -> ArenaPlan:
+        """Lay out every arena buffer (see ``memplan``): first merge buffers computed in place, then assign
+        offsets by liveness. The plan's ``total`` is the sum of all intermediates before any sharing."""
+        arena = {bid: info for bid, (_, info) in self.buffers.items() if info.kind is BufKind.ARENA}
+        used = {id(b) for k in self.kernels for b in k.params}
+        total = sum(align(info.nbytes) for bid, info in arena.items() if bid in used)  # before any sharing
+        workspace = {id(b) for k in self.kernels for b in k.workspace}
+        merged = 0
+        if self.options.get("in_place", True):
+            eligible = {bid: info for bid, info in arena.items() if bid not in workspace}
+            before = set(eligible)
+            merged = reuse_in_place(self.kernels, eligible)
+            for bid in before - set(eligible):
+                del self.buffers[bid]
+                del arena[bid]
+        plan = plan_offsets(self.kernels, list(arena.items()))
+        plan.in_place, plan.total = merged, total
+        return plan
 
 
 def _elementwise_producer(p: Node, v: Value) -> bool:
@@ -393,10 +383,6 @@ def _elementwise_producer(p: Node, v: Value) -> bool:
         if any(tuple(o.shape) != tuple(v.shape) for o in n.outputs):
             return False
     return True
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 def lower_graph(graph: Graph, target: Target, options: dict | None = None,
