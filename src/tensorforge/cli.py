@@ -81,6 +81,26 @@ def _parse_shapes(items: list[str]) -> dict[str, list[int]] | None:
     return out
 
 
+def _static_graph(args, symbolic: str = "one"):
+    """The model's graph with --input-shape applied. Remaining symbolic dims are set to 1 with a note
+    (``symbolic="one"``) or rejected (``symbolic="error"``)."""
+    from .compiler import to_graph
+    from .passes import specialize
+
+    g = to_graph(_load(args.model))
+    shapes = _parse_shapes(getattr(args, "input_shape", []))
+    if shapes:
+        g = specialize(g, shapes)
+    if not all(v.type.is_static for v in g.inputs):
+        if symbolic == "error":
+            raise TensorforgeError(f"model '{g.name}' has symbolic input dims {[str(v.type) for v in g.inputs]}; "
+                                   "fix them with --input-shape")  # fmt: skip
+        dims = {v.name: [d if isinstance(d, int) else 1 for d in v.shape] for v in g.inputs}
+        print(f"note: symbolic input dims set to 1 for compilation: {dims} (use --input-shape)", file=sys.stderr)
+        g = specialize(g, dims)
+    return g
+
+
 def _atomic_write(path: str, text: str | bytes) -> None:
     """Write via a temp file + rename, so a failure never leaves a partial file."""
     d = os.path.dirname(os.path.abspath(path)) or "."
@@ -119,19 +139,11 @@ def cmd_compile(args) -> int:
     from . import compiler
     from .codegen.emit import build_module
     from .codegen.targets import get_target
-    from .compiler import Options, check_lowerable, optimize, to_graph
+    from .compiler import Options, check_lowerable, optimize
     from .lower import lower_graph
-    from .passes import specialize
 
     target = get_target(args.target)
-    g = to_graph(_load(args.model))
-    shapes = _parse_shapes(args.input_shape)
-    if shapes:
-        g = specialize(g, shapes)
-    if not all(v.type.is_static for v in g.inputs):
-        dims = {v.name: [d if isinstance(d, int) else 1 for d in v.shape] for v in g.inputs}
-        print(f"note: symbolic input dims set to 1 for compilation: {dims} (use --input-shape)", file=sys.stderr)
-        g = specialize(g, dims)
+    g = _static_graph(args)
     print_after = "all" if args.print_ir_after_all else (set(args.print_ir_after) or None)
     opts = Options(opt_level=args.opt_level, passes=args.passes, verify=args.verify, print_ir_after=print_after)
     out = args.output
@@ -319,19 +331,12 @@ def _export_args(p):
 @command("export", "write a standalone shared library (.so) and C header for a model")
 def cmd_export(args) -> int:
     from .codegen.targets import get_target
-    from .compiler import Options, check_lowerable, optimize, to_graph
+    from .compiler import Options, check_lowerable, optimize
     from .lower import lower_graph
-    from .passes import specialize
     from .runtime.aot import export_library
 
     target = get_target(args.target)
-    g = to_graph(_load(args.model))
-    shapes = _parse_shapes(args.input_shape)
-    if shapes:
-        g = specialize(g, shapes)
-    if not all(v.type.is_static for v in g.inputs):
-        raise TensorforgeError(f"model '{g.name}' has symbolic input dims {[str(v.type) for v in g.inputs]}; "
-                               "fix them with --input-shape")  # fmt: skip
+    g = _static_graph(args, symbolic="error")
     check_lowerable(g)
     og, _ = optimize(g, Options(opt_level=args.opt_level, passes=args.passes))
     program = lower_graph(og, target)
