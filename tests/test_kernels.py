@@ -181,3 +181,51 @@ def test_depthwise(case, rng):
     k = 5 if case == "dw5x5" else 3
     ws = (c, 1, k) if len(xs) == 3 else (c, 1, k, k)
     _conv_check(rand(rng, xs), rand(rng, ws), {**attrs, "group": c}, rng)
+
+
+# -- peak model and profiler ---------------------------------------------------------------------------
+def test_peak_model_probes():
+    """The clock probe and the FMA probe agree with the datapath model (within 25%: shared machines)."""
+    from tensorforge.runtime.peak import MachinePeak, measure_clock_ghz, measure_fma_gflops
+
+    t = host()
+    clock = measure_clock_ghz()
+    assert 0.5 < clock < 8.0, clock
+    fma = measure_fma_gflops(t)
+    p = MachinePeak(t.cpu, t.cores, clock, t.fma_units, t.fma_bits, t.vector_bits, fma, 10.0, 20.0)
+    assert p.flops_per_cycle == t.fma_units * t.fma_bits // 32 * 2
+    assert 0.75 * p.gflops(1) < fma < 1.25 * p.gflops(1), (fma, p.describe())
+    assert p.gflops() == pytest.approx(p.gflops(1) * t.cores)
+    assert p.percent(p.gflops(1), 1) == pytest.approx(100.0)
+    assert p.bandwidth(1) == 10.0 and p.bandwidth() == (20.0 if t.cores > 1 else 10.0)
+
+
+def test_profile_per_kernel_times(rng):
+    """One native call with timestamps between kernels: every kernel gets a time, they add up to the run."""
+    from tensorforge.examples import small_cnn
+    from tensorforge.runtime.peak import MachinePeak
+    from tensorforge.runtime.profile import format_profile, profile
+
+    m = _compile(small_cnn(batch=2))
+    x = rand(rng, (2, 3, 16, 16))
+    rows, total = profile(m, {"x": x}, repeat=5)
+    assert [r.name for r in rows] == [k.name for k in m.kernels]
+    assert all(r.seconds > 0 for r in rows)
+    assert sum(r.seconds for r in rows) == pytest.approx(total, rel=0.5)
+    conv = next(r for r in rows if "Conv" in r.name)
+    assert conv.flops > 0 and conv.gflops > 0
+    peak = MachinePeak("cpu", 2, 3.0, 2, 256, 256, 90.0, 10.0, 20.0)
+    table = format_profile(rows, total, 1, peak)
+    times = [float(line.split()[0]) for line in table.splitlines() if line.endswith(")") and " us " in line]
+    assert times == sorted(times, reverse=True) and len(times) >= 1
+    # the profiled run computes the same outputs as a normal one
+    np.testing.assert_allclose(m(x), reference(small_cnn(batch=2), {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_cli_profile(capsys):
+    from tensorforge.cli import main
+
+    assert main(["profile", "mlp", "--threads", "1", "--repeat", "3", "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP/s per core" in out and "fp32 peak" in out
+    assert "fc1 (Gemm)" in out and "more kernels" in out

@@ -445,6 +445,55 @@ def cmd_train(args) -> int:
     return train_command(args)
 
 
+def _profile_args(p):
+    _add_model(p)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="input array from a .npy file (repeatable); missing inputs are random (seeded)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=None,
+                   help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")  # fmt: skip
+    p.add_argument("--repeat", type=int, default=20, help="runs to take the per-kernel medians over (default 20)")
+    p.add_argument("--top", type=int, default=None, help="show only the N slowest kernels")
+    p.add_argument("--peak", action="store_true", help="re-measure the machine's peak (clock, FMA, memory) first")
+    _add_opt(p)
+    _add_shapes(p)
+
+
+@command("profile", "per-kernel time, GFLOP/s and %% of the machine's peak, slowest first", args=_profile_args)
+def cmd_profile(args) -> int:
+    import tensorforge as tfg
+
+    from .compiler import DynamicModel
+    from .runtime.peak import machine_peak
+    from .runtime.profile import format_profile, profile
+
+    peak = machine_peak(refresh=args.peak)
+    m = tfg.compile(_load(args.model), opt_level=args.opt_level, passes=args.passes,
+                    input_shapes=_parse_shapes(args.input_shape))  # fmt: skip
+    if isinstance(m, DynamicModel):
+        raise TensorforgeError(f"model '{m.name}' has symbolic input dims; fix them with --input-shape")
+    if not hasattr(m, "program"):
+        raise TensorforgeError("profile needs a model whose shapes do not depend on input values")
+    if args.threads:
+        m.num_threads = args.threads
+    feeds = {}
+    for it in args.input:
+        if "=" not in it:
+            raise TensorforgeError(f"--input expects NAME=FILE.npy, got {it!r}")
+        name, path = it.split("=", 1)
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise TensorforgeError(f"--input {name}: cannot read {path!r}: {e}") from None
+    rng = np.random.default_rng(0)
+    for n, dt, shape in m.inputs:
+        if n not in feeds:
+            feeds[n] = rng.standard_normal(shape).astype(dt.np) if dt.is_float else np.zeros(shape, dt.np)
+    rows, total = profile(m, feeds, repeat=max(1, args.repeat))
+    print(f"model {m.name}: {peak.describe()}")
+    print(format_profile(rows, total, m.num_threads, peak, args.top))
+    return 0
+
+
 ARGS.update(
     {
         "compile": _compile_args,

@@ -18,6 +18,7 @@ from .llvm import ModuleBuilder
 from .targets import Target
 
 ENTRY = "tf_run"
+PROFILE_ENTRY = "tf_run_profile"  # tf_run plus a table of per-kernel timestamps (runtime/profile.py)
 PY_ENTRY = "tf_call"
 NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data) on 64-bit CPython (checked at run time)
 _LOCK = threading.Lock()
@@ -57,6 +58,7 @@ def build_module(program: Program, target: Target | None = None, with_entry: boo
         fns.append((fn, args))
     if with_entry and not target.is_gpu:
         entry = mb.add_entry(ENTRY, fns)
+        mb.add_entry(PROFILE_ENTRY, fns, profile=True)
         mb.add_py_entry(PY_ENTRY, entry, len(program.inputs), len(program.outputs), NUMPY_DATA_OFFSET)
     return LLVMModule(target, mb.ir_text(), [k.name for k in program.kernels],
                       {k.name: k.labels for k in program.kernels}, aliases)  # fmt: skip

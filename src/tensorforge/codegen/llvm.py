@@ -182,18 +182,28 @@ class ModuleBuilder:
         scope.builder.ret_void()
         return fn
 
-    def add_entry(self, name: str, kernels: list[tuple[ir.Function, list[tuple[str, int]]]]) -> ir.Function:
+    def add_entry(self, name: str, kernels: list[tuple[ir.Function, list[tuple[str, int]]]],
+                  profile: bool = False) -> ir.Function:  # fmt: skip
         """``void name(ptr inputs, ptr outputs, ptr consts, ptr arena)``: calls kernels in order.
 
         Each kernel argument is ``(kind, index)``: kind ``in``/``out``/``const`` reads a pointer from the
-        matching table, ``arena`` adds a byte offset to the arena pointer.
+        matching table, ``arena`` adds a byte offset to the arena pointer. With ``profile`` a fifth
+        argument ``i64 times[len(kernels) + 1]`` receives CLOCK_MONOTONIC nanoseconds before each kernel
+        and after the last (per-kernel times from one native call).
         """
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR, PTR, PTR, PTR]), name)
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (5 if profile else 4)), name)
         self._fn_attrs(fn)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         tables = dict(zip(("in", "out", "const", "arena"), fn.args))
         cache: dict[tuple[str, int], ir.Value] = {}
-        for kfn, args in kernels:
+        stamp = self._timestamp_fn() if profile else None
+
+        def mark(i: int) -> None:
+            if stamp is not None:
+                b.store(b.call(stamp, []), _gep(b, fn.args[4], [ir.Constant(I64, i)], source_etype=I64))
+
+        for ki, (kfn, args) in enumerate(kernels):
+            mark(ki)
             vals = []
             for kind, idx in args:
                 key = (kind, idx)
@@ -205,7 +215,26 @@ class ModuleBuilder:
                         cache[key] = b.load(p, typ=PTR)
                 vals.append(cache[key])
             b.call(kfn, vals)
+        mark(len(kernels))
         b.ret_void()
+        return fn
+
+    def _timestamp_fn(self) -> ir.Function:
+        """``i64 tf_now_ns()``: clock_gettime(CLOCK_MONOTONIC) in nanoseconds (libc, in every process)."""
+        fn = self.module.globals.get("tf_now_ns")
+        if fn is not None:
+            return fn
+        ts_ty = ir.LiteralStructType([I64, I64])
+        cgt = self._declare("clock_gettime", I32, [I32, PTR])
+        fn = ir.Function(self.module, ir.FunctionType(I64, []), "tf_now_ns")
+        fn.linkage = "internal"
+        self._fn_attrs(fn)
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ts = b.alloca(ts_ty)
+        b.call(cgt, [ir.Constant(I32, 1), ts])  # CLOCK_MONOTONIC
+        sec = b.load(_gep(b, ts, [ir.Constant(I32, 0), ir.Constant(I32, 0)], source_etype=ts_ty), typ=I64)
+        nsec = b.load(_gep(b, ts, [ir.Constant(I32, 0), ir.Constant(I32, 1)], source_etype=ts_ty), typ=I64)
+        b.ret(b.add(b.mul(sec, ir.Constant(I64, 1_000_000_000)), nsec))
         return fn
 
     def add_py_entry(self, name: str, entry: ir.Function, n_in: int, n_out: int, data_offset: int) -> ir.Function:
