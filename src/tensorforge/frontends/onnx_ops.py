@@ -58,3 +58,66 @@ def _prelu_legacy(imp: Importer, name, n, inputs, attrs):
         shape = imp.const(np.array([slope.type.shape[0]] + [1] * (x.type.rank - 2), np.int64), name + "_shape")
         (slope,) = imp.emit("Reshape", [slope, shape], {}, name + "_slope")
     return imp.emit("PRelu", [x, slope], attrs, name, list(n.output))
+
+
+@converter("Dropout")
+def _dropout(imp: Importer, name, n, inputs, attrs):
+    # inference: the identity, with an all-true mask; training mode (a random mask) is not supported
+    x = inputs[0]
+    training = inputs[2] if len(inputs) > 2 else None
+    ratio = inputs[1] if len(inputs) > 1 else None
+    if attrs.get("is_test", 1) == 0 and float(attrs.get("ratio", 0.5)) > 0:
+        _training_unsupported(imp, name)
+    if training is not None and (not training.is_const or bool(np.asarray(training.const))):
+        if ratio is None or not ratio.is_const or float(np.asarray(ratio.const)) > 0 or not training.is_const:
+            _training_unsupported(imp, name)
+    outs = imp.emit("Identity", [x], {}, name, [n.output[0]])
+    if len(n.output) > 1 and n.output[1]:
+        shape = imp.const(np.array(x.type.shape, np.int64), name + "_shape")
+        true = np.ones((1,), np.bool_)
+        outs += imp.emit("ConstantOfShape", [shape], {"value": true}, name + "_mask", [n.output[1]])
+    return outs
+
+
+def _training_unsupported(imp: Importer, name: str):
+    from ..errors import UnsupportedError, node_context
+
+    raise UnsupportedError(f"{node_context(imp.name, name, 'Dropout')}: training mode (a random mask) is not "
+                           "supported; export the model for inference")  # fmt: skip
+
+
+@converter("GroupNormalization", until=20)
+def _group_norm_18(imp: Importer, name, n, inputs, attrs):
+    # opset 18 scales and shifts per group; opset 21 (the IR form) per channel: repeat each group's value
+    x, scale, bias = inputs
+    g = int(attrs["num_groups"])
+    c = x.type.shape[1]
+    per = []
+    for i, v in enumerate((scale, bias)):
+        if v.is_const:
+            per.append(imp.const(np.repeat(np.asarray(v.const), c // g), f"{name}_p{i}"))
+            continue
+        (r,) = imp.emit("Reshape", [v, imp.const(np.array([g, 1], np.int64))], {}, f"{name}_p{i}r")
+        (e,) = imp.emit("Expand", [r, imp.const(np.array([g, c // g], np.int64))], {}, f"{name}_p{i}e")
+        per += imp.emit("Reshape", [e, imp.const(np.array([c], np.int64))], {}, f"{name}_p{i}")
+    return imp.emit("GroupNormalization", [x, *per], attrs, name, list(n.output))
+
+
+@converter("LpPool")
+def _lp_pool(imp: Importer, name, n, inputs, attrs):
+    # sum of |x|^p over each window is a depthwise convolution with a kernel of ones (pads add zeros)
+    x = inputs[0]
+    p = int(attrs.pop("p", 2))
+    c = x.type.shape[1]
+    kernel = list(attrs.pop("kernel_shape"))
+    attrs.pop("ceil_mode", None)
+    w = imp.const(np.ones((c, 1, *kernel), x.type.dtype.np), name + "_ones")
+    if p == 2:
+        (t,) = imp.emit("Mul", [x, x], {}, name + "_sq")
+    else:
+        (a,) = imp.emit("Abs", [x], {}, name + "_abs")
+        (t,) = imp.emit("Pow", [a, imp.const(np.array(p, x.type.dtype.np))], {}, name + "_pow")
+    (s,) = imp.emit("Conv", [t, w], {**attrs, "group": c}, name + "_sum")
+    if p == 2:
+        return imp.emit("Sqrt", [s], {}, name, list(n.output))
+    return imp.emit("Pow", [s, imp.const(np.array(1.0 / p, x.type.dtype.np))], {}, name, list(n.output))

@@ -1,6 +1,20 @@
 """Lowering: graph -> kernel IR. Importing this package registers every lowering rule."""
 
-from . import conv, elementwise, gemm, generate, grad, indexing, movement, pool, reduce, shape_ops, sort  # noqa: F401
+from . import (  # noqa: F401
+    conv,
+    conv_transpose,
+    elementwise,
+    gemm,
+    generate,
+    grad,
+    indexing,
+    movement,
+    norm,
+    pool,
+    reduce,
+    shape_ops,
+    sort,
+)
 from .kir import Kernel
 from .program import Program, ProgramBuilder, lower_graph
 from .rules import has_lowering

@@ -1,6 +1,7 @@
 """Op definitions. Importing this package registers every op."""
 
 from . import (  # noqa: F401
+    conv_transpose,
     datadep,
     elementwise,
     fused,
@@ -9,6 +10,7 @@ from . import (  # noqa: F401
     indexing,
     movement,
     nn,
+    norm,
     reduce,
     shape,
     sort,
