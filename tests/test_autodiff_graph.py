@@ -124,3 +124,23 @@ def test_second_layer_chain_against_finite_differences(rng):
     native = tfg.compile(g).run(f32)
     for name, b in zip(params, want):
         assert relative_error(native[f"grad_{name}"], b) < 1e-3, name
+
+
+def test_multi_output_op_with_cotangents_on_every_output(rng):
+    """Split's outputs both reach the loss; an embedding Gather with a repeated index accumulates."""
+    emb = rng.standard_normal((5, 6)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
+             helper.make_node("Split", ["e", "sizes"], ["a", "b"], axis=2),
+             helper.make_node("Mul", ["a", "b"], ["y"])]  # fmt: skip
+    g = helper.make_graph(nodes, "m", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(emb, "emb"), numpy_helper.from_array(np.array([[1, 3, 1]]), "ids"),
+                           numpy_helper.from_array(np.array([3, 3]), "sizes")])  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    gg = tfg.grad(m, wrt=["emb"])
+    ct = rng.standard_normal((1, 3, 3)).astype(np.float32)
+    got = tfg.compile(gg).run({"emb": emb, "d_y": ct})["grad_emb"]
+    want = np.zeros_like(emb)
+    for j, i in enumerate([1, 3, 1]):
+        want[i, :3] += ct[0, j] * emb[i, 3:]
+        want[i, 3:] += ct[0, j] * emb[i, :3]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

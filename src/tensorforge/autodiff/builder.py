@@ -102,6 +102,10 @@ class GraphBuilder:
             return x
         return self.op("Expand", [x, self.ints(shape)])
 
+    def zeros(self, shape: Shape, like: Value) -> Value:
+        """Zeros of ``like``'s dtype: a broadcast scalar, so a large one is not stored as a constant."""
+        return self.op("Expand", [self.scalar(0, like, "zero"), self.ints(shape)])
+
     def reduce_sum(self, x: Value, axes: Sequence[int], keepdims: bool = True) -> Value:
         if not axes:
             return x
