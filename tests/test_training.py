@@ -211,7 +211,7 @@ def test_configuration_errors():
     model = mlp(batch="N", sizes=SIZES)
     with pytest.raises(tfg.TensorforgeError, match="unknown loss 'hinge'; losses: cross_entropy, mse"):
         tfg.training_step(model, loss="hinge")
-    with pytest.raises(tfg.TensorforgeError, match=r"no parameter\(s\) \['W7'\]"):
+    with pytest.raises(tfg.TensorforgeError, match=r"no float initializer\(s\) \['W7'\]; its float initializers are"):
         tfg.training_step(model, params=["W7"])
     with pytest.raises(tfg.TensorforgeError, match="momentum must be >= 0"):
         tfg.optim.SGD(momentum=-1)
@@ -319,3 +319,41 @@ def test_tiered_compilation_switches_to_the_optimized_build(rng, monkeypatch):
         assert abs(step(x, y) - twin(x, y)) < 1e-5
     for k, v in step.parameters.items():
         np.testing.assert_allclose(v, twin.parameters[k], rtol=1e-5, atol=1e-6)
+
+
+def _odd_model(rng):
+    """x @ W + Unsqueeze(b): a 4-element bias through an all-constant node (the importer would fold it),
+    odd ONNX names, and a second head that the loss does not use."""
+    from onnx import TensorProto, helper
+
+    shapes = {"fc.weight": (5, 4), "onnx::b/0": (4,), "head2": (5, 3)}
+    w = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    nodes = [helper.make_node("MatMul", ["x", "fc.weight"], ["h"]),
+             helper.make_node("Unsqueeze", ["onnx::b/0", "ax"], ["bu"]),
+             helper.make_node("Add", ["h", "bu"], ["logits"]),
+             helper.make_node("MatMul", ["x", "head2"], ["other"])]  # fmt: skip
+    inits = [numpy_helper.from_array(v, k) for k, v in w.items()] + [numpy_helper.from_array(np.array([0]), "ax")]
+    g = helper.make_graph(nodes, "odd", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+                           helper.make_tensor_value_info("other", TensorProto.FLOAT, ["N", 3])], inits)  # fmt: skip
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), w
+
+
+def test_small_parameters_are_not_folded_away_and_names_round_trip(rng):
+    model, w = _odd_model(rng)
+    step = tfg.training_step(model, optimizer=tfg.optim.SGD(lr=0.5))
+    assert step.params == ["fc.weight", "onnx__b_0"]  # head2 does not reach the loss: left as it is
+    tw = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
+    opt = torch.optim.SGD([tw["fc.weight"], tw["onnx::b/0"]], lr=0.5)
+    for x, y in _batches(rng, 3, sizes=(5, 0, 4)):
+        step(x, y)
+        z = torch.tensor(x, dtype=torch.float64) @ tw["fc.weight"] + tw["onnx::b/0"]
+        opt.zero_grad()
+        F.cross_entropy(z, torch.tensor(y)).backward()
+        opt.step()
+    out = {t.name: numpy_helper.to_array(t) for t in step.export_onnx().graph.initializer}
+    for k in ("fc.weight", "onnx::b/0"):
+        assert _rel(out[k], tw[k].detach().numpy()) < 1e-4, k
+    assert np.array_equal(out["head2"], w["head2"])
+    with pytest.raises(tfg.TensorforgeError, match=r"parameter\(s\) \['head2'\] do not affect the output 'logits'"):
+        tfg.training_step(model, params=["fc.weight", "head2"])

@@ -112,12 +112,14 @@ def batchnorm_training(g: Graph) -> tuple[Graph, list[tuple[Value, Value, np.nda
 
 
 def build_training_graph(g: Graph, loss: str, optimizer, params: Sequence[str], target_dtype, target_shape,
-                         output: str | None = None, loss_options: dict | None = None) -> TrainingGraph:  # fmt: skip
-    """The whole training step of the static-shaped model ``g`` (see the module docstring)."""
+                         output: str | None = None, loss_options: dict | None = None,
+                         initial: dict[str, np.ndarray] | None = None) -> TrainingGraph:  # fmt: skip
+    """The whole training step of the static-shaped model ``g`` (see the module docstring). ``params`` are
+    constants of ``g`` or inputs whose starting values are in ``initial``."""
     if loss not in LOSSES:
         raise TensorforgeError(f"unknown loss {loss!r}; losses: {', '.join(sorted(LOSSES))}")
-    data = [v.name for v in g.inputs]
-    initial = {v.name: v.const for v in g.constants()}
+    data = [v.name for v in g.inputs if v.name not in set(params)]
+    initial = {**{v.name: v.const for v in g.constants()}, **(initial or {})}
     g, stats = batchnorm_training(g)
     g, pvals = promote(g, list(params))
     dtypes = {p.dtype for p in pvals}

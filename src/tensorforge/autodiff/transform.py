@@ -4,7 +4,9 @@
     print(g)                                    # IR text; tfg.compile(g) runs it natively
 
 Parameters named in ``wrt`` that are constants (initializers) become graph inputs first ("promoted"), so
-the gradient graph takes them at run time instead of folding them away.
+the gradient graph takes them at run time instead of folding them away. For an ONNX model this happens
+in the model itself, before import: the importer folds small constant subgraphs, which could otherwise
+fold a small parameter (a bias through an Unsqueeze) into a constant before it is ever differentiated.
 """
 
 from __future__ import annotations
@@ -17,6 +19,54 @@ from ..errors import ShapeError, TensorforgeError
 from ..ir.graph import Graph, Value
 from .builder import GraphBuilder
 from .core import backward
+
+
+def source_names(proto) -> dict[str, str]:
+    """ONNX initializer and input name -> the name of the graph value the importer makes of it (the
+    importer's order and renaming: initializers first, sanitized, then made unique)."""
+    from ..frontends.onnx import _sanitize
+
+    used: set[str] = set()
+    out: dict[str, str] = {}
+    inits = [t.name for t in proto.graph.initializer]
+    for n in [*inits, *(vi.name for vi in proto.graph.input if vi.name not in set(inits))]:
+        base = name = _sanitize(n)
+        k = 1
+        while name in used:
+            name = f"{base}_{k}"
+            k += 1
+        used.add(name)
+        out[n] = name
+    return out
+
+
+def import_with_inputs(model, names: Sequence[str], name: str | None = None):
+    """Import an ONNX model with the initializers ``names`` turned into graph inputs. Returns the graph,
+    their values (by graph value name) and ``source_names`` of the model as imported."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ..frontends.onnx import import_onnx, load_model
+
+    proto = load_model(model)
+    wanted = set(names)
+    moved = [t for t in proto.graph.initializer if t.name in wanted]
+    if moved:
+        p = onnx.ModelProto()
+        p.CopyFrom(proto)
+        keep = [t for t in p.graph.initializer if t.name not in wanted]
+        del p.graph.initializer[:]
+        p.graph.initializer.extend(keep)
+        listed = {vi.name for vi in p.graph.input}
+        p.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                             for t in moved if t.name not in listed)  # fmt: skip
+        proto = p
+    if name is None and not isinstance(model, onnx.ModelProto | bytes | bytearray):
+        import os
+
+        name = os.path.splitext(os.path.basename(os.fspath(model)))[0]
+    mapping = source_names(proto)
+    return import_onnx(proto, name=name), {mapping[t.name]: numpy_helper.to_array(t) for t in moved}, mapping
 
 
 def promote(g: Graph, names: Sequence[str]) -> tuple[Graph, list[Value]]:
@@ -54,10 +104,9 @@ def grad(model, wrt: Sequence[str], *, of: str | None = None, keep_outputs: bool
     extra input ``d_<of>`` (a vector-Jacobian product). Outputs: the model's own outputs (unless
     ``keep_outputs=False``), then ``grad_<name>`` for each name in ``wrt``.
     """
-    from ..compiler import to_graph
     from ..passes import specialize
 
-    g = to_graph(model)
+    g = model if isinstance(model, Graph) else import_with_inputs(model, list(wrt))[0]
     if input_shapes:
         g = specialize(g, input_shapes)
     dynamic = [f"{v.name}: {v.type}" for v in g.inputs if not v.type.is_static]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..autodiff.losses import LOSSES, check_target
 from ..autodiff.train_graph import Slot, TrainingGraph, build_training_graph
-from ..autodiff.transform import promote
+from ..autodiff.transform import import_with_inputs, promote
 from ..codegen.targets import get_target
 from ..errors import InputError, TensorforgeError, TrainingError
 from ..ir.graph import Graph
@@ -55,12 +55,9 @@ class TrainingStep:
                  params: Sequence[str] | None = None, frozen: Sequence[str] = (), output: str | None = None,
                  from_logits: bool | None = None, num_threads: int | None = None, opt_level: int = 2,
                  target: str | None = None, name: str | None = None, tiered: bool = True):  # fmt: skip
-        from ..compiler import Options, to_graph
+        from ..compiler import Options
         from ..frontends.onnx import load_model
 
-        self.proto = None if isinstance(model, Graph) else load_model(model)
-        self.graph = model if isinstance(model, Graph) else to_graph(self.proto, name)
-        self.name = self.graph.name
         if loss not in LOSSES:
             raise TensorforgeError(f"unknown loss {loss!r}; losses: {', '.join(sorted(LOSSES))}")
         if from_logits is not None and loss != "cross_entropy":
@@ -75,9 +72,20 @@ class TrainingStep:
         self.options = Options(opt_level=opt_level)
         self.tiered = tiered
         self._forwards: dict[int, Graph] = {}
-        self._feature_shapes = [tuple(v.shape[1:]) for v in self.graph.inputs]
-        self.params = _trainable(self.graph, params, frozen)
-        self._init_names = _initializer_names(self.proto) if self.proto is not None else {}
+        if isinstance(model, Graph):
+            self.proto, self.source_names = None, {}
+            g, initial = model, {}
+            self.params = _trainable(g, params, frozen)
+        else:  # parameters become inputs before import: no import-time folding can fold one away
+            self.proto = load_model(model)
+            names = _trainable_initializers(self.proto, params, frozen)
+            g, initial, self.source_names = import_with_inputs(self.proto, names, name)
+            self.params = [self.source_names[n] for n in names]
+        self.graph, self._initial = _demote_unused(g, self.params, initial, self._output_index(g), params is None)
+        self.params = [p for p in self.params if p not in {v.name for v in self.graph.constants()}]
+        self.name = self.graph.name
+        self.inputs = [v for v in self.graph.inputs if v.name not in set(self.params)]  # the data
+        self._feature_shapes = [tuple(v.shape[1:]) for v in self.inputs]
         # build the step once at a nominal batch: checks the model, loss and optimizer, and lists the slots
         plan = self._training_graph(*self._nominal())
         self.slots: list[Slot] = plan.slots
@@ -103,7 +111,7 @@ class TrainingStep:
         from ..passes import specialize
 
         shapes = {}
-        for v in self.graph.inputs:
+        for v in self.inputs:
             rest = v.shape[1:]
             if not all(isinstance(d, int) for d in rest):
                 raise TensorforgeError(f"model '{self.name}': input '{v.name}' has symbolic dims {list(v.shape)}; "
@@ -112,18 +120,21 @@ class TrainingStep:
                 raise InputError(f"model '{self.name}': input '{v.name}' has a fixed batch of {v.shape[0]}, got a "
                                  f"batch of {batch} (give the model a symbolic batch dim to vary it)")  # fmt: skip
             shapes[v.name] = (batch, *rest)
-        return specialize(self.graph, shapes) if not all(v.type.is_static for v in self.graph.inputs) else self.graph
+        return specialize(self.graph, shapes) if not all(v.type.is_static for v in self.inputs) else self.graph
 
-    def _output_value(self, g: Graph):
+    def _output_index(self, g: Graph) -> int:
         names = list(g.output_names)
         if self.output is None:
-            return g.outputs[0]
+            return 0
         if self.output not in names:
-            raise TensorforgeError(f"model '{self.name}' has no output '{self.output}'; outputs: {names}")
-        return g.outputs[names.index(self.output)]
+            raise TensorforgeError(f"model '{g.name}' has no output '{self.output}'; outputs: {names}")
+        return names.index(self.output)
+
+    def _output_value(self, g: Graph):
+        return g.outputs[self._output_index(g)]
 
     def _nominal(self) -> tuple[int, np.dtype, tuple]:
-        v = self.graph.inputs[0]
+        v = self.inputs[0]
         batch = v.shape[0] if isinstance(v.shape[0], int) else 2
         out = self._output_value(self._forward(batch))
         if self.loss == "cross_entropy":
@@ -132,7 +143,7 @@ class TrainingStep:
 
     def _training_graph(self, batch: int, target_dtype, target_shape) -> TrainingGraph:
         return build_training_graph(self._forward(batch), self.loss, self.optimizer, self.params, target_dtype,
-                                    target_shape, self.output, self.loss_options)  # fmt: skip
+                                    target_shape, self.output, self.loss_options, self._initial)  # fmt: skip
 
     def training_graph(self, batch: int, target_dtype=np.int64, target_shape: tuple | None = None) -> Graph:
         """The whole step as one graph (printable), for a batch of ``batch`` rows."""
@@ -165,7 +176,7 @@ class TrainingStep:
 
     # -- one step ------------------------------------------------------------------------------------
     def _check_data(self, x) -> list[np.ndarray]:
-        ins = self.graph.inputs
+        ins = self.inputs
         if isinstance(x, Mapping):
             missing = [v.name for v in ins if v.name not in x]
             if missing:
@@ -343,7 +354,7 @@ class TrainingStep:
             m = onnx.ModelProto()
             m.CopyFrom(self.proto)
             for t in m.graph.initializer:
-                name = self._init_names.get(t.name)
+                name = self.source_names.get(t.name)
                 if name in values:
                     t.CopyFrom(numpy_helper.from_array(values[name].astype(numpy_helper.to_array(t).dtype), t.name))
         else:
@@ -374,21 +385,49 @@ def _trainable(g: Graph, params: Sequence[str] | None, frozen: Sequence[str]) ->
     return out
 
 
-def _initializer_names(proto) -> dict[str, str]:
-    """ONNX initializer name -> the graph value name the importer gave it."""
-    from ..frontends.onnx import _sanitize
+def _trainable_initializers(proto, params: Sequence[str] | None, frozen: Sequence[str]) -> list[str]:
+    """ONNX initializer names to train: those named, or every float initializer with at least one dim that is
+    not a batch-norm running statistic; minus ``frozen``."""
+    from onnx import TensorProto
 
-    used: set[str] = set()
-    out = {}
-    for t in proto.graph.initializer:
-        base = name = _sanitize(t.name)
-        k = 1
-        while name in used:
-            name = f"{base}_{k}"
-            k += 1
-        used.add(name)
-        out[t.name] = name
+    floats = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16}
+    inits = {t.name: t for t in proto.graph.initializer}
+    if params is None:
+        stats = {n.input[i] for n in proto.graph.node if n.op_type == "BatchNormalization" for i in (3, 4)
+                 if len(n.input) > i}  # fmt: skip
+        params = [t.name for t in proto.graph.initializer if t.data_type in floats and len(t.dims) >= 1
+                  and t.name not in stats]  # fmt: skip
+    unknown = [p for p in [*params, *frozen] if p not in inits or inits[p].data_type not in floats]
+    if unknown:
+        names = [n for n, t in inits.items() if t.data_type in floats]
+        raise TensorforgeError(f"model '{proto.graph.name}' has no float initializer(s) {unknown}; its float "
+                               f"initializers are {names}")  # fmt: skip
+    out = [p for p in params if p not in set(frozen)]
+    if not out:
+        raise TensorforgeError(f"model '{proto.graph.name}': nothing to train (no parameters)")
     return out
+
+
+def _demote_unused(g: Graph, params: list[str], initial: dict, output: int, lenient: bool):
+    """Parameters-as-inputs that cannot reach the trained output become constants again (when they were
+    chosen by default; named ones are an error). Returns the graph and the remaining initial values."""
+    from ..ir.graph import Value
+
+    reach = {g.outputs[output].id}
+    for n in reversed(g.nodes):
+        if any(o.id in reach for o in n.outputs):
+            reach.update(v.id for v in n.inputs if v is not None)
+    unused = [v for v in g.inputs if v.name in params and v.id not in reach]
+    if not unused:
+        return g, initial
+    if not lenient:
+        raise TensorforgeError(f"model '{g.name}': parameter(s) {[v.name for v in unused]} do not affect the output "
+                               f"'{g.output_names[output]}'; leave them out (frozen=[...])")  # fmt: skip
+    consts = {v.id: Value(v.name, const=initial[v.name]) for v in unused}
+    nodes = [n.replace(inputs=tuple(consts.get(x.id, x) if x is not None else None for x in n.inputs)) for n in g.nodes]
+    kept = [v for v in g.inputs if v.id not in consts]
+    graph = Graph(nodes, kept, [consts.get(v.id, v) for v in g.outputs], g.name, g.output_names)
+    return graph, {k: a for k, a in initial.items() if k not in {v.name for v in unused}}
 
 
 def _atomic_write(path: str, data: bytes) -> None:
