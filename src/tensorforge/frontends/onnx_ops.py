@@ -121,3 +121,24 @@ def _lp_pool(imp: Importer, name, n, inputs, attrs):
     if p == 2:
         return imp.emit("Sqrt", [s], {}, name, list(n.output))
     return imp.emit("Pow", [s, imp.const(np.array(1.0 / p, x.type.dtype.np))], {}, name, list(n.output))
+
+
+def _as_resize(imp: Importer, name, n, x, scales, mode: str):
+    """Upsample / opset-10 Resize: asymmetric coordinates, nearest rounds down (np.repeat for integer
+    scales), linear interpolates."""
+    attrs = {"mode": "linear" if mode in ("linear", "bilinear") else "nearest",
+             "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}  # fmt: skip
+    return imp.emit("Resize", [x, None, scales], attrs, name, list(n.output))
+
+
+@converter("Upsample")
+def _upsample(imp: Importer, name, n, inputs, attrs):
+    scales = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
+    if scales is None:
+        scales = imp.const(np.array(attrs["scales"], np.float32), name + "_scales")
+    return _as_resize(imp, name, n, inputs[0], scales, attrs.get("mode", "nearest"))
+
+
+@converter("Resize", until=10)
+def _resize_10(imp: Importer, name, n, inputs, attrs):
+    return _as_resize(imp, name, n, inputs[0], inputs[1], attrs.get("mode", "nearest"))

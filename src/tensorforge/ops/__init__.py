@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     nn,
     norm,
     reduce,
+    resize,
     shape,
     sort,
     update,
