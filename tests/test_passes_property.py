@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import tensorforge as tfg  # noqa: E402
-from tensorforge.ir.graph import Graph, Node, TensorType, Value  # noqa: E402
 from tensorforge.ir.dtype import DType  # noqa: E402
+from tensorforge.ir.graph import Graph, Node, TensorType, Value  # noqa: E402
 from tensorforge.ops.registry import infer_node  # noqa: E402
 
 UNARY = ["Relu", "Tanh", "Sigmoid", "Neg", "Abs", "Erf", "Softplus", "Exp"]
