@@ -4,6 +4,7 @@ tensorforge compile model.onnx -o out/        # out/model.s, out/graph.txt, out/
 tensorforge run model.onnx --input x=x.npy    # run it, print / save outputs
 tensorforge asm model.onnx --target aarch64   # assembly of every kernel, labelled by graph node
 tensorforge info model.onnx                   # inputs, outputs, ops, parameters, FLOPs
+tensorforge graph model.onnx -o g.svg         # the optimized graph drawn (Graphviz), fused groups boxed
 tensorforge demo                              # the built-in example, end to end
 """
 
@@ -140,6 +141,7 @@ def cmd_compile(args) -> int:
     from .codegen.emit import build_module
     from .codegen.targets import get_target
     from .compiler import Options, check_lowerable, optimize
+    from .ir.dot import to_dot
     from .lower import lower_graph
 
     target = get_target(args.target)
@@ -153,6 +155,7 @@ def cmd_compile(args) -> int:
         files = {
             "model.s": m.assembly(),
             "graph.txt": str(m.graph) + "\n",
+            "graph.dot": to_dot(m.graph),
             "kernels.txt": m.kernel_ir() + "\n",
             "model.ll": m.llvm_ir(),
             "report.txt": m.report(),
@@ -304,6 +307,44 @@ def cmd_info(args) -> int:
         if od.flops:
             flops += od.flops(n)
     print(f"FLOPs per run: {flops:,}{note}")
+    return 0
+
+
+def _graph_args(p):
+    _add_model(p)
+    p.add_argument("-o", "--output", default="graph.svg", metavar="FILE",
+                   help="where to draw the graph; the extension picks the format: .dot (Graphviz source, no "
+                        "Graphviz needed), .svg, .png or .pdf (rendered with Graphviz's 'dot', which must be "
+                        "installed; the .dot source is written next to it either way). Default: graph.svg")  # fmt: skip
+    _add_opt(p)
+    _add_shapes(p)
+
+
+@command("graph", "draw the optimized graph (Graphviz): fused groups as clusters, edges with tensor types",
+         args=_graph_args)  # fmt: skip
+def cmd_graph(args) -> int:
+    from .compiler import Options, check_lowerable, optimize
+    from .ir.dot import render, to_dot
+
+    out = args.output
+    stem, ext = os.path.splitext(out)
+    fmt = ext.lstrip(".").lower()
+    if fmt not in ("dot", "gv", "svg", "png", "pdf"):
+        raise TensorforgeError(f"--output {out!r}: use a .dot, .svg, .png or .pdf file name")
+    g = _static_graph(args)
+    check_lowerable(g)
+    og, _ = optimize(g, Options(opt_level=args.opt_level, passes=args.passes))
+    text = to_dot(og)
+    dot_path = out if fmt in ("dot", "gv") else stem + ".dot"
+    _atomic_write(dot_path, text)
+    if fmt not in ("dot", "gv"):
+        try:
+            render(text, out, fmt)
+        except TensorforgeError as e:
+            raise TensorforgeError(f"{e}. The Graphviz source was written to {dot_path}") from None
+        print(f"drew {og.name} ({len(og.nodes)} nodes) -> {out} (source: {dot_path})")
+    else:
+        print(f"wrote {og.name} ({len(og.nodes)} nodes) -> {out}; render it with: dot -Tsvg {out} -o {stem}.svg")
     return 0
 
 
