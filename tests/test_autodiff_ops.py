@@ -360,6 +360,30 @@ CASES = [
     Case("ReverseSequence", [U(4, 2, 3), c(3, 2)], {"time_axis": 0, "batch_axis": 1},
          torch=(lambda t: torch.stack([torch.cat([t[0][:n, i].flip(0), t[0][n:, i]]) for i, n in enumerate((3, 2))], 1))
          if torch else None),  # fmt: skip
+    # -- normalizations and friends ------------------------------------------------------------------
+    Case("LayerNormalization", [U(3, 4, 5), U(5), U(5)], {"epsilon": 1e-3}, n_outputs=3,
+         torch=(lambda t: F.layer_norm(t[0], (5,), t[1], t[2], 1e-3)) if torch else None),
+    Case("LayerNormalization", [U(2, 3, 4), U(3, 4)], {"axis": 1},
+         torch=(lambda t: F.layer_norm(t[0], (3, 4), t[1], None, 1e-5)) if torch else None, id="LayerNorm-axis1"),
+    Case("RMSNormalization", [U(3, 6), U(6)], torch=(lambda t: F.rms_norm(t[0], (6,), t[1], 1e-5)) if torch else None),
+    Case("InstanceNormalization", [U(2, 3, 4, 5), U(3), U(3)],
+         torch=(lambda t: F.instance_norm(t[0], weight=t[1], bias=t[2], eps=1e-5)) if torch else None),
+    Case("GroupNormalization", [U(2, 6, 3, 2), U(6), U(6)], {"num_groups": 3},
+         torch=(lambda t: F.group_norm(t[0], 3, t[1], t[2], 1e-5)) if torch else None),
+    Case("LpNormalization", [U(3, 5)], torch=tw(lambda x: F.normalize(x, 2.0, -1)) if torch else None),
+    Case("LpNormalization", [U(3, 5)], {"p": 1, "axis": 0}, torch=tw(lambda x: F.normalize(x, 1.0, 0))
+         if torch else None, id="LpNormalization-p1"),  # fmt: skip
+    Case("ConvTranspose", [U(2, 3, 4, 5), U(3, 2, 3, 3), U(2)], {"strides": [2, 2], "pads": [1, 0, 1, 0]},
+         torch=(lambda t: F.conv_transpose2d(t[0], t[1], t[2], stride=2, padding=(1, 0))) if torch else None),
+    Case("ConvTranspose", [U(1, 4, 3, 3), U(4, 1, 2, 2)], {"group": 2, "output_padding": [1, 0], "strides": [2, 2]},
+         torch=(lambda t: F.conv_transpose2d(t[0], t[1], stride=2, output_padding=(1, 0), groups=2)) if torch else None,
+         id="ConvTranspose-group-outpad"),
+    Case("CumSum", [U(3, 4), c(1)], torch=tw(lambda x: torch.cumsum(x, 1)) if torch else None),
+    Case("CumSum", [U(3, 4), c(0)], {"exclusive": 1, "reverse": 1},
+         torch=tw(lambda x: torch.flip(torch.cumsum(torch.flip(x, (0,)), 0), (0,)) - x) if torch else None,
+         id="CumSum-exclusive-reverse"),
+    Case("TopK", [U(3, 5), c(2)], n_outputs=2, torch=tw(lambda x: torch.topk(x, 2, -1).values) if torch else None),
+    Case("Hardmax", [U(3, 5)]),  # zero gradient (torch has no differentiable hardmax)
     # -- gathers and scatters (repeated indices accumulate) -----------------------------------------
     Case("Gather", [U(5, 3), c(1, 3, 1, 0).reshape(2, 2)], torch=(lambda t: t[0][t[1]]) if torch else None),
     Case("Gather", [U(2, 4, 3), c(0, -1, 2, 0)], {"axis": 1},

@@ -4,7 +4,14 @@
 modules, keyed by op name in ``VJP_RULES``. Importing this package registers every rule.
 """
 
-from . import rules_elementwise, rules_indexing, rules_nn, rules_reduce, rules_shape  # noqa: F401  (register rules)
+from . import (  # noqa: F401  (register rules)
+    rules_elementwise,
+    rules_indexing,
+    rules_nn,
+    rules_norm,
+    rules_reduce,
+    rules_shape,
+)
 from .builder import GraphBuilder
 from .check import evaluate_graph, numerical_vjp, relative_error
 from .core import VJP_RULES, backward, vjp
