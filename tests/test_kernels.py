@@ -231,3 +231,60 @@ def test_cli_profile(capsys):
     out = capsys.readouterr().out
     assert "GFLOP/s per core" in out and "fp32 peak" in out
     assert "fc1 (Gemm)" in out and "more kernels" in out
+
+
+# -- the micro-kernel's machine code --------------------------------------------------------------------
+def _inner_loop(asm: str) -> list[str]:
+    """The innermost loop with the most FMAs: the lines from a label to the backward jump to it."""
+    import re
+
+    lines = asm.splitlines()
+    labels = {ln.rstrip(":"): i for i, ln in enumerate(lines) if re.match(r"^\.LBB\S+:", ln)}
+    loops = []  # (start, end) of every backward jump
+    for i, ln in enumerate(lines):
+        m = re.match(r"\s+j\w+\s+(\.LBB\S+)", ln)
+        if m and m.group(1) in labels and labels[m.group(1)] < i:
+            loops.append((labels[m.group(1)], i))
+    innermost = [(a, b) for a, b in loops if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in loops)]
+    best: list[str] = []
+    for a, b in innermost:
+        body = lines[a : b + 1]
+        if sum("vfmadd" in x for x in body) > sum("vfmadd" in x for x in best):
+            best = body
+    return best
+
+
+@pytest.mark.parametrize("target,reg", [("host", None), ("x86_64", "ymm"), ("x86_64-avx512", "zmm")])
+def test_gemm_microkernel_assembly(target, reg):
+    """FMAs on full-width vector registers, MR broadcast loads and nv vector loads per k step, K unrolled,
+    and no register spills (no stack access) in the inner loop."""
+    import re
+
+    import tensorforge as tfg
+    from tensorforge.codegen.targets import get_target
+
+    t = get_target(target)
+    reg = reg or ("zmm" if t.vector_bits == 512 else "ymm")
+    m, n, k = 96, 128, 256
+    b = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    model = one_node_model("MatMul", {"a": np.zeros((m, k), np.float32)}, consts={"b": b})
+    plan = plan_gemm(type("C", (), {"target": t, "options": {}})(), DType.F32, m, n, k)
+    loop = _inner_loop(tfg.assembly(model, target=target))
+    fmas = [x for x in loop if "vfmadd" in x]
+    assert len(fmas) == plan.MR * plan.nv * plan.KU, (plan, "\n".join(loop))
+    assert all(re.search(rf"%{reg}\d+, %{reg}\d+$", x.strip()) for x in fmas), "FMA not on full-width registers"
+    broadcasts = [x for x in loop if "vbroadcastss" in x or "{1to" in x]
+    assert len(broadcasts) == plan.MR * plan.KU, "\n".join(loop)
+    assert not [x for x in loop if "(%rsp)" in x or "(%rbp)" in x], "register spills in the inner loop"
+
+
+@pytest.mark.parametrize("case", ["3x3", "1x1", "7x7_map"])
+def test_conv_microkernel_has_no_spills(case):
+    import tensorforge as tfg
+
+    xs, ws, attrs = CONV_CASES[case]
+    w = np.random.default_rng(0).standard_normal(ws).astype(np.float32)
+    model = one_node_model("Conv", {"x": np.zeros(xs, np.float32)}, attrs, consts={"w": w})
+    loop = _inner_loop(tfg.assembly(model))
+    assert sum("vfmadd" in x for x in loop) >= 8
+    assert not [x for x in loop if "(%rsp)" in x or "(%rbp)" in x], "\n".join(loop)

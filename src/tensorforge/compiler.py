@@ -42,9 +42,7 @@ def to_graph(model, name: str | None = None) -> Graph:
 
 def check_lowerable(g: Graph) -> None:
     nodes = [m for n in g.nodes for m in (n.attrs.get("body") or (n,))]  # members of fused groups
-    problems = [
-        f"node '{n.name}' ({n.op}): no code generation for op {n.op}" for n in nodes if not has_lowering(n.op)
-    ]
+    problems = [f"node '{n.name}' ({n.op}): no code generation for op {n.op}" for n in nodes if not has_lowering(n.op)]
     if problems:
         raise UnsupportedError(f"model '{g.name}' has {len(problems)} op(s) tensorforge cannot compile", problems)
 

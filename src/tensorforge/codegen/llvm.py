@@ -51,6 +51,7 @@ from .mathlib import MATH_FUNCS, get_math_fn
 from .targets import Target
 
 PTR = ir.PointerType()
+MAX_SHUFFLE_STRIDE = 4  # strided vector loads up to this stride become contiguous loads + a shuffle
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
@@ -611,6 +612,9 @@ class _Emitter:
             p = _gep(b, base, [self.expr(e.index)], source_etype=et)
             x = b.call(fn, [p, ir.Constant(I32, et_align(dt)), self.expr(e.mask), ir.Constant(vt, None)])
             return self.from_mem(x, dt)
+        if (isinstance(e.index, Ramp) and e.mask is None and 2 <= e.index.stride <= MAX_SHUFFLE_STRIDE
+                and self.mb.target.masked_ops):  # fmt: skip
+            return self.strided_load(e.buf, e.index, e.lanes)
         if e.index.lanes > 1:  # gather by scalar loads
             idx = self.expr(e.index)
             if e.mask is not None:  # masked-off lanes read lane 0's element
@@ -623,6 +627,43 @@ class _Emitter:
             return vec
         p = _gep(b, base, [self.expr(e.index)], source_etype=et)
         x = b.load(p, typ=memty(dt, e.lanes), align=et_align(dt))
+        return self.from_mem(x, dt)
+
+    def strided_load(self, buf: Buffer, index: Ramp, lanes: int) -> ir.Value:
+        """Elements ``base, base+s, ..., base+(lanes-1)*s``: ``s`` contiguous vector loads (the last one
+        masked to end at the last element needed, so nothing past it is touched) and one shuffle that
+        keeps every s-th lane, instead of ``lanes`` scalar loads."""
+        b = self.b
+        dt = buf.dtype
+        s = index.stride
+        base = self.expr(index.base)
+        ptr = self.buf_ptr(buf)
+        et = memty(dt)
+        vt = memty(dt, lanes)
+        needed = (lanes - 1) * s + 1
+        parts = []
+        for j in range(s):
+            count = min(lanes, needed - j * lanes)
+            if count <= 0:
+                parts.append(ir.Constant(vt, None))
+                continue
+            p = _gep(b, ptr, [b.add(base, ir.Constant(I64, j * lanes))], source_etype=et)
+            if count >= lanes:
+                parts.append(b.load(p, typ=vt, align=et_align(dt)))
+            else:
+                mty = llty(DType.BOOL, lanes)
+                fn = self.mb._declare(f"llvm.masked.load.{_suffix(vt)}.p0", vt, [PTR, I32, mty, vt])
+                mask = ir.Constant(mty, [1 if i < count else 0 for i in range(lanes)])
+                parts.append(b.call(fn, [p, ir.Constant(I32, et_align(dt)), mask, ir.Constant(vt, None)]))
+        while len(parts) & (len(parts) - 1):  # pad to a power of two, then concatenate pairwise
+            parts.append(ir.Constant(vt, None))
+        while len(parts) > 1:
+            n = parts[0].type.count
+            idx = ir.Constant(ir.VectorType(I32, 2 * n), list(range(2 * n)))
+            parts = [b.shuffle_vector(parts[i], parts[i + 1], idx) for i in range(0, len(parts), 2)]
+        whole = parts[0]
+        pick = ir.Constant(ir.VectorType(I32, lanes), [i * s for i in range(lanes)])
+        x = b.shuffle_vector(whole, ir.Constant(whole.type, ir.Undefined), pick)
         return self.from_mem(x, dt)
 
     def _lane0_fallback(self, v: ir.Value, mask: Expr) -> ir.Value:

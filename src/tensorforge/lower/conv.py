@@ -421,16 +421,14 @@ def _store_pixels(ctx: LowerCtx, g: ConvGeom, sink: Sink, bias: TExpr | None, im
 
 # -- depthwise -----------------------------------------------------------------------------------------
 def lower_depthwise(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | None, sink: Sink) -> Stmt:
-    """One input channel per output channel: per channel, build its P plane (on the thread's stack when
-    small), keep the KH*KW weights in registers, and compute RB output vectors at a time."""
+    """One input channel per output channel. Per channel: build its P plane (on the thread's stack when
+    small), then per output row one vector loop over the row's pixels whose body sums the KH*KW taps
+    (shifted contiguous loads of P times weights held in registers) and stores through the sink; the
+    row's last partial vector is a masked iteration, so nothing is computed for padding columns."""
     dt = sink.dtype.compute
     W = ctx.lanes(dt)
     taps = g.tap_offsets
-    RB = max(1, min(8, (ctx.target.num_vregs - g.taps - 2) // 2, -(-g.nq // W)))
-    NB = RB * W  # pixels per block
-    nb = -(-g.nq // NB)
-    reach = max(taps) + nb * NB
-    size = max(g.plane, reach)
+    size = g.plane + W  # a vector read at the end of a row may run W - 1 past the plane
     on_stack = size * dt.itemsize <= STACK_PLANE_BYTES
     work = 2 * g.n * g.m * g.oh * g.ow * g.taps
     parallel = work >= ctx.parallel_threshold
@@ -438,38 +436,34 @@ def lower_depthwise(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr 
     if on_stack:
         P = Buffer("plane", dt, size)
         p_base: Expr = Const(0)
-        build = emit_build_p(ctx, g, x, img, P, Var("cb"), ch, 1, size - g.plane)
-        P_ws = None
+        build: Stmt | None = emit_build_p(ctx, g, x, img, P, Var("cb"), ch, 1, size - g.plane)
     else:
-        P_ws = ctx.workspace(dt, g.c * g.plane + (size - g.plane), f"{ctx.node.name}_P")
-        P = P_ws
+        P = ctx.workspace(dt, g.c * g.plane + W, f"{ctx.node.name}_P")
         p_base = binop("mul", ch, g.plane)
         build = None
-    wv = [Var(f"w{t}", dt, W) for t in range(g.taps)]
+    wv = [Var(f"w{t}", dt) for t in range(g.taps)]
     body: list[Stmt] = [build] if build is not None else []
     for t in range(g.taps):
         kh, kw = divmod(t, g.kw)
         wt = w([ch, Const(0), Const(kw)] if g.rank == 1 else [ch, Const(0), Const(kh), Const(kw)])
-        body.append(Decl(wv[t], Broadcast(wt if wt.dtype == dt else K.cast(wt, dt), W)))
-    blk, n0 = Var("blk"), Var("n0")
-    acc = [Var(f"acc{r}", dt, W) for r in range(RB)]
-    inner: list[Stmt] = [Decl(n0, binop("mul", blk, NB))]
-    inner += [Decl(a, Const(0.0, dt, W)) for a in acc]
-    for t, off in enumerate(taps):
-        for r in range(RB):
-            ld = Load(P, binop("add", binop("add", p_base, n0), off + r * W), W)
-            inner.append(Assign(acc[r], Fma(wv[t], ld, acc[r])))
-    tile = Buffer("dtile", dt, NB)
-    inner += [Store(tile, Const(r * W), acc[r]) for r in range(RB)]
-    cc = Var("cc")
-    store = _store_rows(ctx, g, sink, bias, img, Const(0), ch, cc, n0, NB,
-                        lambda _c, n: Load(tile, binop("sub", n, n0)))  # fmt: skip
-    inner.append(K.seq(Decl(cc, Const(0)), store))
-    body.append(For(blk, Const(0), Const(nb), K.seq(inner)))
+        body.append(Decl(wv[t], wt if wt.dtype == dt else K.cast(wt, dt)))
+    r, ow = Var("r"), Var("ow")
+    at = binop("add", binop("add", p_base, binop("mul", r, g.wq)), ow)
+    terms = [binop("mul", wv[t], Load(P, binop("add", at, off))) for t, off in enumerate(taps)]
+    while len(terms) > 1:  # a tree, not a chain: independent FMAs overlap in the pipes
+        terms = [binop("add", terms[i], terms[i + 1]) if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]  # fmt: skip
+    v = terms[0]
+    if bias is not None:
+        bv = bias([ch])
+        v = binop("add", v, bv if bv.dtype == dt else K.cast(bv, dt))
+    st = sink.store(_idx(g, img, ch, r, ow), v)
+    row = For(ow, Const(0), Const(g.ow), st, LoopKind.VECTOR if W > 1 else LoopKind.SERIAL, 1, W)
+    body.append(For(r, Const(0), Const(g.oh), row))
     kind = LoopKind.PARALLEL if parallel and g.c > 1 else LoopKind.SERIAL
     per_img: list[Stmt] = []
-    if P_ws is not None:
-        per_img.append(emit_build_p(ctx, g, x, img, P_ws, Var("cb"), Const(0), None, size - g.plane, parallel))
+    if not on_stack:
+        per_img.append(emit_build_p(ctx, g, x, img, P, Var("cb"), Const(0), None, W, parallel))
     per_img.append(For(ch, Const(0), Const(g.c), K.seq(body), kind))
     return For(img, Const(0), Const(g.n), K.seq(per_img))
 

@@ -124,6 +124,10 @@ class _VecBody:
             lin = linear_in(e.index, self.v)
             if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
                 return Load(e.buf, binop("add", lin[1], self.vb), W, self.mask)
+            if lin is not None and lin[0] > 1 and not self._uses_vector_locals(lin[1]):
+                # constant stride: a Ramp index (code generation may load contiguously and shuffle)
+                base = binop("add", lin[1], binop("mul", self.vb, lin[0]))
+                return Load(e.buf, Ramp(base, lin[0], W), W, self.mask)
             return Load(e.buf, idx, W, self.mask)  # gather
         if isinstance(e, Bin):
             a, b = self.expr(e.a), self.expr(e.b)
