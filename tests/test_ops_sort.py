@@ -41,3 +41,15 @@ def test_cumulative(op, exclusive, reverse, axis, rng):
     x = rand(rng, (5, 11), low=0.5, high=1.5) if op == "CumProd" else rand(rng, (5, 11), np.int64, low=-9, high=9)
     attrs = {"exclusive": exclusive, "reverse": reverse}
     check_model(one_node_model(op, {"x": x}, attrs, consts={"a": np.array(axis, np.int64)}), {"x": x}, rtol=1e-5)
+
+
+EINSUMS = [("ij,jk->ik", [(5, 7), (7, 3)]), ("bhqd,bhkd->bhqk", [(2, 3, 5, 8), (2, 3, 6, 8)]),
+           ("bij,bjk->bki", [(2, 4, 5), (2, 5, 3)]), ("...ij,...jk->...ik", [(3, 1, 4, 5), (2, 5, 6)]),
+           ("ii->i", [(6, 6)]), ("ii", [(5, 5)]), ("ij->", [(4, 9)]), ("i,j->ij", [(4,), (7,)]),
+           ("ij,jk,kl->il", [(3, 4), (4, 5), (5, 2)]), ("bij->bji", [(2, 3, 4)])]  # fmt: skip
+
+
+@pytest.mark.parametrize("eq,shapes", EINSUMS, ids=[e for e, _ in EINSUMS])
+def test_einsum(eq, shapes, rng):
+    feeds = {f"x{i}": rand(rng, s) for i, s in enumerate(shapes)}
+    check_model(one_node_model("Einsum", feeds, {"equation": eq}), feeds, rtol=1e-4, atol=1e-5)

@@ -458,4 +458,4 @@ def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Gra
         ) from e
 
 
-from . import onnx_ops  # noqa: E402, F401  (registers more converters)
+from . import onnx_ops, onnx_quant, onnx_rnn  # noqa: E402, F401  (registers more converters)

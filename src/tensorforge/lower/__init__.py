@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     conv,
     conv_transpose,
+    einsum,
     elementwise,
     gemm,
     generate,

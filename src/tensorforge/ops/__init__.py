@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     conv_transpose,
     datadep,
+    einsum,
     elementwise,
     fused,
     generate,

@@ -25,7 +25,7 @@ def _attr_key(v) -> object:
 
 
 def _const_key(v: Value) -> tuple:
-    data = np.ascontiguousarray(v.const)
+    data = np.asarray(v.const)  # not ascontiguousarray: it turns a 0-d array into shape (1,)
     return (data.dtype.str, data.shape, hashlib.blake2b(data.tobytes(), digest_size=16).digest())
 
 
