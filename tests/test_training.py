@@ -357,3 +357,12 @@ def test_small_parameters_are_not_folded_away_and_names_round_trip(rng):
     assert np.array_equal(out["head2"], w["head2"])
     with pytest.raises(tfg.TensorforgeError, match=r"parameter\(s\) \['head2'\] do not affect the output 'logits'"):
         tfg.training_step(model, params=["fc.weight", "head2"])
+
+
+def test_profile_lists_every_kernel(rng):
+    step = tfg.training_step(mlp(batch="N", sizes=SIZES), optimizer=tfg.optim.SGD(lr=0.1, momentum=0.9))
+    x, y = _batches(rng, 1)[0]
+    step(x, y)
+    table = step.profile(x, y, repeat=3)
+    assert "GFLOP/s" in table and "fc1 (Gemm)" in table and "MomentumUpdate" in table
+    assert step.steps == 1 + 5

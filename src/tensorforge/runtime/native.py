@@ -98,6 +98,26 @@ class BoundProgram:
             self._install(self._next)
         self._fn(self._in, self._out, self._const_table, self._arena_ptr)
 
+    def profile(self, repeat: int = 20, warmup: int = 2) -> tuple[list, float]:
+        """Per-kernel median seconds over ``repeat`` runs on the bound arrays (the module's profiling entry
+        timestamps every kernel in one native call); returns (KernelTime rows, median total seconds). Runs
+        change state like ``run`` does."""
+        from ..codegen.emit import PROFILE_ENTRY
+        from .profile import KernelTime
+
+        self.wait()
+        fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))(self.jit.address(PROFILE_ENTRY))
+        times = np.zeros(len(self.program.kernels) + 1, np.int64)
+        samples = []
+        for r in range(warmup + max(1, repeat)):
+            fn(self._in, self._out, self._const_table, self._arena_ptr, _ptr(times))
+            if r >= warmup:
+                samples.append(np.diff(times) * 1e-9)
+        per_kernel = np.median(np.stack(samples), axis=0)
+        rows = [KernelTime(k.name, list(k.labels), float(t), k.flops, k.bytes)
+                for k, t in zip(self.program.kernels, per_kernel)]  # fmt: skip
+        return rows, float(np.median([s.sum() for s in samples]))
+
     def _install(self, jit) -> None:
         """Switch to ``jit``'s code: same program, same tables (called between runs, by the caller's thread)."""
         threads = ctypes.c_int32.from_address(jit.global_address("tf_num_threads"))

@@ -251,6 +251,23 @@ class TrainingStep:
         self.steps += 1
         return loss
 
+    def profile(self, x, y, repeat: int = 20) -> str:
+        """A per-kernel time table of the step on this batch (it trains on the batch ``repeat`` + 2 times)."""
+        from .profile import format_profile
+
+        xs = self._check_data(x)
+        batch = xs[0].shape[0]
+        y = self._check_target(y, batch, self._output_shape(batch))
+        v = self._variant(batch, y.dtype, tuple(y.shape))
+        with self._lock:
+            for i, a in zip(v.data_index, xs):
+                v.prog.bind_input(i, a)
+            v.prog.bind_input(v.target_index, y)
+            self._lr[...] = self.optimizer.lr
+            rows, total = v.prog.profile(repeat)
+            self.steps += repeat + 2
+        return format_profile(rows, total, v.prog.num_threads)
+
     # -- using the trained model -------------------------------------------------------------------------
     def predict(self, x):
         """The model's outputs on ``x`` with the current parameters (batch norm uses running statistics)."""
