@@ -366,3 +366,15 @@ def test_profile_lists_every_kernel(rng):
     table = step.profile(x, y, repeat=3)
     assert "GFLOP/s" in table and "fc1 (Gemm)" in table and "MomentumUpdate" in table
     assert step.steps == 1 + 5
+
+
+def test_dropout_trains_as_identity_with_a_warning():
+    model = mlp(batch="N", sizes=SIZES, softmax=False)
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    drop = onnx.helper.make_node("Dropout", [relu.output[0]], ["dropped"], name="drop")
+    for n in model.graph.node:
+        if n.op_type == "Gemm" and relu.output[0] in n.input:
+            n.input[0] = "dropped"
+    model.graph.node.insert(list(model.graph.node).index(relu) + 1, drop)
+    with pytest.warns(UserWarning, match=r"Dropout node\(s\) \['drop'\] train as the identity"):
+        tfg.training_step(model)

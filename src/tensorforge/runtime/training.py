@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -78,6 +79,10 @@ class TrainingStep:
             self.params = _trainable(g, params, frozen)
         else:  # parameters become inputs before import: no import-time folding can fold one away
             self.proto = load_model(model)
+            dropout = [n.name or n.output[0] for n in self.proto.graph.node if n.op_type == "Dropout"]
+            if dropout:
+                warnings.warn(f"model '{self.proto.graph.name}': Dropout node(s) {dropout[:3]} train as the identity "
+                              "(tensorforge has no random dropout mask)", stacklevel=2)  # fmt: skip
             names = _trainable_initializers(self.proto, params, frozen)
             g, initial, self.source_names = import_with_inputs(self.proto, names, name)
             self.params = [self.source_names[n] for n in names]
