@@ -187,6 +187,16 @@ CASES = [
     Case("MatMul", [U(2, 1, 3, 4), U(3, 4, 2)], torch=(lambda t: t[0] @ t[1]) if torch else None, id="MatMul-bcast"),
     Case("MatMul", [U(4), U(2, 4, 3)], torch=(lambda t: t[0] @ t[1]) if torch else None, id="MatMul-1xN"),
     Case("MatMul", [U(2, 3, 4), U(4)], torch=(lambda t: t[0] @ t[1]) if torch else None, id="MatMul-Nx1"),
+    Case("Einsum", [U(5, 4), U(4, 3)], {"equation": "ij,jk->ik"},
+         torch=(lambda t: torch.einsum("ij,jk->ik", *t)) if torch else None),
+    Case("Einsum", [U(2, 1, 3, 4), U(5, 4, 2)], {"equation": "...ij,...jk->...ik"},
+         torch=(lambda t: torch.einsum("...ij,...jk->...ik", *t)) if torch else None, id="Einsum-batch-bcast"),
+    Case("Einsum", [U(3, 4), U(3, 5)], {"equation": "bi,bj->bij"},
+         torch=(lambda t: torch.einsum("bi,bj->bij", *t)) if torch else None, id="Einsum-outer"),
+    Case("Einsum", [U(3, 4, 2), U(4)], {"equation": "ijk,j->k"},
+         torch=(lambda t: torch.einsum("ijk,j->k", *t)) if torch else None, id="Einsum-sum-only-one-side"),
+    Case("Einsum", [U(2, 3, 4)], {"equation": "abc->ca"},
+         torch=tw(lambda x: torch.einsum("abc->ca", x)) if torch else None, id="Einsum-unary"),
     # -- convolution ----------------------------------------------------------------------------------
     Case(
         "Conv",

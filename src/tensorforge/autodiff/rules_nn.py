@@ -7,6 +7,7 @@ or ``Transpose`` views, which cost nothing); convolution into its two adjoints (
 
 from __future__ import annotations
 
+from ..errors import UnsupportedError, node_context
 from ..ir.graph import Node, Value
 from ..ops.nn import _conv_window, pool_window
 from ..ops.registry import InferCtx
@@ -165,4 +166,30 @@ def batchnorm_vjp(b: GraphBuilder, node: Node, cts, needs):
     if needs[4]:  # d/dvar of (var + eps)^-1/2 = -1/2 inv^3
         s = b.reduce_sum(b.mul(ct, xc), axes, keepdims=False)
         out[4] = b.mul(b.mul(s, scale), b.scale(b.mul(inv, b.mul(inv, inv)), -0.5))
+    return out
+
+
+@vjp("Einsum")
+def einsum_vjp(b: GraphBuilder, node: Node, cts, needs):
+    """The adjoint of an einsum is an einsum: operand i's cotangent contracts the output cotangent with the
+    other operands onto i's labels. Labels only operand i has (summed only there) are broadcast back, and
+    axes it broadcast are summed back. Repeated labels within one operand (diagonals) have no rule."""
+    from ..ops.einsum import parse_einsum
+
+    c = parse_einsum(node.attr("equation"), [v.shape for v in node.inputs])
+    out: list[Value | None] = []
+    for i, (x, labels, need) in enumerate(zip(node.inputs, c.inputs, needs)):
+        if not need:
+            out.append(None)
+            continue
+        if len(set(labels)) != len(labels):
+            raise UnsupportedError(f"{node_context(b.model, node.name, node.op)}: no gradient for the repeated "
+                                   f"label of operand {i} in {node.attr('equation')!r}")  # fmt: skip
+        others = [(v, ls) for j, (v, ls) in enumerate(zip(node.inputs, c.inputs)) if j != i]
+        present = [a for a in labels if a in c.output or any(a in ls for _, ls in others)]
+        terms = ",".join(["".join(c.output), *("".join(ls) for _, ls in others)])
+        d = b.op("Einsum", [cts[0], *(v for v, _ in others)], equation=f"{terms}->{''.join(present)}")
+        d = b.reshape(d, tuple(c.sizes[a] if a in present else 1 for a in labels))
+        d = b.expand(d, tuple(c.sizes[a] for a in labels))
+        out.append(b.sum_to(d, x.shape))
     return out
