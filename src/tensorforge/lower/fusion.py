@@ -135,7 +135,7 @@ def _loop(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
         return K.seq(*decls, *(view.store(idx, x) for view, x in zip(views, local)))
 
     stmt = pointwise_nest(shape, stores, b.target.lanes(texprs[0].dtype), b.threshold)
-    b.add_kernel(labels, "fused", stmt, _flops(body), node.name)
+    b.single_store.add(id(b.add_kernel(labels, "fused", stmt, _flops(body), node.name)))
     for v, view in zip(outs, views):
         b.env[v.id] = TExpr.from_view(view)
 

@@ -2,10 +2,11 @@
 
 Two steps, both on the finished kernel list (so they see exactly which buffers each kernel touches):
 
-1. **In place.** A kernel that reads a buffer for the last time and writes a fresh buffer of the same
-   size and dtype may write into the one it reads, when every read of the old buffer is part of the
-   store of the same element (``out[i] = f(in[i], ...)``): then each element is read before it is
-   overwritten and never read again. The two buffers become one, with the union of their lifetimes.
+1. **In place.** A loop nest that reads a buffer for the last time and writes a fresh buffer of the
+   same size and dtype may write into the one it reads, when every read of the old buffer is part of
+   the store of the same element (``out[i] = f(in[i], ...)``) and each element is stored once: then
+   each element is read before it is overwritten and never read again. The two buffers become one,
+   with the union of their lifetimes.
 2. **Offsets.** Buffers are placed largest first at the lowest offset that does not overlap a buffer
    whose lifetime (first to last kernel using it) intersects theirs. The peak of simultaneously live
    bytes is a lower bound for any such placement and is reported next to the arena size.
@@ -126,13 +127,20 @@ def buffer_uses(kernels: list[Kernel]) -> dict[int, list[int]]:
     return uses
 
 
-def reuse_in_place(kernels: list[Kernel], arena: dict[int, object]) -> int:
+def reuse_in_place(kernels: list[Kernel], arena: dict[int, object], single_store: set[int]) -> int:
     """Merge each freshly written arena buffer into a same-sized buffer its kernel reads for the last time,
     where that is legal (see ``in_place_ok``). ``arena`` holds the ids of the arena buffers that may take
-    part (not inputs, outputs, constants or kernel workspace); merged buffers are removed from it."""
+    part (not inputs, outputs, constants or kernel workspace); merged buffers are removed from it.
+
+    Only kernels in ``single_store`` (ids) take part: those known to store each element exactly once. A
+    kernel rule may legitimately store an element twice (a GEMM or conv whose last tile is shifted back to
+    stay in bounds overlaps the one before it); done in place, the second store would read an input
+    element the first one already overwrote."""
     uses = buffer_uses(kernels)
     merged = 0
     for ki, k in enumerate(kernels):
+        if id(k) not in single_store:
+            continue
         ws = {id(b) for b in k.workspace}
         cand = [b for b in k.params if id(b) in arena and id(b) not in ws]
         outs = [b for b in cand if uses[id(b)][0] == ki]

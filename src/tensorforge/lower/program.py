@@ -103,6 +103,7 @@ class ProgramBuilder:
         self._names: set[str] = set()
         self.const_cache: dict[int, TExpr] = {}
         self.const_data: dict[int, np.ndarray] = {}
+        self.single_store: set[int] = set()  # ids of kernels that store each output element once (loop nests)
 
     # -- buffers ------------------------------------------------------------------------------------
     def _buf_name(self, base: str) -> str:
@@ -175,7 +176,7 @@ class ProgramBuilder:
             return view.store(idx, cast(t(idx), buf.dtype))
 
         stmt = pointwise_nest(t.shape, body, lanes, self.threshold)
-        self.add_kernel(labels, op, stmt, flops, hint)
+        self.single_store.add(id(self.add_kernel(labels, op, stmt, flops, hint)))
         return view
 
     @property
@@ -358,7 +359,7 @@ class ProgramBuilder:
         if self.options.get("in_place", True):
             eligible = {bid: info for bid, info in arena.items() if bid not in workspace}
             before = set(eligible)
-            merged = reuse_in_place(self.kernels, eligible)
+            merged = reuse_in_place(self.kernels, eligible, self.single_store)
             for bid in before - set(eligible):
                 del self.buffers[bid]
                 del arena[bid]
