@@ -101,3 +101,32 @@ def test_two_conv_cnn_matches_torch(rng):
     step = _train_both(model, forward, (), tfg.optim.AdamW(lr=1e-2, weight_decay=0.05),
                        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05), batches)  # fmt: skip
     assert any(n.op == "ConvGradInput" for n in step.training_graph(5).nodes)
+
+
+def test_transformer_block_gradients_and_training(rng):
+    """A BERT-style encoder layer (attention, decomposed layer norm, erf GELU, reshapes and transposes):
+    every parameter's gradient vs float64 finite differences, compiled in float32; then it trains."""
+    from tensorforge.autodiff import evaluate_graph, numerical_vjp, promote
+    from tensorforge.compiler import to_graph
+    from tensorforge.examples import bert_encoder
+
+    model = bert_encoder(batch=2, seq=3, hidden=8, heads=2, layers=1, ffn=12)
+    g0 = to_graph(model)
+    params = [v.name for v in g0.constants() if v.dtype.is_float and v.const.ndim >= 1]
+    gg = tfg.grad(model, wrt=params)
+    feeds = {"x": rng.standard_normal((2, 3, 8))}
+    feeds.update({v.name: v.const.astype(np.float64) for v in g0.constants() if v.name in params})
+    ct = rng.standard_normal((2, 3, 8))
+    pg, _ = promote(g0, params)
+    want = numerical_vjp(pg, feeds, params, ct)
+    ref = evaluate_graph(gg, {**feeds, f"d_{gg.output_names[0]}": ct})[1:]
+    native = tfg.compile(gg).run({k: v.astype(np.float32) for k, v in {**feeds, f"d_{gg.output_names[0]}": ct}.items()})
+    scale = max(float(np.linalg.norm(w)) for w in want)  # some gradients are exactly 0 (the key bias: softmax
+    for name, r, w in zip(params, ref, want):  # is shift-invariant): compare those against the overall scale
+        assert np.linalg.norm(r - w) <= 1e-5 * np.linalg.norm(w) + 1e-8 * scale, name
+        assert np.linalg.norm(native[f"grad_{name}"] - w) <= 1e-3 * np.linalg.norm(w) + 1e-6 * scale, name
+    step = tfg.training_step(model, loss="mse", optimizer=tfg.optim.Adam(lr=1e-2))
+    x = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    target = np.tanh(x[:, ::-1]).astype(np.float32)
+    losses = [step(x, target) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
