@@ -65,7 +65,10 @@ def test_train_an_onnx_file_on_npz_data_and_resume(capsys, tmp_path, rng):
     assert main([*args, "--save-state", str(tmp_path / "s.npz"), "-o", str(tmp_path / "t.onnx")]) == 0
     out = capsys.readouterr().out
     assert "15 steps" in out and "held-out accuracy" in out and (tmp_path / "t.onnx").exists()
-    assert main([*args, "--resume", str(tmp_path / "s.npz")]) == 0
+    assert main([*args, "--resume", str(tmp_path / "s.npz"), "--print-graph", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "graph m_train(%x: f32[8,6], %target: i64[8], %lr: f32[]" in out and "AdamUpdate(" in out
+    assert "GFLOP/s" in out
     state = dict(np.load(tmp_path / "s.npz"))
     assert int(state["__steps__"]) == 15 and "W1.m" in state
 

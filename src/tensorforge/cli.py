@@ -475,6 +475,9 @@ def _train_args(p):
     p.add_argument("--save-state", default=None, metavar="FILE.npz",
                    help="write parameters, optimizer state and step count (to resume with --resume)")  # fmt: skip
     p.add_argument("--resume", default=None, metavar="FILE.npz", help="start from a state written by --save-state")
+    p.add_argument("--print-graph", action="store_true",
+                   help="print the training step's graph (forward, loss, backward, update) first")  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="after training, print the time of every kernel of the step")
     _add_opt(p)
 
 

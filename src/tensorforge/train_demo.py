@@ -46,6 +46,9 @@ def train_command(args) -> int:
                              opt_level=args.opt_level)  # fmt: skip
     if args.resume:
         step.load(args.resume)
+    batch = min(args.batch_size, len(x))
+    if args.print_graph:
+        print(step.training_graph(batch, y.dtype, (batch, *y.shape[1:])))
     print(f"training {step.name} on {what}: {args.loss}, {opt}, batch {args.batch_size}, {args.epochs} epochs")
     t0 = time.perf_counter()
     h = trainer.fit(step, x, y, args.epochs, args.batch_size, x_test, y_test, args.seed)
@@ -57,6 +60,8 @@ def train_command(args) -> int:
         kind = "accuracy" if y.dtype.kind in "iu" else "mse"
         value = f"{100 * h.metrics[-1]:.2f}%" if kind == "accuracy" else f"{h.metrics[-1]:.4g}"
         print(f"held-out {kind}: {value}")
+    if args.profile:
+        print(step.profile(x[:batch], y[:batch]))
     if args.save_state:
         step.save(args.save_state)
         print(f"state written to {args.save_state}")

@@ -84,6 +84,8 @@ class TrainingStep:
                 warnings.warn(f"model '{self.proto.graph.name}': Dropout node(s) {dropout[:3]} train as the identity "
                               "(tensorforge has no random dropout mask)", stacklevel=2)  # fmt: skip
             names = _trainable_initializers(self.proto, params, frozen)
+            if name is None and isinstance(model, str | os.PathLike):
+                name = os.path.splitext(os.path.basename(os.fspath(model)))[0]  # as tfg.compile names it
             g, initial, self.source_names = import_with_inputs(self.proto, names, name)
             self.params = [self.source_names[n] for n in names]
         self.graph, self._initial = _demote_unused(g, self.params, initial, self._output_index(g), params is None)
