@@ -11,7 +11,8 @@ constants), options, target and the compiler's own source files, it stores the l
 and its object code, so compiling a graph again (the same training step in a new process) skips the
 passes, lowering and LLVM entirely. On a miss it can compile in two tiers: LLVM without optimization
 first (about ten times faster to build, a few times slower to run), so that work starts at once, and the
-optimized build in a background thread (LLVM runs without the GIL), swapped in between two calls.
+optimized build in a background thread (LLVM runs without the GIL, though llvmlite lets one thread into
+LLVM at a time: another compile waits for it), swapped in between two calls.
 """
 
 from __future__ import annotations
