@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError, NotConstantError, ShapeError, node_context
+from .errors import InputError, NotConstantError, ShapeError, UnsupportedError, node_context
 from .ir.dtype import DType
 from .ir.graph import Graph, Node, TensorType, Value
 from .ops.fold import fold_node
@@ -85,8 +85,8 @@ class DynamicModel:
         self._inject: dict[int, set[int]] = {}  # stage start -> template ids compiled in at that stage
         self._lock = threading.RLock()
         self._values = {v.id: v for v in graph.values()}
-        check_lowerable(Graph([n for n in graph.nodes if not get_op(n.op).data_dependent], graph.inputs,
-                              graph.outputs, name=graph.name))  # fmt: skip
+        staged = [n for n in graph.nodes if not get_op(n.op).data_dependent and get_op(n.op).expand is None]
+        check_lowerable(Graph(staged, graph.inputs, graph.outputs, name=graph.name))
 
     # -- public ------------------------------------------------------------------------------------
     @property
@@ -168,7 +168,7 @@ class DynamicModel:
                 if isinstance(want, str) and dims.setdefault(want, got) != got:
                     raise InputError(f"model '{self.name}': dim '{want}' is {dims[want]} in one input and {got} in "
                                      f"input '{v.name}'")  # fmt: skip
-            arrays[v.id] = np.ascontiguousarray(x)
+            arrays[v.id] = _contiguous(x)
         return arrays
 
     # -- stages -------------------------------------------------------------------------------------
@@ -245,7 +245,21 @@ class DynamicModel:
             ins = tuple(None if v is None else env.get(v.id, v) for v in n.inputs)
             outs = tuple(Value(v.name) for v in n.outputs)
             node = Node(n.op, ins, outs, n.attrs, n.name)
+            expand = get_op(n.op).expand
             try:
+                if expand is not None:  # deferred control flow: import the body now that its control is known
+                    new_nodes, values = expand(node, g.name, {v.name for v in env.values()})
+                    for nn in new_nodes:
+                        if get_op(nn.op).data_dependent or get_op(nn.op).expand is not None:
+                            raise UnsupportedError(f"{node_context(g.name, nn.name, nn.op)}: data-dependent shapes "
+                                                   "inside control flow are not supported")  # fmt: skip
+                        out_nodes.append(nn)
+                        for v in nn.outputs:
+                            producer[v.id] = nn
+                    for old, new in zip(n.outputs, values):
+                        if new is not None:
+                            env[old.id] = new
+                    continue
                 types = infer_node(node, g.name)
             except NotConstantError as e:
                 missing = self._trace(node, e, producer, env, inputs, arrays)
@@ -313,8 +327,13 @@ class DynamicModel:
             except (ValueError, IndexError) as e:
                 raise ShapeError(f"{node_context(self.name, node.name, node.op)}: {e}") from None
             for v, r in zip(node.outputs, res):
-                out[v.id] = np.ascontiguousarray(r)
+                out[v.id] = _contiguous(np.asarray(r))
         return out
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+    """C-contiguous, keeping 0-d arrays 0-d (np.ascontiguousarray makes them shape (1,))."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def needs_dynamic(g: Graph) -> bool:

@@ -104,8 +104,10 @@ def _dtype(elem_type: int, what: str) -> DType:
 
 
 def _attr_value(a: onnx.AttributeProto) -> Any:
-    if a.type == onnx.AttributeProto.GRAPH or a.type == onnx.AttributeProto.GRAPHS:
-        raise UnsupportedError(f"attribute {a.name!r} holds a subgraph (control flow is not supported)")
+    if a.type == onnx.AttributeProto.GRAPH:
+        return a.g  # a control-flow body, imported by its op's converter (frontends/onnx_control.py)
+    if a.type == onnx.AttributeProto.GRAPHS:
+        raise UnsupportedError(f"attribute {a.name!r} holds a list of subgraphs")
     if a.type == onnx.AttributeProto.TENSOR:
         return numpy_helper.to_array(a.t)
     if a.type == onnx.AttributeProto.SPARSE_TENSOR:
@@ -185,17 +187,50 @@ class Importer:
 
     # -- the whole graph ----------------------------------------------------------------------------
     def check_supported(self) -> None:
-        problems = []
-        for i, n in enumerate(self.g.node):
-            label = f"node '{n.name or f'{n.op_type}_{i}'}' ({_key(n.op_type, n.domain)})"
+        problems: list[str] = []
+        self._check_nodes(self.g.node, "", problems)
+        if problems:
+            raise UnsupportedError(f"model '{self.name}' uses {len(problems)} unsupported construct(s)", problems)
+
+    def _check_nodes(self, nodes, scope: str, problems: list[str]) -> None:
+        """Every unsupported op, in the graph and in control-flow bodies, so all are reported at once."""
+        for i, n in enumerate(nodes):
+            label = f"node '{scope}{n.name or f'{n.op_type}_{i}'}' ({_key(n.op_type, n.domain)})"
             if not self.supports(n.op_type, n.domain):
                 problems.append(f"{label}: op {_key(n.op_type, n.domain)} is not supported")
                 continue
             for a in n.attribute:
-                if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                    problems.append(f"{label}: attribute {a.name!r} holds a subgraph (control flow)")
-        if problems:
-            raise UnsupportedError(f"model '{self.name}' uses {len(problems)} unsupported construct(s)", problems)
+                if a.type == onnx.AttributeProto.GRAPH:
+                    self._check_nodes(a.g.node, f"{scope}{n.name or n.op_type}/{a.name}/", problems)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    problems.append(f"{label}: attribute {a.name!r} holds a list of subgraphs")
+
+    def import_subgraph(self, body: onnx.GraphProto, bindings: list[Value | None], scope: str) -> list[Value | None]:
+        """Convert a control-flow body in place: its inputs bound to ``bindings``, outer-scope names
+        visible, its own names local to this instance (so a body can be imported once per iteration)."""
+        outer = self.env
+        self.env = dict(outer)
+        try:
+            for vi, v in zip(body.input, bindings):
+                if v is not None:
+                    self.env[vi.name] = v
+                else:
+                    self.env.pop(vi.name, None)
+            for t in body.initializer:
+                self.env[t.name] = Value(self.fresh_name(t.name), const=numpy_helper.to_array(t))
+            for i, n in enumerate(body.node):
+                node = onnx.NodeProto()
+                node.CopyFrom(n)
+                node.name = f"{scope}/{n.name or f'{n.op_type}_{i}'}"
+                self.convert(node, i)
+            outs = []
+            for vi in body.output:
+                if vi.name not in self.env:
+                    raise ModelLoadError(f"model '{self.name}': {scope}: body output {vi.name!r} is never defined")
+                outs.append(self.env[vi.name])
+            return outs
+        finally:
+            self.env = outer
 
     def run(self) -> Graph:
         if self.opset < MIN_OPSET:
@@ -458,4 +493,4 @@ def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Gra
         ) from e
 
 
-from . import onnx_ops, onnx_quant, onnx_rnn  # noqa: E402, F401  (registers more converters)
+from . import onnx_control, onnx_ops, onnx_quant, onnx_rnn  # noqa: E402, F401  (registers more converters)

@@ -117,7 +117,12 @@ def expand_function(imp: Importer, name: str, n: onnx.NodeProto, inputs: list[Va
                 node.output.append(rename[o])
             del node.attribute[:]
             for a in inner.attribute:
-                if a.ref_attr_name:
+                if a.type == onnx.AttributeProto.GRAPH:  # a control-flow body reads function-scope names
+                    b = onnx.AttributeProto()
+                    b.CopyFrom(a)
+                    _rename_free(b.g, rename, prefix)
+                    node.attribute.append(b)
+                elif a.ref_attr_name:
                     ref = attrs.get(a.ref_attr_name)
                     if ref is None:
                         continue  # the caller left an optional attribute unset
@@ -143,3 +148,18 @@ def expand_function(imp: Importer, name: str, n: onnx.NodeProto, inputs: list[Va
                                    "defined by the op's function body")  # fmt: skip
         outs.append(v)
     return outs
+
+
+def _rename_free(g: onnx.GraphProto, rename: dict[str, str], prefix: str) -> None:
+    """Rename, in place, the names a body reads from the enclosing function (not those it defines)."""
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    for nd in g.node:
+        for k, x in enumerate(nd.input):
+            if x and x not in defined:
+                nd.input[k] = rename.get(x, prefix + x)
+        for a in nd.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                inner = {x: rename.get(x, prefix + x) for x in rename if x not in defined}
+                _rename_free(a.g, {**inner, **{d: d for d in defined}}, prefix)
+        defined.update(nd.output)
+

@@ -167,7 +167,7 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
 
         def epilogue(idx: Sequence[Expr], v: Expr) -> Expr:
             calls[0] += 1
-            current[0] = v
+            current[0] = K.cast(v, raw.dtype)  # a float16 GEMM accumulates in float32: round like a store
             return final(idx)
 
     view = View.of(b.output_buffer(out), out.shape)

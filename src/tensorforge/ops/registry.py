@@ -106,6 +106,9 @@ class OpDef:
     # Output shapes depend on input *data* (NonZero, Unique): the type rule gives symbolic dims and the
     # dynamic-shape runtime (dynamic.py) runs the op between compiled segments.
     data_dependent: bool = False
+    # Ops that are specialized away (deferred control flow): expand(node, model, taken_names) -> (nodes,
+    # outputs) once the node's inputs are known well enough; raises NotConstantError until then.
+    expand: Callable | None = None
 
     def check_arity(self, ctx: InferCtx) -> None:
         n = len(ctx.node.inputs)
