@@ -130,3 +130,50 @@ def test_transformer_block_gradients_and_training(rng):
     target = np.tanh(x[:, ::-1]).astype(np.float32)
     losses = [step(x, target) for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def _bag_of_embeddings(rng, two_inputs: bool = False):
+    """ids [N, T] -> Gather(embedding) -> mean over T (+ a dense feature input) -> Gemm -> logits."""
+    w = {"emb": rng.standard_normal((20, 6)) * 0.5, "fc_w": rng.standard_normal((6, 4)) * 0.5,
+         "fc_b": rng.standard_normal(4) * 0.1}  # fmt: skip
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
+             helper.make_node("ReduceMean", ["e", "axes"], ["m"], keepdims=0)]  # fmt: skip
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 5])]
+    feat = "m"
+    if two_inputs:
+        nodes.append(helper.make_node("Add", ["m", "dense"], ["md"]))
+        inputs.append(helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["N", 6]))
+        feat = "md"
+    nodes.append(helper.make_node("Gemm", [feat, "fc_w", "fc_b"], ["logits"]))
+    inits = [numpy_helper.from_array(v, k) for k, v in w.items()] + [numpy_helper.from_array(np.array([1]), "axes")]
+    graph = helper.make_graph(nodes, "bag", inputs, [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                                                    ["N", 4])], inits)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), w
+
+
+@pytest.mark.parametrize("two_inputs", [False, True])
+def test_embedding_model_with_integer_inputs_matches_torch(rng, two_inputs):
+    model, w = _bag_of_embeddings(rng, two_inputs)
+    step = tfg.training_step(model, optimizer=tfg.optim.SGD(lr=0.5, momentum=0.9))
+    tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
+    opt = torch.optim.SGD(list(tp.values()), lr=0.5, momentum=0.9)
+    for i in range(4):
+        ids = rng.integers(0, 20, (8, 5))  # repeated ids within and across rows accumulate
+        dense = rng.standard_normal((8, 6)).astype(np.float32)
+        y = rng.integers(0, 4, 8)
+        x = {"ids": ids, "dense": dense} if two_inputs else ids
+        if two_inputs and i % 2:
+            x = (ids, dense)  # positional form
+        loss = step(x, y)
+        m = tp["emb"][torch.tensor(ids)].mean(1) + (torch.tensor(dense, dtype=torch.float64) if two_inputs else 0)
+        tl = F.cross_entropy(m @ tp["fc_w"] + tp["fc_b"], torch.tensor(y))
+        opt.zero_grad()
+        tl.backward()
+        opt.step()
+        assert abs(loss - tl.item()) < 1e-5
+    for k, v in step.parameters.items():
+        assert np.abs(v - tp[k].detach().numpy()).max() / np.abs(tp[k].detach().numpy()).max() < 1e-4, k
+    with pytest.raises(tfg.InputError, match="input 'ids' has dtype float32, expected int64"):
+        step(np.zeros((8, 5), np.float32) if not two_inputs else {"ids": np.zeros((8, 5), np.float32),
+                                                                      "dense": dense}, y)  # fmt: skip
