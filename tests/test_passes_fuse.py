@@ -30,27 +30,45 @@ def test_elementwise_chain_is_one_loop():
 
 def test_epilogues_fuse_into_conv_and_gemm():
     _, pm = check_pass(["dce", "fuse"], """
-    graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8], %a: f32[5,16]) -> (%y: f32[1,6,8,8], %z: f32[5,8]) {
+    graph g(%x: f32[1,3,8,8], %r: f32[5,8], %a: f32[5,16]) -> (%y: f32[1,6,8,8], %z: f32[5,8]) {
       %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
-      %s: f32[1,6,8,8] = Add(%c, %r)
+      %s: f32[1,6,8,8] = Mul(%c, %k: const f32[6,1,1])
       %y: f32[1,6,8,8] = Relu(%s)
       %m: f32[5,8] = Gemm(%a, %B: const f32[16,8])
-      %h: f32[5,8] = Add(%m, %bias: const f32[8])
+      %h: f32[5,8] = Add(%m, %r)
       %z: f32[5,8] = Sigmoid(%h)
     }""", """
-    graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8], %a: f32[5,16]) -> (%y: f32[1,6,8,8], %z: f32[5,8]) {
-      %y: f32[1,6,8,8] = Fused(%x, %r) {kind='kernel'} {  # c+s+y
+    graph g(%x: f32[1,3,8,8], %r: f32[5,8], %a: f32[5,16]) -> (%y: f32[1,6,8,8], %z: f32[5,8]) {
+      %y: f32[1,6,8,8] = Fused(%x) {kind='kernel'} {  # c+s+y
         %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
-        %s: f32[1,6,8,8] = Add(%c, %r)
+        %s: f32[1,6,8,8] = Mul(%c, %k: const f32[6,1,1])
         %y: f32[1,6,8,8] = Relu(%s)
       }
-      %z: f32[5,8] = Fused(%a) {kind='kernel'} {  # m+h+z
+      %z: f32[5,8] = Fused(%a, %r) {kind='kernel'} {  # m+h+z
         %m: f32[5,8] = Gemm(%a, %B: const f32[16,8])
-        %h: f32[5,8] = Add(%m, %bias: const f32[8])
+        %h: f32[5,8] = Add(%m, %r)
         %z: f32[5,8] = Sigmoid(%h)
       }
     }""")  # fmt: skip
     assert str(pm.log[-1].stats["kernels"]) == "6 -> 2"
+
+
+def test_residual_add_after_conv_is_a_streaming_loop():
+    """A conv's epilogue keeps small operands only: reading a full-size residual in the conv's tile order
+    measured slower than one streaming pass that adds it (lower/fusion.py EPILOGUE_READS_TENSORS)."""
+    check_pass(["dce", "fuse"], """
+    graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8]) -> (%y: f32[1,6,8,8]) {
+      %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
+      %s: f32[1,6,8,8] = Add(%c, %r)
+      %y: f32[1,6,8,8] = Relu(%s)
+    }""", """
+    graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8]) -> (%y: f32[1,6,8,8]) {
+      %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
+      %y: f32[1,6,8,8] = Fused(%c, %r) {kind='loop'} {  # s+y
+        %s: f32[1,6,8,8] = Add(%c, %r)
+        %y: f32[1,6,8,8] = Relu(%s)
+      }
+    }""")  # fmt: skip
 
 
 LAYER_NORM = """

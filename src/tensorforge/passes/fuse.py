@@ -58,12 +58,13 @@ class _Fuser:
     serial: int = 0
 
     def __post_init__(self) -> None:
-        from ..lower.fusion import EPILOGUE_OPS, PROLOGUE_OPS, row_reduce_axes
+        from ..lower.fusion import EPILOGUE_OPS, EPILOGUE_READS_TENSORS, PROLOGUE_OPS, row_reduce_axes
         from ..lower.rules import INDEX_RULES, KERNEL_RULES, VIEW_RULES
 
         # the lowering's capabilities decide what may be grouped (passes otherwise never look at lower/)
         self.index_rules, self.kernel_rules, self.view_rules = INDEX_RULES, KERNEL_RULES, VIEW_RULES
         self.epilogue_ops, self.prologue_ops, self.row_axes = EPILOGUE_OPS, PROLOGUE_OPS, row_reduce_axes
+        self.epilogue_reads_tensors = EPILOGUE_READS_TENSORS
         self.order = {id(n): i for i, n in enumerate(self.g.nodes)}
         self.producer = {v.id: n for n in self.g.nodes for v in n.outputs}
         self.consumers: dict[int, list[Node]] = {}
@@ -149,7 +150,13 @@ class _Fuser:
         out = n.outputs[0]
         mine = [v for v in n.inputs if v is not None and self.group_of(v) is grp]
         if grp.kind == "kernel":
-            return self.is_elementwise(n) and tuple(out.shape) == grp.shape and out.dtype == grp.dtype
+            if not (self.is_elementwise(n) and tuple(out.shape) == grp.shape and out.dtype == grp.dtype):
+                return False
+            anchor = next(m for m in grp.nodes if m.op in self.kernel_rules)
+            return anchor.op in self.epilogue_reads_tensors or not any(
+                v is not None and not v.is_const and self.group_of(v) is not grp and _numel(v) == _numel(out)
+                for v in n.inputs
+            )  # a full-size operand computed elsewhere (a residual) only where the kernel reads it well
         if grp.kind == "rows":
             return self.is_elementwise(n) and tuple(out.shape) in (grp.shape, grp.reduced_shape)
         if grp.kind == "loop":
