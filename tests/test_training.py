@@ -278,10 +278,18 @@ def test_export_of_a_graph_model(rng):
     ort = pytest.importorskip("onnxruntime")
     from tensorforge.compiler import to_graph
 
-    g = to_graph(mlp(batch="N", sizes=SIZES))
-    step = tfg.training_step(g, optimizer=tfg.optim.SGD(lr=0.3))
+    model = mlp(batch="N", sizes=SIZES, softmax=False)
+    step = tfg.training_step(to_graph(model), optimizer=tfg.optim.SGD(lr=0.3))
+    assert step.params == ["W1", "b1", "W2", "b2"]
+    tp, forward = _torch_mlp(_weights(model))
+    opt = torch.optim.SGD(list(tp.values()), lr=0.3)
     for x, y in _batches(rng, 2):
         step(x, y)
+        opt.zero_grad()
+        F.cross_entropy(forward(x), torch.tensor(y)).backward()
+        opt.step()
+    for k, v in step.parameters.items():
+        assert _rel(v, tp[k].detach().numpy()) < 1e-4, k
     m = step.export_onnx()
     onnx.checker.check_model(m)
     x = rng.standard_normal((3, SIZES[0])).astype(np.float32)

@@ -88,8 +88,11 @@ class TrainingStep:
                 name = os.path.splitext(os.path.basename(os.fspath(model)))[0]  # as tfg.compile names it
             g, initial, self.source_names = import_with_inputs(self.proto, names, name)
             self.params = [self.source_names[n] for n in names]
-        self.graph, self._initial = _demote_unused(g, self.params, initial, self._output_index(g), params is None)
-        self.params = [p for p in self.params if p not in {v.name for v in self.graph.constants()}]
+        self.graph, self._initial, demoted = _demote_unused(g, self.params, initial, self._output_index(g),
+                                                           params is None)  # fmt: skip
+        self.params = [p for p in self.params if p not in demoted]
+        if not self.params:
+            raise TensorforgeError(f"model '{g.name}': no parameter affects the output being trained")
         self.name = self.graph.name
         self.inputs = [v for v in self.graph.inputs if v.name not in set(self.params)]  # the data
         self._feature_shapes = [tuple(v.shape[1:]) for v in self.inputs]
@@ -434,7 +437,8 @@ def _trainable_initializers(proto, params: Sequence[str] | None, frozen: Sequenc
 
 def _demote_unused(g: Graph, params: list[str], initial: dict, output: int, lenient: bool):
     """Parameters-as-inputs that cannot reach the trained output become constants again (when they were
-    chosen by default; named ones are an error). Returns the graph and the remaining initial values."""
+    chosen by default; named ones are an error). Returns the graph, the remaining initial values and the
+    names demoted."""
     from ..ir.graph import Value
 
     reach = {g.outputs[output].id}
@@ -443,7 +447,7 @@ def _demote_unused(g: Graph, params: list[str], initial: dict, output: int, leni
             reach.update(v.id for v in n.inputs if v is not None)
     unused = [v for v in g.inputs if v.name in params and v.id not in reach]
     if not unused:
-        return g, initial
+        return g, initial, set()
     if not lenient:
         raise TensorforgeError(f"model '{g.name}': parameter(s) {[v.name for v in unused]} do not affect the output "
                                f"'{g.output_names[output]}'; leave them out (frozen=[...])")  # fmt: skip
@@ -451,7 +455,8 @@ def _demote_unused(g: Graph, params: list[str], initial: dict, output: int, leni
     nodes = [n.replace(inputs=tuple(consts.get(x.id, x) if x is not None else None for x in n.inputs)) for n in g.nodes]
     kept = [v for v in g.inputs if v.id not in consts]
     graph = Graph(nodes, kept, [consts.get(v.id, v) for v in g.outputs], g.name, g.output_names)
-    return graph, {k: a for k, a in initial.items() if k not in {v.name for v in unused}}
+    names = {v.name for v in unused}
+    return graph, {k: a for k, a in initial.items() if k not in names}, names
 
 
 def _atomic_write(path: str, data: bytes) -> None:
