@@ -236,6 +236,21 @@ def test_fold_affine_into_gemm_and_matmul():
     }""")  # fmt: skip
 
 
+def test_fastmath_turns_divisions_into_multiplications():
+    check_pass("fastmath", """
+    graph g(%x: f32[4,8], %s: f32[4,1], %t: f32[4,8]) -> (%y: f32[4,8], %z: f32[4,8], %u: f32[4,8]) {
+      %y: f32[4,8] = Div(%x, %c=const f32[] [8.0])
+      %z: f32[4,8] = Div(%x, %s)
+      %u: f32[4,8] = Div(%x, %t)
+    }""", """
+    graph g(%x: f32[4,8], %s: f32[4,1], %t: f32[4,8]) -> (%y: f32[4,8], %z: f32[4,8], %u: f32[4,8]) {
+      %y: f32[4,8] = Mul(%x, %c_recip=const f32[] [0.125])
+      %s_recip: f32[4,1] = Reciprocal(%s)
+      %z: f32[4,8] = Mul(%x, %s_recip)
+      %u: f32[4,8] = Div(%x, %t)
+    }""", rtol=1e-6)  # fmt: skip
+
+
 # -- specialization, pipelines, the manager --------------------------------------------------------
 def test_specialize_fixes_symbolic_dims_and_folds_shapes():
     check_pass(["specialize", "dce"], """

@@ -3,12 +3,12 @@
 -O0  nothing: every node becomes its own kernel (the reference point for the other levels)
 -O1  clean-up: constant folding, algebraic simplification, CSE, dead-code elimination
 -O2  + BatchNorm / affine folding into Conv and Gemm, operator fusion (the default)
--O3  + a second CSE round after folding
+-O3  + fast math (divisions as multiplications by reciprocals: within about an ulp, not exact)
 """
 
 from __future__ import annotations
 
-from . import cse, dce, fold, fold_bn, fuse, simplify, specialize  # noqa: F401  (registers passes)
+from . import cse, dce, fastmath, fold, fold_bn, fuse, simplify, specialize  # noqa: F401  (registers passes)
 from .manager import check_pipeline
 
 _CLEANUP = ["fold", "simplify", "cse", "dce"]
@@ -16,7 +16,7 @@ PIPELINES: dict[int, list[str]] = {
     0: [],
     1: [*_CLEANUP],
     2: [*_CLEANUP, "fold_bn", "simplify", "dce", "fuse"],
-    3: [*_CLEANUP, "fold_bn", "simplify", "cse", "dce", "fuse"],
+    3: [*_CLEANUP, "fold_bn", "fastmath", "simplify", "cse", "dce", "fuse"],
 }
 
 
