@@ -64,3 +64,21 @@ def test_upsample_legacy(rng):
     m = tfg.compile(one_node_model("Upsample", {"x": x}, {"mode": "nearest"},
                                    consts={"s": np.array([1, 1, 2, 3], np.float32)}, opset=9))  # fmt: skip
     np.testing.assert_array_equal(m(x), np.repeat(np.repeat(x, 2, axis=2), 3, axis=3))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [0, 1])
+def test_grid_sample(mode, padding, align, rng):
+    x = rand(rng, (2, 3, 5, 7))
+    grid = rand(rng, (2, 4, 6, 2), low=-1.4, high=1.4)  # some samples fall outside the image
+    attrs = {"mode": mode, "padding_mode": padding, "align_corners": align}
+    check_model(one_node_model("GridSample", {"x": x, "g": grid}, attrs, opset=20), {"x": x, "g": grid}, rtol=1e-4,
+                atol=1e-5)  # fmt: skip
+
+
+def test_grid_sample_volumetric(rng):
+    x = rand(rng, (1, 2, 3, 4, 5))
+    grid = rand(rng, (1, 2, 3, 4, 3), low=-1.2, high=1.2)
+    check_model(one_node_model("GridSample", {"x": x, "g": grid}, {"mode": "linear"}, opset=20), {"x": x, "g": grid},
+                rtol=1e-4, atol=1e-5)  # fmt: skip

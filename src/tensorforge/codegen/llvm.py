@@ -19,6 +19,7 @@ from ..ir.dtype import DType
 from ..lower.kir import (
     Assign,
     Bin,
+    Bitcast,
     Broadcast,
     Buffer,
     Cast,
@@ -578,6 +579,9 @@ class _Emitter:
             return self.unary(e.op, self.expr(e.a), e.a.dtype, e.a.lanes)
         if isinstance(e, Select):
             return b.select(self.expr(e.cond), self.expr(e.a), self.expr(e.b))
+        if isinstance(e, Bitcast):  # reinterpret at memory width (float16 and bool live widened in registers)
+            m = self.to_mem(self.expr(e.a), e.a.dtype)
+            return self.from_mem(self.b.bitcast(m, memty(e.dtype, e.lanes)), e.dtype)
         if isinstance(e, Cast):
             return self.cast(self.expr(e.a), e.a.dtype, e.dtype, e.lanes)
         if isinstance(e, Fma):

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     gemm,
     generate,
     grad,
+    grid_sample,
     indexing,
     movement,
     norm,

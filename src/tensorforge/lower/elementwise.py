@@ -29,6 +29,9 @@ class KirHandler:
             return K.cast(K.unop("trunc", x), dtype)
         return K.cast(x, dtype)
 
+    def bitcast(self, x, dtype: DType):
+        return K.Bitcast(x, dtype)
+
     def add(self, a, b):
         return K.binop("add", a, b)
 

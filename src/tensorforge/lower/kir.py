@@ -204,6 +204,11 @@ class Cast(Expr):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
+class Bitcast(Cast):
+    """The same bits read as another type of the same width (ONNX BitCast); a Cast everywhere else."""
+
+
+@dataclass(frozen=True, eq=False, slots=True)
 class Fma(Expr):
     """a * b + c, fused (one rounding)."""
 
@@ -658,7 +663,7 @@ def substitute(e: Expr, mapping: dict[Var, Expr]) -> Expr:
         return e if (c is e.cond and a is e.a and b is e.b) else Select(c, a, b)
     if isinstance(e, Cast):
         a = substitute(e.a, mapping)
-        return e if a is e.a else Cast(a, e.dtype)
+        return e if a is e.a else type(e)(a, e.dtype)
     if isinstance(e, Fma):
         a, b, c = (substitute(x, mapping) for x in (e.a, e.b, e.c))
         return e if (a is e.a and b is e.b and c is e.c) else Fma(a, b, c)

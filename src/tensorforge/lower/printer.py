@@ -94,7 +94,7 @@ def format_expr(e: Expr, names: _Names | None = None) -> str:
     if isinstance(e, Select):
         return f"select({f(e.cond)}, {f(e.a)}, {f(e.b)})"
     if isinstance(e, Cast):
-        return f"{e.dtype.short}({f(e.a)})"
+        return f"{'bitcast ' if type(e).__name__ == 'Bitcast' else ''}{e.dtype.short}({f(e.a)})"
     if isinstance(e, Fma):
         return f"fma({f(e.a)}, {f(e.b)}, {f(e.c)})"
     if isinstance(e, Broadcast):

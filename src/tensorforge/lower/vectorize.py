@@ -142,7 +142,7 @@ class _VecBody:
         if isinstance(e, Un):
             return Un(e.op, self.expr(e.a))
         if isinstance(e, Cast):
-            return Cast(self.expr(e.a), e.dtype)
+            return type(e)(self.expr(e.a), e.dtype)
         if isinstance(e, Select):
             c, a, b = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
             if c.lanes == 1 and a.lanes == 1 and b.lanes == 1:

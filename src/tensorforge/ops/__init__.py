@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     fused,
     generate,
     grad,
+    grid_sample,
     indexing,
     movement,
     nn,

@@ -87,3 +87,59 @@ def _unique_ref(attrs, x):
 
 
 register(OpDef("Unique", Pattern.OPAQUE, _unique_infer, _unique_ref, {"sorted": 1}, (1, 1), data_dependent=True))
+
+
+# -- NonMaxSuppression -----------------------------------------------------------------------------
+def _nms_infer(ctx: InferCtx):
+    b, s = ctx.shape(0), ctx.shape(1)
+    if len(b) != 3 or b[-1] != 4 or len(s) != 3 or s[0] != b[0] or s[2] != b[1]:
+        ctx.fail(f"boxes {list(b)} must be [batch, boxes, 4] and scores {list(s)} [batch, classes, boxes]")
+    return [TensorType(DType.I64, (_count_dim(ctx, "selected"), 3))]
+
+
+def _corners(boxes: np.ndarray, center: bool) -> np.ndarray:
+    """[n, 4] boxes as (y_min, x_min, y_max, x_max)."""
+    if center:
+        xc, yc, w, h = boxes.T
+        return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], 1)
+    y1, x1, y2, x2 = boxes.T
+    return np.stack([np.minimum(y1, y2), np.minimum(x1, x2), np.maximum(y1, y2), np.maximum(x1, x2)], 1)
+
+
+def _iou(one: np.ndarray, many: np.ndarray) -> np.ndarray:
+    iy = np.clip(np.minimum(one[2], many[:, 2]) - np.maximum(one[0], many[:, 0]), 0, None)
+    ix = np.clip(np.minimum(one[3], many[:, 3]) - np.maximum(one[1], many[:, 1]), 0, None)
+    inter = ix * iy
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    union = area(one) + area(many) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where((inter > 0) & (union > 0) & (area(one) > 0) & (area(many) > 0), inter / union, 0.0)
+    return iou
+
+
+def _nms_ref(attrs, boxes, scores, max_out=None, iou_thr=None, score_thr=None):
+    """Greedy per (batch, class): highest score first (lower index first on ties), skipping boxes whose
+    IoU with a kept box exceeds the threshold, up to max_output_boxes_per_class."""
+    limit = 0 if max_out is None or np.asarray(max_out).size == 0 else max(int(np.asarray(max_out).reshape(-1)[0]), 0)
+    iou_t = 0.0 if iou_thr is None or np.asarray(iou_thr).size == 0 else float(np.asarray(iou_thr).reshape(-1)[0])
+    has_st = score_thr is not None and np.asarray(score_thr).size > 0
+    center = bool(attrs.get("center_point_box", 0))
+    out = []
+    for b in range(boxes.shape[0]):
+        corners = _corners(boxes[b].astype(np.float64), center)
+        for c in range(scores.shape[1]):
+            s = scores[b, c].astype(np.float64)
+            cand = np.flatnonzero(s > float(np.asarray(score_thr).reshape(-1)[0])) if has_st else np.arange(s.size)
+            order = cand[np.lexsort((cand, -s[cand]))]
+            kept: list[int] = []
+            for i in order:
+                if len(kept) >= limit:
+                    break
+                if not kept or not np.any(_iou(corners[i], corners[kept]) > iou_t):
+                    kept.append(int(i))
+                    out.append((b, c, int(i)))
+    return (np.array(out, np.int64).reshape(-1, 3),)
+
+
+register(OpDef("NonMaxSuppression", Pattern.OPAQUE, _nms_infer, _nms_ref, {"center_point_box": 0}, (2, 5),
+               data_dependent=True))  # fmt: skip

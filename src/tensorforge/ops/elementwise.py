@@ -374,7 +374,16 @@ def bitwise_not(h, a, x):
 
 @elementwise("BitShift", 2, types=INT, attrs={"direction": "LEFT"})
 def bit_shift(h, a, x, y):
-    return h.shl(x, y) if a.get("direction", "LEFT") == "LEFT" else h.shr(x, y)
+    # shift amounts are unsigned: one of at least the bit width (a negative one included) shifts every bit
+    # out (0, or the sign for a right shift of a signed value), rather than being undefined
+    dt = h.dtype(x)
+    zero = h.const(0, y)
+    ok = h.logical_and(h.ge(y, zero), h.lt(y, h.const(dt.bits, y)))
+    s = h.select(ok, y, zero)
+    if a.get("direction", "LEFT") == "LEFT":
+        return h.select(ok, h.shl(x, s), h.const(0, x))
+    fill = h.select(h.lt(x, h.const(0, x)), h.const(-1, x), h.const(0, x)) if dt.is_signed else h.const(0, x)
+    return h.select(ok, h.shr(x, s), fill)
 
 
 @elementwise("IsNaN", types=FLOAT, out="bool")
@@ -445,6 +454,12 @@ def cast(h, a, x):
     return h.cast(x, to if isinstance(to, DType) else DType.from_onnx(int(to)))
 
 
+@elementwise("BitCast", types=ANY, out="attr:to")
+def bit_cast(h, a, x):
+    to = a["to"]
+    return h.bitcast(x, to if isinstance(to, DType) else DType.from_onnx(int(to)))
+
+
 @elementwise("CastLike", 2, types=ANY, same_dtype=False, dtype_only=(1,))
 def cast_like(h, a, x, like):
     return h.cast(x, h.dtype(like))
@@ -490,3 +505,16 @@ def _clip_infer(ctx: InferCtx) -> list[TensorType]:
 
 
 _replace_infer("Clip", _clip_infer)
+
+
+def _bitcast_infer(ctx: InferCtx) -> list[TensorType]:
+    try:
+        to = DType.from_onnx(int(ctx.attr("to")))
+    except TypeError as err:
+        ctx.unsupported(f"target dtype: {err}")
+    if to.itemsize != ctx.dtype(0).itemsize:
+        ctx.unsupported(f"bit cast between types of different widths ({ctx.dtype(0)} -> {to}) changes the shape")
+    return [TensorType(to, ctx.shape(0))]
+
+
+_replace_infer("BitCast", _bitcast_infer)

@@ -33,6 +33,9 @@ class NumpyHandler:
                 return np.trunc(x).astype(dtype.np)
         return x.astype(dtype.np)
 
+    def bitcast(self, x, dtype: DType):
+        return np.ascontiguousarray(x).view(dtype.np).reshape(np.shape(x))
+
     def add(self, a, b):
         return _keep(np.add(a, b), a)
 
