@@ -288,3 +288,31 @@ def test_conv_microkernel_has_no_spills(case):
     loop = _inner_loop(tfg.assembly(model))
     assert sum("vfmadd" in x for x in loop) >= 8
     assert not [x for x in loop if "(%rsp)" in x or "(%rbp)" in x], "\n".join(loop)
+
+
+def test_residual_block_written_in_place(rng):
+    """A bottleneck block whose last 1x1 conv adds the block input in its epilogue: the memory planner
+    writes the sum into the input's buffer, so every output element must be computed and stored once
+    (the last pixel tile of a 9x9 map is partial: masked loads, no overlapping tiles)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c, mid, hw = 32, 16, 9
+    ws = {n: rand(rng, s, low=-0.3, high=0.3) for n, s in
+          [("w0", (c, c, 1, 1)), ("w1", (mid, c, 1, 1)), ("w2", (mid, mid, 3, 3)), ("w3", (c, mid, 1, 1)),
+           ("w4", (c, c, 1, 1))]}  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"]), helper.make_node("Relu", ["a"], ["t"]),
+        helper.make_node("Conv", ["t", "w1"], ["b"]), helper.make_node("Relu", ["b"], ["rb"]),
+        helper.make_node("Conv", ["rb", "w2"], ["d"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["d"], ["rd"]),
+        helper.make_node("Conv", ["rd", "w3"], ["e"]), helper.make_node("Add", ["e", "t"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r"]), helper.make_node("Conv", ["r", "w4"], ["y"]),
+    ]  # fmt: skip
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])],
+                              [numpy_helper.from_array(v, k) for k, v in ws.items()])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rand(rng, (1, c, hw, hw))
+    for threads in (1, 2):
+        m = _compile(model, threads, None)
+        assert_close(m(x), reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4, what="block")
+    assert m.program.in_place >= 1

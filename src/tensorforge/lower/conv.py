@@ -231,8 +231,9 @@ def plan_conv(ctx: LowerCtx, g: ConvGeom, direct: bool) -> ConvPlan:
     dt = ctx.node.outputs[0].dtype.compute
     W = t.lanes(dt)
     Kd = g.cg * g.taps
-    # a direct (unpadded) P is read only inside the image: pixel tiles must fit in it (the last one shifts back)
-    max_nv = min(8, g.nq // W) if direct else 8
+    # a direct P (X itself) is read only inside the image: the last pixel tile masks its loads, or (without
+    # cheap masks) tiles must divide the image
+    max_nv = 8 if not direct or t.masked_ops else max((nv for nv in range(1, 9) if g.nq % (nv * W) == 0), default=0)
     cands = []
     if max_nv >= 1:
         mr, nv = choose_tile(t, dt, g.mg, g.nq, Kd, max_nv)
@@ -328,8 +329,7 @@ def lower_conv2d(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | N
              Decl(inner, binop("mod", rem, n_inner) if n_inner > 1 else Const(0))]  # fmt: skip
     n0 = Var("n0")
     if plan.pix_vec:
-        first = binop("mul", pt, pt_size)
-        body.append(Decl(n0, K.minimum(first, Const(g.nq - pt_size)) if direct and g.nq % pt_size else first))
+        body.append(Decl(n0, binop("mul", pt, pt_size)))
     else:
         per_row = g.ow // pt_size
         row, blk = binop("floordiv", pt, per_row), binop("mod", pt, per_row)
@@ -340,13 +340,18 @@ def lower_conv2d(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | N
     p_base = binop("add", binop("add", p_img, binop("mul", binop("mul", gi, g.cg), g.plane)), n0)
     w_base = binop("mul", binop("add", binop("mul", gi, ct_n), ct), Kd * ct_size)
 
-    def kstep(c: Expr) -> list[Stmt]:
+    # the last pixel tile of a direct P would read past the image: its pixel loads are masked (each output
+    # element is computed and stored once, as in-place memory planning assumes)
+    edge = direct and plan.pix_vec and g.nq % NR != 0
+    masks = [K.cmp("lt", K.Ramp(binop("add", n0, j * W), 1, W), Const(g.nq, K.I64, W)) for j in range(nv)]
+
+    def kstep(c: Expr, masked: bool = False) -> list[Stmt]:
         out: list[Stmt] = []
         pc = binop("add", p_base, binop("mul", c, g.plane))
         for t, off in enumerate(taps):
             k = binop("add", binop("mul", c, g.taps), t)
             if plan.pix_vec:
-                bv = [Load(P, binop("add", pc, off + j * W), W) for j in range(nv)]
+                bv = [Load(P, binop("add", pc, off + j * W), W, masks[j] if masked else None) for j in range(nv)]
                 av = [Load(wp, binop("add", w_base, binop("add", binop("mul", k, MR), i))) for i in range(MR)]
             else:
                 bv = [Load(wp, binop("add", w_base, binop("add", binop("mul", k, NR), j * W)), W) for j in range(nv)]
@@ -357,7 +362,11 @@ def lower_conv2d(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | N
                     out.append(Assign(acc[i][j], Fma(ab, bv[j], acc[i][j])))
         return out
 
-    body.append(_chan_loop(g.cg, g.taps, kstep))
+    loop = _chan_loop(g.cg, g.taps, kstep)
+    if edge:
+        masked_loop = _chan_loop(g.cg, g.taps, lambda c: kstep(c, True))
+        loop = K.If(K.cmp("le", binop("add", n0, NR), Const(g.nq)), loop, masked_loop)
+    body.append(loop)
     tile = Buffer("ctile", dt, MR * NR)
     body += [Store(tile, Const(i * NR + j * W), acc[i][j]) for i in range(MR) for j in range(nv)]
     chv = Var("cc")
