@@ -94,11 +94,12 @@ def test_resnet50_arena_at_batch_1_is_at_most_40_percent():
     assert _resnet_arena_ratio(size=224) <= 0.40
 
 
-def test_kernels_that_may_store_an_element_twice_are_never_made_in_place(monkeypatch):
-    """A conv whose last pixel tile is shifted back to stay in bounds stores the overlap twice. Written
-    over the residual it adds, the second store would read a residual element the first one already
-    replaced (ResNet-50 stage 3 shape: 784 pixels in tiles of 80). The residual is fused into the conv
-    here on purpose (by default it goes to a loop of its own)."""
+def test_conv_with_partial_last_tile_written_in_place(monkeypatch):
+    """A conv written over the residual it adds must store each element once: a last pixel tile shifted
+    back to stay in bounds would store its overlap twice and read residual elements the first store
+    already replaced (ResNet-50 stage 3 shape: 784 pixels in tiles of 80). Conv masks that tile instead
+    and declares itself single-store (``LowerCtx.stores_once``), so it is planned in place, correctly.
+    The residual is fused into the conv here on purpose (by default it goes to a loop of its own)."""
     import tensorforge.lower.fusion as fusion
 
     monkeypatch.setattr(fusion, "EPILOGUE_READS_TENSORS", fusion.EPILOGUE_READS_TENSORS | {"Conv"})
@@ -112,5 +113,5 @@ def test_kernels_that_may_store_an_element_twice_are_never_made_in_place(monkeyp
       %o: f32[1,512,28,28] = Neg(%p)
     }""", opt_level=2, atol=1e-4)  # fmt: skip
     assert any("c (Conv)" in k.labels and "a (Add)" in k.labels for k in m.program.kernels)
-    assert m.program.in_place == 0
+    assert m.program.in_place >= 1
     _check_layout(m.program)

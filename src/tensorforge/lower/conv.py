@@ -486,6 +486,7 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     win = _conv_window(None, x.shape, w.shape, node.attrs)
     group = int(node.attrs.get("group", 1))
     g = conv_geom(x.shape, w.shape, win, group)
+    ctx.stores_once = True  # every path below writes each output element once (tiles never overlap)
     if g is not None and not ctx.target.is_gpu:
         if g.cg == 1 and g.mg == 1:
             return lower_depthwise(ctx, g, x, w, bias, sink)

@@ -180,7 +180,9 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     if epilogue is not None and calls[0] == 0:
         raise CompileError(f"{node_context(b.g.name, anchor.name, anchor.op)}: the {anchor.op} kernel rule does not "
                            "write through its Sink, so it cannot take a fused epilogue")  # fmt: skip
-    b.add_kernel([_label(n) for n in body], anchor.op, stmt, _flops(body), node.name)
+    k = b.add_kernel([_label(n) for n in body], anchor.op, stmt, _flops(body), node.name)
+    if ctx.stores_once:  # the kernel rule guarantees each output element is stored exactly once
+        b.single_store.add(id(k))
     b.env[out.id] = TExpr.from_view(view)
 
 

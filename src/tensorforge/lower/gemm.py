@@ -241,6 +241,7 @@ def emit_gemm(ctx: LowerCtx, plan: GemmPlan, spec: GemmSpec, parallel: bool) -> 
     KC = plan.KC if plan.KC and plan.KC < Kd else Kd
     nk = -(-Kd // KC)
     macro = spec.batch * ic_n * jc_n
+    ctx.stores_once = nk == 1  # a split K stores partial sums before the result
 
     # macro tile -> (b, ic, jc)
     t = Var("tile")

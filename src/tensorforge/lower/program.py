@@ -338,7 +338,9 @@ class ProgramBuilder:
                 stmt = R.KERNEL_RULES[op](ctx, node, ins, sinks)
                 opdef = get_op(op)
                 flops = opdef.flops(node) if opdef.flops else 0
-                self.add_kernel([label], op, stmt, flops, node.name)
+                k = self.add_kernel([label], op, stmt, flops, node.name)
+                if ctx.stores_once:  # the rule guarantees each output element is stored exactly once
+                    self.single_store.add(id(k))
                 return
         except (CompileError, UnsupportedError):
             raise

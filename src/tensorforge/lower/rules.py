@@ -60,6 +60,9 @@ class LowerCtx:
     node: Node
     builder: ProgramBuilder
     options: dict = field(default_factory=dict)
+    # set by a kernel rule whose code stores every output element exactly once (no overlapping tiles, no
+    # partial sums in the output): the memory planner may then write the output over a dying input
+    stores_once: bool = False
 
     def lanes(self, dtype: DType) -> int:
         return self.target.lanes(dtype)
