@@ -187,40 +187,16 @@ CASES = [
     Case("MatMul", [U(2, 1, 3, 4), U(3, 4, 2)], torch=(lambda t: t[0] @ t[1]) if torch else None, id="MatMul-bcast"),
     Case("MatMul", [U(4), U(2, 4, 3)], torch=(lambda t: t[0] @ t[1]) if torch else None, id="MatMul-1xN"),
     Case("MatMul", [U(2, 3, 4), U(4)], torch=(lambda t: t[0] @ t[1]) if torch else None, id="MatMul-Nx1"),
-    Case(
-        "Einsum",
-        [U(5, 4), U(4, 3)],
-        {"equation": "ij,jk->ik"},
-        torch=(lambda t: torch.einsum("ij,jk->ik", *t)) if torch else None,
-    ),
-    Case(
-        "Einsum",
-        [U(2, 1, 3, 4), U(5, 4, 2)],
-        {"equation": "...ij,...jk->...ik"},
-        torch=(lambda t: torch.einsum("...ij,...jk->...ik", *t)) if torch else None,
-        id="Einsum-batch-bcast",
-    ),
-    Case(
-        "Einsum",
-        [U(3, 4), U(3, 5)],
-        {"equation": "bi,bj->bij"},
-        torch=(lambda t: torch.einsum("bi,bj->bij", *t)) if torch else None,
-        id="Einsum-outer",
-    ),
-    Case(
-        "Einsum",
-        [U(3, 4, 2), U(4)],
-        {"equation": "ijk,j->k"},
-        torch=(lambda t: torch.einsum("ijk,j->k", *t)) if torch else None,
-        id="Einsum-sum-only-one-side",
-    ),
-    Case(
-        "Einsum",
-        [U(2, 3, 4)],
-        {"equation": "abc->ca"},
-        torch=tw(lambda x: torch.einsum("abc->ca", x)) if torch else None,
-        id="Einsum-unary",
-    ),
+    Case("Einsum", [U(5, 4), U(4, 3)], {"equation": "ij,jk->ik"},
+         torch=(lambda t: torch.einsum("ij,jk->ik", *t)) if torch else None),
+    Case("Einsum", [U(2, 1, 3, 4), U(5, 4, 2)], {"equation": "...ij,...jk->...ik"},
+         torch=(lambda t: torch.einsum("...ij,...jk->...ik", *t)) if torch else None, id="Einsum-batch-bcast"),
+    Case("Einsum", [U(3, 4), U(3, 5)], {"equation": "bi,bj->bij"},
+         torch=(lambda t: torch.einsum("bi,bj->bij", *t)) if torch else None, id="Einsum-outer"),
+    Case("Einsum", [U(3, 4, 2), U(4)], {"equation": "ijk,j->k"},
+         torch=(lambda t: torch.einsum("ijk,j->k", *t)) if torch else None, id="Einsum-sum-only-one-side"),
+    Case("Einsum", [U(2, 3, 4)], {"equation": "abc->ca"},
+         torch=tw(lambda x: torch.einsum("abc->ca", x)) if torch else None, id="Einsum-unary"),
     # -- convolution ----------------------------------------------------------------------------------
     Case(
         "Conv",
@@ -374,163 +350,67 @@ CASES = [
     ),
     Case("Slice", [U(4, 6), c(1), c(5), c(1)], torch=tw(lambda x: x[:, 1:5]) if torch else None, id="Slice-simple"),
     Case("Expand", [U(3, 1), c(2, 3, 4)], torch=tw(lambda x: x.expand(2, 3, 4)) if torch else None),
-    Case(
-        "Split",
-        [U(4, 6), c(2, 4)],
-        {"axis": 1},
-        n_outputs=2,
-        torch=tw(lambda x: torch.split(x, [2, 4], 1)[0]) if torch else None,
-    ),
+    Case("Split", [U(4, 6), c(2, 4)], {"axis": 1}, n_outputs=2,
+         torch=tw(lambda x: torch.split(x, [2, 4], 1)[0]) if torch else None),
     Case("Tile", [U(2, 3), c(2, 3)], torch=tw(lambda x: x.repeat(2, 3)) if torch else None),
     Case("Pad", [U(3, 4), c(1, 0, 2, 1)], torch=tw(lambda x: F.pad(x, (0, 1, 1, 2))) if torch else None),
-    Case(
-        "Pad",
-        [U(3, 4), c(-1, 1, 0, 2), np.array(0.5, np.float32)],
-        torch=tw(lambda x: F.pad(x, (1, 2, -1, 0), value=0.5)) if torch else None,
-        id="Pad-crop",
-    ),
+    Case("Pad", [U(3, 4), c(-1, 1, 0, 2), np.array(0.5, np.float32)],
+         torch=tw(lambda x: F.pad(x, (1, 2, -1, 0), value=0.5)) if torch else None, id="Pad-crop"),
     Case("Trilu", [U(4, 5), c(1)], torch=tw(lambda x: torch.triu(x, 1)) if torch else None),
-    Case(
-        "Trilu",
-        [U(2, 4, 5), c(-1)],
-        {"upper": 0},
-        torch=tw(lambda x: torch.tril(x, -1)) if torch else None,
-        id="Trilu-lower",
-    ),
-    Case(
-        "DepthToSpace",
-        [U(1, 8, 2, 3)],
-        {"blocksize": 2},
-        torch=tw(lambda x: x.reshape(1, 2, 2, 2, 2, 3).permute(0, 3, 4, 1, 5, 2).reshape(1, 2, 4, 6))
-        if torch
-        else None,
-    ),  # fmt: skip
-    Case(
-        "DepthToSpace",
-        [U(1, 8, 2, 3)],
-        {"blocksize": 2, "mode": "CRD"},
-        torch=tw(lambda x: F.pixel_shuffle(x, 2)) if torch else None,
-        id="DepthToSpace-CRD",
-    ),
-    Case(
-        "SpaceToDepth",
-        [U(1, 2, 4, 6)],
-        {"blocksize": 2},
-        torch=tw(lambda x: x.reshape(1, 2, 2, 2, 3, 2).permute(0, 3, 5, 1, 2, 4).reshape(1, 8, 2, 3))
-        if torch
-        else None,
-    ),  # fmt: skip
-    Case(
-        "ReverseSequence",
-        [U(4, 2, 3), c(3, 2)],
-        {"time_axis": 0, "batch_axis": 1},
-        torch=(lambda t: torch.stack([torch.cat([t[0][:n, i].flip(0), t[0][n:, i]]) for i, n in enumerate((3, 2))], 1))
-        if torch
-        else None,
-    ),  # fmt: skip
+    Case("Trilu", [U(2, 4, 5), c(-1)], {"upper": 0}, torch=tw(lambda x: torch.tril(x, -1)) if torch else None,
+         id="Trilu-lower"),
+    Case("DepthToSpace", [U(1, 8, 2, 3)], {"blocksize": 2},
+         torch=tw(lambda x: x.reshape(1, 2, 2, 2, 2, 3).permute(0, 3, 4, 1, 5, 2).reshape(1, 2, 4, 6))
+         if torch else None),  # fmt: skip
+    Case("DepthToSpace", [U(1, 8, 2, 3)], {"blocksize": 2, "mode": "CRD"},
+         torch=tw(lambda x: F.pixel_shuffle(x, 2)) if torch else None, id="DepthToSpace-CRD"),
+    Case("SpaceToDepth", [U(1, 2, 4, 6)], {"blocksize": 2},
+         torch=tw(lambda x: x.reshape(1, 2, 2, 2, 3, 2).permute(0, 3, 5, 1, 2, 4).reshape(1, 8, 2, 3))
+         if torch else None),  # fmt: skip
+    Case("ReverseSequence", [U(4, 2, 3), c(3, 2)], {"time_axis": 0, "batch_axis": 1},
+         torch=(lambda t: torch.stack([torch.cat([t[0][:n, i].flip(0), t[0][n:, i]]) for i, n in enumerate((3, 2))], 1))
+         if torch else None),  # fmt: skip
     # -- normalizations and friends ------------------------------------------------------------------
-    Case(
-        "LayerNormalization",
-        [U(3, 4, 5), U(5), U(5)],
-        {"epsilon": 1e-3},
-        n_outputs=3,
-        torch=(lambda t: F.layer_norm(t[0], (5,), t[1], t[2], 1e-3)) if torch else None,
-    ),
-    Case(
-        "LayerNormalization",
-        [U(2, 3, 4), U(3, 4)],
-        {"axis": 1},
-        torch=(lambda t: F.layer_norm(t[0], (3, 4), t[1], None, 1e-5)) if torch else None,
-        id="LayerNorm-axis1",
-    ),
+    Case("LayerNormalization", [U(3, 4, 5), U(5), U(5)], {"epsilon": 1e-3}, n_outputs=3,
+         torch=(lambda t: F.layer_norm(t[0], (5,), t[1], t[2], 1e-3)) if torch else None),
+    Case("LayerNormalization", [U(2, 3, 4), U(3, 4)], {"axis": 1},
+         torch=(lambda t: F.layer_norm(t[0], (3, 4), t[1], None, 1e-5)) if torch else None, id="LayerNorm-axis1"),
     Case("RMSNormalization", [U(3, 6), U(6)], torch=(lambda t: F.rms_norm(t[0], (6,), t[1], 1e-5)) if torch else None),
-    Case(
-        "InstanceNormalization",
-        [U(2, 3, 4, 5), U(3), U(3)],
-        torch=(lambda t: F.instance_norm(t[0], weight=t[1], bias=t[2], eps=1e-5)) if torch else None,
-    ),
-    Case(
-        "GroupNormalization",
-        [U(2, 6, 3, 2), U(6), U(6)],
-        {"num_groups": 3},
-        torch=(lambda t: F.group_norm(t[0], 3, t[1], t[2], 1e-5)) if torch else None,
-    ),
+    Case("InstanceNormalization", [U(2, 3, 4, 5), U(3), U(3)],
+         torch=(lambda t: F.instance_norm(t[0], weight=t[1], bias=t[2], eps=1e-5)) if torch else None),
+    Case("GroupNormalization", [U(2, 6, 3, 2), U(6), U(6)], {"num_groups": 3},
+         torch=(lambda t: F.group_norm(t[0], 3, t[1], t[2], 1e-5)) if torch else None),
     Case("LpNormalization", [U(3, 5)], torch=tw(lambda x: F.normalize(x, 2.0, -1)) if torch else None),
-    Case(
-        "LpNormalization",
-        [U(3, 5)],
-        {"p": 1, "axis": 0},
-        torch=tw(lambda x: F.normalize(x, 1.0, 0)) if torch else None,
-        id="LpNormalization-p1",
-    ),  # fmt: skip
-    Case(
-        "ConvTranspose",
-        [U(2, 3, 4, 5), U(3, 2, 3, 3), U(2)],
-        {"strides": [2, 2], "pads": [1, 0, 1, 0]},
-        torch=(lambda t: F.conv_transpose2d(t[0], t[1], t[2], stride=2, padding=(1, 0))) if torch else None,
-    ),
-    Case(
-        "ConvTranspose",
-        [U(1, 4, 3, 3), U(4, 1, 2, 2)],
-        {"group": 2, "output_padding": [1, 0], "strides": [2, 2]},
-        torch=(lambda t: F.conv_transpose2d(t[0], t[1], stride=2, output_padding=(1, 0), groups=2)) if torch else None,
-        id="ConvTranspose-group-outpad",
-    ),
+    Case("LpNormalization", [U(3, 5)], {"p": 1, "axis": 0}, torch=tw(lambda x: F.normalize(x, 1.0, 0))
+         if torch else None, id="LpNormalization-p1"),  # fmt: skip
+    Case("ConvTranspose", [U(2, 3, 4, 5), U(3, 2, 3, 3), U(2)], {"strides": [2, 2], "pads": [1, 0, 1, 0]},
+         torch=(lambda t: F.conv_transpose2d(t[0], t[1], t[2], stride=2, padding=(1, 0))) if torch else None),
+    Case("ConvTranspose", [U(1, 4, 3, 3), U(4, 1, 2, 2)], {"group": 2, "output_padding": [1, 0], "strides": [2, 2]},
+         torch=(lambda t: F.conv_transpose2d(t[0], t[1], stride=2, output_padding=(1, 0), groups=2)) if torch else None,
+         id="ConvTranspose-group-outpad"),
     Case("CumSum", [U(3, 4), c(1)], torch=tw(lambda x: torch.cumsum(x, 1)) if torch else None),
-    Case(
-        "CumSum",
-        [U(3, 4), c(0)],
-        {"exclusive": 1, "reverse": 1},
-        torch=tw(lambda x: torch.flip(torch.cumsum(torch.flip(x, (0,)), 0), (0,)) - x) if torch else None,
-        id="CumSum-exclusive-reverse",
-    ),
+    Case("CumSum", [U(3, 4), c(0)], {"exclusive": 1, "reverse": 1},
+         torch=tw(lambda x: torch.flip(torch.cumsum(torch.flip(x, (0,)), 0), (0,)) - x) if torch else None,
+         id="CumSum-exclusive-reverse"),
     Case("TopK", [U(3, 5), c(2)], n_outputs=2, torch=tw(lambda x: torch.topk(x, 2, -1).values) if torch else None),
     Case("Hardmax", [U(3, 5)]),  # zero gradient (torch has no differentiable hardmax)
     # -- gathers and scatters (repeated indices accumulate) -----------------------------------------
     Case("Gather", [U(5, 3), c(1, 3, 1, 0).reshape(2, 2)], torch=(lambda t: t[0][t[1]]) if torch else None),
-    Case(
-        "Gather",
-        [U(2, 4, 3), c(0, -1, 2, 0)],
-        {"axis": 1},
-        torch=tw(lambda x: x.index_select(1, torch.tensor([0, 3, 2, 0]))) if torch else None,
-        id="Gather-axis1",
-    ),
-    Case(
-        "GatherElements",
-        [U(3, 4), c(0, 3, 1, 1, 2, 0).reshape(3, 2)],
-        {"axis": 1},
-        torch=(lambda t: torch.gather(t[0], 1, t[1])) if torch else None,
-    ),
-    Case(
-        "GatherND",
-        [U(3, 4, 2), c(0, 1, 2, 3, 0, 1).reshape(3, 2)],
-        torch=(lambda t: t[0][t[1][:, 0], t[1][:, 1]]) if torch else None,
-    ),
-    Case(
-        "ScatterElements",
-        [U(3, 4), c(0, 2, 1, 3, 3, 0).reshape(3, 2), U(3, 2)],
-        {"axis": 1},
-        torch=(lambda t: t[0].scatter(1, t[1], t[2])) if torch else None,
-    ),
-    Case(
-        "ScatterElements",
-        [U(3, 4), c(0, 0, 1, 3, 3, 0).reshape(3, 2), U(3, 2)],
-        {"axis": 1, "reduction": "add"},
-        torch=(lambda t: t[0].scatter_add(1, t[1], t[2])) if torch else None,
-        id="ScatterElements-add",
-    ),
-    Case(
-        "ScatterND",
-        [U(4, 3), c(1, 3).reshape(2, 1), U(2, 3)],
-        torch=(lambda t: t[0].index_put((t[1][:, 0],), t[2])) if torch else None,
-    ),
-    Case(
-        "ScatterND",
-        [U(4, 3), c(1, 1).reshape(2, 1), U(2, 3)],
-        {"reduction": "add"},
-        torch=(lambda t: t[0].index_put((t[1][:, 0],), t[2], accumulate=True)) if torch else None,
-        id="ScatterND-add",
-    ),
+    Case("Gather", [U(2, 4, 3), c(0, -1, 2, 0)], {"axis": 1},
+         torch=tw(lambda x: x.index_select(1, torch.tensor([0, 3, 2, 0]))) if torch else None, id="Gather-axis1"),
+    Case("GatherElements", [U(3, 4), c(0, 3, 1, 1, 2, 0).reshape(3, 2)], {"axis": 1},
+         torch=(lambda t: torch.gather(t[0], 1, t[1])) if torch else None),
+    Case("GatherND", [U(3, 4, 2), c(0, 1, 2, 3, 0, 1).reshape(3, 2)],
+         torch=(lambda t: t[0][t[1][:, 0], t[1][:, 1]]) if torch else None),
+    Case("ScatterElements", [U(3, 4), c(0, 2, 1, 3, 3, 0).reshape(3, 2), U(3, 2)], {"axis": 1},
+         torch=(lambda t: t[0].scatter(1, t[1], t[2])) if torch else None),
+    Case("ScatterElements", [U(3, 4), c(0, 0, 1, 3, 3, 0).reshape(3, 2), U(3, 2)], {"axis": 1, "reduction": "add"},
+         torch=(lambda t: t[0].scatter_add(1, t[1], t[2])) if torch else None, id="ScatterElements-add"),
+    Case("ScatterND", [U(4, 3), c(1, 3).reshape(2, 1), U(2, 3)],
+         torch=(lambda t: t[0].index_put((t[1][:, 0],), t[2])) if torch else None),
+    Case("ScatterND", [U(4, 3), c(1, 1).reshape(2, 1), U(2, 3)], {"reduction": "add"},
+         torch=(lambda t: t[0].index_put((t[1][:, 0],), t[2], accumulate=True)) if torch else None,
+         id="ScatterND-add"),
 ]
 
 

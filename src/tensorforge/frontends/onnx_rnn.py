@@ -56,8 +56,7 @@ class _Unroller:
             self.acts.append((a, al, be))
         self.clip = attrs.get("clip")
         self.mask_needed = self.lens is not None and not (
-            self.lens.is_const and bool(np.all(np.asarray(self.lens.const) == self.T))
-        )
+            self.lens.is_const and bool(np.all(np.asarray(self.lens.const) == self.T)))
 
     # -- emission helpers ---------------------------------------------------------------------------
     def fail(self, msg):

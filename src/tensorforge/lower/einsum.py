@@ -110,3 +110,4 @@ def _einsum(ctx: LowerCtx, node, ins, outs):
         if stmt is not None:
             return stmt
     return _lower_as_reduction(ctx, c, ins, sink)
+
