@@ -81,6 +81,8 @@ def _resnet_arena_ratio(**kw) -> float:
 
     m = tfg.compile(resnet50(**kw), opt_level=2)
     _check_layout(m.program)
+    rep = m.report()
+    assert "(before fusion: 121)" in rep and "arena: " in rep and "of intermediates" in rep
     return m.program.arena_bytes / m.program.intermediate_bytes
 
 
