@@ -316,3 +316,17 @@ def test_residual_block_written_in_place(rng):
         m = _compile(model, threads, None)
         assert_close(m(x), reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4, what="block")
     assert m.program.in_place >= 1
+
+
+def test_mobilenet_v2_end_to_end(rng):
+    """Every conv fast path in one network (strided stem, depthwise, 1x1 expand/project, residual adds,
+    ReLU6 epilogues), against ONNX Runtime."""
+    import onnxruntime as ort
+
+    from tensorforge.examples import mobilenet_v2
+
+    model = mobilenet_v2(size=32)
+    x = rand(rng, (1, 3, 32, 32))
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = _compile(model, 2)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())

@@ -142,6 +142,38 @@ def resnet50(batch: int | str = 1, size: int = 224, classes: int = 1000, width: 
                    [helper.make_tensor_value_info(x, TensorProto.FLOAT, [batch, classes])])  # fmt: skip
 
 
+def mobilenet_v2(batch: int | str = 1, size: int = 224, classes: int = 1000, seed: int = 0) -> onnx.ModelProto:
+    """MobileNet-v2 (inverted residual blocks: 1x1 expand, 3x3 depthwise, 1x1 project; ReLU6 as Clip;
+    batchnorm unfolded, random weights)."""
+    b = _Builder(seed)
+    six = b.init("six", np.array(6.0, np.float32))
+    zero = b.init("zero", np.array(0.0, np.float32))
+
+    def cbr(x: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> str:
+        y = b.conv_bn_relu(x, cin, cout, k, stride, relu=False, groups=groups)
+        return b.op("Clip", [y, zero, six], "relu6") if act else y
+
+    x = cbr("x", 3, 32, 3, 2)
+    cin = 32
+    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                       (6, 320, 1, 1)]:  # fmt: skip
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            y = cbr(x, cin, hidden, 1) if t != 1 else x
+            y = cbr(y, hidden, hidden, 3, stride, groups=hidden)
+            y = cbr(y, hidden, c, 1, act=False)
+            x = b.op("Add", [x, y], "add") if stride == 1 and cin == c else y
+            cin = c
+    x = cbr(x, cin, 1280, 1)
+    x = b.op("GlobalAveragePool", [x], "gap")
+    x = b.op("Flatten", [x], "flatten", axis=1)
+    w = (b.rng.standard_normal((classes, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
+    x = b.op("Gemm", [x, b.init("fc_w", w), b.init("fc_b", np.zeros(classes, np.float32))], "fc", transB=1)
+    return b.model("mobilenet_v2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
+                   [helper.make_tensor_value_info(x, TensorProto.FLOAT, [batch, classes])])  # fmt: skip
+
+
 def bert_encoder(batch: int | str = 1, seq: int | str = 128, hidden: int = 384, heads: int = 12, layers: int = 6,
                  ffn: int | None = None, seed: int = 0) -> onnx.ModelProto:  # fmt: skip
     """A BERT-style encoder stack as PyTorch exports it (layer norm and GELU decomposed into primitive ops):

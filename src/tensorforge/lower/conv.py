@@ -40,6 +40,7 @@ import numpy as np
 from ..ops.nn import Window, _conv_window
 from . import kir as K
 from .gemm import (
+    PARALLEL_FLOPS_PER_ELEMENT,
     GemmSpec,
     choose_tile,
     emit_gemm,
@@ -282,7 +283,7 @@ def lower_conv2d(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr | N
     pt_n = -(-g.nq // pt_size) if plan.pix_vec else g.oh * (g.ow // pt_size)
     ct_n = -(-g.mg // ct_size)
     work = 2 * g.n * g.m * g.oh * g.ow * Kd
-    parallel = work >= ctx.parallel_threshold * 8
+    parallel = work >= ctx.parallel_threshold * PARALLEL_FLOPS_PER_ELEMENT
     img = Var("img")
     stmts: list[Stmt] = []
 
@@ -440,7 +441,7 @@ def lower_depthwise(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr 
     size = g.plane + W  # a vector read at the end of a row may run W - 1 past the plane
     on_stack = size * dt.itemsize <= STACK_PLANE_BYTES
     work = 2 * g.n * g.m * g.oh * g.ow * g.taps
-    parallel = work >= ctx.parallel_threshold
+    parallel = work >= ctx.parallel_threshold * PARALLEL_FLOPS_PER_ELEMENT // 4  # memory-bound: lower
     img, ch = Var("img"), Var("ch")
     if on_stack:
         P = Buffer("plane", dt, size)
@@ -527,7 +528,7 @@ def _conv_generic(ctx: LowerCtx, node, x: TExpr, w: TExpr, bias: TExpr | None, s
     np_n = -(-N // plan.NR)
     bp = ctx.workspace(cdt, group * np_n * Kd * plan.NR, f"{node.name}_col")
     work = 2 * group * mg * N * Kd
-    parallel = work >= ctx.parallel_threshold * 8
+    parallel = work >= ctx.parallel_threshold * PARALLEL_FLOPS_PER_ELEMENT
     img = Var("img")
 
     def src(g: Expr, k: Expr, n: Expr) -> Expr:

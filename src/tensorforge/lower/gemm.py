@@ -59,6 +59,10 @@ class GemmPlan:
         return self.nv * self.W
 
 
+# Waking a sleeping worker (OMP_WAIT_POLICY=PASSIVE) costs ~10 us: a GEMM or conv runs on several threads
+# only with >= parallel_threshold x this many flops (~4M flops = ~40 us on one core at 100 GFLOP/s).
+PARALLEL_FLOPS_PER_ELEMENT = 32
+
 # -- the micro-tile -----------------------------------------------------------------------------------
 FMA_LATENCY = 4  # cycles; every accumulator chain gets one FMA per k step
 LOADS_PER_CYCLE = 2
@@ -470,7 +474,7 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
     plan = plan_gemm(ctx, cdt, M, N, Kd, batch)
     MR, NR = plan.MR, plan.NR
     work = 2 * batch * M * N * Kd
-    parallel = work >= ctx.parallel_threshold * 8
+    parallel = work >= ctx.parallel_threshold * PARALLEL_FLOPS_PER_ELEMENT
 
     def a_at(bi, m, k):
         idx = [*_batch_index(bi, batch_shape, a_batch), *((k, m) if trans_a else (m, k))]
@@ -577,5 +581,5 @@ def _matmul(ctx: LowerCtx, node, ins, outs):
     return lower_matmul(ctx, ins[0], ins[1], outs[0])
 
 
-__all__ = ["GemmPlan", "GemmSpec", "View", "choose_tile", "emit_gemm", "emit_pack", "emit_pack_b", "lower_matmul",
-           "pack_a_const", "pack_b_const", "plan_gemm", "tile_cycles"]  # fmt: skip
+__all__ = ["PARALLEL_FLOPS_PER_ELEMENT", "GemmPlan", "GemmSpec", "View", "choose_tile", "emit_gemm", "emit_pack",
+           "emit_pack_b", "lower_matmul", "pack_a_const", "pack_b_const", "plan_gemm", "tile_cycles"]  # fmt: skip

@@ -1,0 +1,116 @@
+"""GEMM (fp32): tensorforge vs numpy (OpenBLAS), PyTorch and ONNX Runtime, 1 and 2 threads.
+
+Square sizes 64..2048 and the MLP / transformer shapes (M x K x N: a [M, K] activation times a [K, N]
+weight). tensorforge and ONNX Runtime compile a MatMul whose weight is an initializer (both may pack it
+ahead of time); numpy and PyTorch multiply two arrays. Each row: GFLOP/s of every contender (medians of
+alternating blocks), tensorforge's % of the machine's fp32 peak on that many threads
+(``runtime/peak.py``: measured clock x FMA datapath), and the ratio to the best of the others (> 1:
+tensorforge is faster).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+from threadpoolctl import threadpool_limits
+
+import tensorforge as tfg
+from harness import compare, markdown_table, ort_session
+from tensorforge.runtime.peak import machine_peak
+
+SQUARE = [64, 128, 256, 512, 1024, 2048]
+MODEL_SHAPES = [(1, 784, 256), (64, 784, 256), (256, 768, 3072)]  # M x K x N: MLP layer, batch 64, BERT FFN
+OTHERS = ["numpy", "pytorch", "onnxruntime"]
+
+
+def shapes() -> list[tuple[int, int, int]]:
+    sq = SQUARE[:4] if os.environ.get("TENSORFORGE_BENCH_QUICK") else SQUARE
+    return [(n, n, n) for n in sq] + MODEL_SHAPES
+
+
+def matmul_model(m: int, k: int, n: int, b: np.ndarray):
+    node = helper.make_node("MatMul", ["a", "b"], ["c"])
+    a_info = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
+    c_info = helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])
+    graph = helper.make_graph([node], f"gemm_{m}x{k}x{n}", [a_info], [c_info], [numpy_helper.from_array(b, "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def run(threads: int) -> tuple[str, list[dict]]:
+    import torch
+
+    torch.set_num_threads(threads)
+    peak = machine_peak()
+    rows, records = [], []
+    for m, k, n in shapes():
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        model = matmul_model(m, k, n, b)
+        tf = tfg.compile(model, num_threads=threads)
+        sess = ort_session(model.SerializeToString(), threads)
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        want = a.astype(np.float64) @ b
+        got = tf(a)
+        assert np.allclose(got, want, rtol=1e-3, atol=1e-3 * np.sqrt(k)), f"tensorforge wrong at {m}x{k}x{n}"
+        with threadpool_limits(threads):
+            t = compare({"tensorforge": lambda: tf(a), "numpy": lambda: a @ b, "pytorch": lambda: torch.mm(ta, tb),
+                         "onnxruntime": lambda: sess.run(None, {"a": a})})  # fmt: skip
+        flop = 2 * m * n * k
+        gf = {name: flop / s / 1e9 for name, s in t.items()}
+        best = min(OTHERS, key=lambda o: t[o])
+        ratio = t[best] / t["tensorforge"]
+        rows.append([f"{m}x{k}x{n}", str(threads), *(f"{gf[c]:.1f}" for c in ["tensorforge", *OTHERS]),
+                     f"{peak.percent(gf['tensorforge'], threads):.0f}%", f"{ratio:.2f}x ({best})"])  # fmt: skip
+        records.append({"shape": f"{m}x{k}x{n}", "threads": threads, "peak": peak.gflops(threads), **gf})
+    head = ["M x K x N", "threads", "tensorforge GFLOP/s", "numpy", "PyTorch", "ONNX Runtime", "tf % of peak",
+            "tf vs best other"]  # fmt: skip
+    return markdown_table(head, rows), records
+
+
+def section():
+    peak = machine_peak()
+    tables, records = [], []
+    for th in (1, 2):
+        table, recs = run(th)
+        tables.append(table)
+        records += recs
+    md = (f"fp32 GEMM, GFLOP/s (higher is better). Peak model: {peak.describe()}. The last column is the "
+          "ratio of the best other library's time to tensorforge's (> 1: tensorforge is faster).\n\n"
+          + tables[0] + "\n\n" + "\n".join(tables[1].splitlines()[2:]))  # fmt: skip
+    return "GEMM", md, records
+
+
+def plot(records, outdir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    names = ["tensorforge", *OTHERS]
+    for ax, th in zip(axes, (1, 2)):
+        recs = [r for r in records if r["threads"] == th]
+        width = 0.8 / len(names)
+        for i, nm in enumerate(names):
+            ax.bar([j + (i - 1.5) * width for j in range(len(recs))], [r[nm] for r in recs], width, label=nm)
+        if recs:
+            ax.axhline(recs[0]["peak"], color="k", ls="--", lw=1, label="fp32 peak")
+        ax.set_xticks(range(len(recs)), [r["shape"] for r in recs], rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{th} thread{'s' if th > 1 else ''}")
+        ax.set_ylabel("GFLOP/s")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("fp32 GEMM (M x K x N)")
+    fig.tight_layout()
+    path = os.path.join(outdir, "gemm_gflops.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    title, md, recs = section()
+    print(md)
