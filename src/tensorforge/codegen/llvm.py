@@ -319,23 +319,27 @@ class _Emitter:
         return p
 
     # -- statements -------------------------------------------------------------------------------
-    def _deps_of(self, e: Expr) -> tuple[frozenset, bool]:
+    def _deps_of(self, e: Expr) -> tuple[frozenset, frozenset]:
+        """(uids of the variables, ids of the buffers) that ``e`` reads."""
         d = self._deps.get(id(e))
         if d is None or d[2] is not e:
             vs: set[int] = set()
-            mem = isinstance(e, Load)
+            bufs: set[int] = {id(e.buf)} if isinstance(e, Load) else set()
             if isinstance(e, Var):
                 vs.add(e.uid)
             for c in _children(e):
-                cv, cm = self._deps_of(c)
+                cv, cb = self._deps_of(c)
                 vs |= cv
-                mem = mem or cm
-            d = (frozenset(vs), mem, e)  # e kept alive: ids of freed expressions are reused
+                bufs |= cb
+            d = (frozenset(vs), frozenset(bufs), e)  # e kept alive: ids of freed expressions are reused
             self._deps[id(e)] = d
         return d[0], d[1]
 
-    def _invalidate(self, var_uid: int | None = None, memory: bool = False) -> None:
-        dead = [k for k, (_, _, vs, mem, _) in self._memo.items() if (var_uid in vs) or (memory and mem)]
+    def _invalidate(self, var_uid: int | None = None, buf: Buffer | None = None) -> None:
+        """Forget values that read ``var_uid`` or buffer ``buf`` (distinct buffers never overlap: in-place
+        planning merges buffers into one Buffer object, and parameters are noalias)."""
+        key = id(buf) if buf is not None else None
+        dead = [k for k, (_, _, vs, bufs, _) in self._memo.items() if (var_uid in vs) or (key in bufs)]
         for k in dead:
             del self._memo[k]
 
@@ -346,7 +350,7 @@ class _Emitter:
         if isinstance(s, Decl | Assign):
             self._invalidate(var_uid=s.var.uid)
         elif isinstance(s, Store):
-            self._invalidate(memory=True)
+            self._invalidate(buf=s.buf)
 
     def _stmt(self, s: Stmt) -> None:
         if isinstance(s, Seq):
@@ -719,10 +723,8 @@ class _Emitter:
                 return b.select(fix, b.fadd(r, c), r)
             if op == "floordiv":
                 return b.call(self.mb.intrinsic("floor", a.type), [b.fdiv(a, c)])
-            if op == "max":
-                return b.call(self.mb.intrinsic("maximum", a.type, 2), [a, c])
-            if op == "min":
-                return b.call(self.mb.intrinsic("minimum", a.type, 2), [a, c])
+            if op in ("max", "min"):
+                return self.fminmax(op, a, c)
             if op == "pow":
                 return self.pow(a, c)
             raise CompileError(f"float op {op} unsupported")
@@ -917,6 +919,14 @@ class _Emitter:
         bits = b.select(inexact, b.or_(bits, one), bits)
         return b.bitcast(bits, ft)
 
+    def fminmax(self, op: str, a: ir.Value, c: ir.Value) -> ir.Value:
+        """max/min that propagate NaN from either side (as numpy/ONNX do), in three x86 instructions
+        (vcmpunordps, vmaxps, blend) instead of llvm.maximum's signed-zero-exact sequence."""
+        b = self.b
+        pick = b.fcmp_ordered(">" if op == "max" else "<", a, c)
+        r = b.select(pick, a, c)  # x86 vmaxps/vminps: the second operand when unordered
+        return b.select(b.fcmp_unordered("uno", a, a), a, r)
+
     def hreduce(self, op: str, x: ir.Value, dt: DType) -> ir.Value:
         b = self.b
         t = x.type
@@ -928,7 +938,15 @@ class _Emitter:
             if op == "mul":
                 fn = self.mb._declare(f"llvm.vector.reduce.fmul.{_suffix(t)}", st, [st, t])
                 return b.call(fn, [ir.Constant(st, 1.0), x], fastmath=("reassoc",))
-            name = {"max": "fmaximum", "min": "fminimum"}[op]
+            # halve the vector log2(lanes) times with the NaN-propagating max/min below
+            n = t.count
+            while n > 1:
+                h = n // 2
+                lo_half = b.shuffle_vector(x, x, ir.Constant(ir.VectorType(I32, h), list(range(h))))
+                hi_half = b.shuffle_vector(x, x, ir.Constant(ir.VectorType(I32, h), list(range(h, n))))
+                x = self.fminmax(op, lo_half, hi_half)
+                n = h
+            return b.extract_element(x, ir.Constant(I32, 0))
         else:
             signed = dt.is_signed
             name = {"add": "add", "mul": "mul", "and": "and", "or": "or",

@@ -104,6 +104,17 @@ class _VecBody:
         return e.lanes > 1
 
     def expr(self, e: Expr) -> Expr:
+        # the same scalar subexpression gives the same vector expression object, so the code generator
+        # can emit it once (e.g. softmax's exp(x - m), both stored and summed)
+        memo = self.__dict__.setdefault("_memo", {})
+        hit = memo.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        r = self._expr(e)
+        memo[id(e)] = (e, r)
+        return r
+
+    def _expr(self, e: Expr) -> Expr:
         W = self.W
         if isinstance(e, Var):
             if e is self.v:
