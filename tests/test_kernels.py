@@ -35,6 +35,7 @@ BLOCKINGS = {
     "ksplit": {"KC": 8},  # partial sums in the output between K blocks
     "macro": {"MC": 0, "NC": 0, "KC": 12, "order": "pm"},
     "tiles": {"MR": 3, "nv": 1, "MC": 6, "NC": 0, "KC": 16},  # several macro tiles over M
+    "packA": {"pack_a": True, "KC": 20},  # a run-time A copied into micro-panels first
 }
 
 
@@ -78,7 +79,7 @@ def test_gemm_blockings(blocking, trans, threads, rng):
     _check(one_node_model("Gemm", {"a": a, "b": b, "c": c}, attrs), {"a": a, "b": b, "c": c}, threads, gemm)
 
 
-@pytest.mark.parametrize("blocking", ["default", "ksplit", "tiles"])
+@pytest.mark.parametrize("blocking", ["default", "ksplit", "tiles", "packA"])
 def test_batched_matmul(blocking, rng):
     """Batched and broadcast-batched MatMul (attention-like shapes), weights constant and not."""
     gemm = BLOCKINGS[blocking]
