@@ -58,3 +58,17 @@ def test_double_to_half_is_correctly_rounded():
     x = np.concatenate([ties, ties + 2**-40, ties - 2**-40, -ties, [65520.0, 1e-8, np.inf, np.nan]])
     m = tfg.compile(one_node_model("Cast", {"x": x}, {"to": TensorProto.FLOAT16}))
     np.testing.assert_array_equal(m(x), x.astype(np.float16))
+
+
+def test_inputs_keep_their_onnx_names(rng):
+    """Inputs are fed by the names the model gives them, even names that are not identifiers."""
+    import tensorforge as tfg
+    from onnx import helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["gpu_0/data:0"], ["out/y"])], "g",
+                          [helper.make_tensor_value_info("gpu_0/data:0", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("out/y", TensorProto.FLOAT, [2, 3])])  # fmt: skip
+    m = tfg.compile(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rand(rng, (2, 3))
+    assert m.input_names == ["gpu_0/data:0"]
+    np.testing.assert_array_equal(m.run({"gpu_0/data:0": x})["out/y"], np.maximum(x, 0))

@@ -29,6 +29,7 @@ ROOT = os.path.dirname(HERE)
 WORK = os.path.join(ROOT, "conformance-work")
 sys.path.insert(0, HERE)
 
+SUBSET = os.path.join(ROOT, "tests", "conformance_subset.txt")
 MODEL_TIMEOUT = 600  # seconds, model tests (whole CNNs)
 NODE_TIMEOUT = 60  # seconds, node tests
 
@@ -238,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite docs/CONFORMANCE.md")
     ap.add_argument("--reuse", action="append", default=[], choices=["tensorforge", "onnxruntime"],
                     help="reuse this backend's saved results instead of running it")  # fmt: skip
+    ap.add_argument("--write-ci-subset", action="store_true",
+                    help=f"rewrite {os.path.relpath(SUBSET, ROOT)} (the tests CI runs) from tensorforge's results")  # fmt: skip
     args = ap.parse_args(argv)
 
     os.makedirs(WORK, exist_ok=True)
@@ -273,6 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         all_results[b] = res
         n_pass = sum(r["status"] == "pass" for r in res.values())
         print(f"{b}: {n_pass} of {len(res)} tests pass", flush=True)
+    if args.write_ci_subset and "tensorforge" in all_results:
+        from conformance_report import ci_subset
+
+        names = ci_subset(all_results["tensorforge"])
+        with open(SUBSET, "w") as f:
+            f.write("# The ONNX backend tests CI runs (tests/test_onnx_backend.py): per operator the first node test\n"
+                    "# tensorforge passes, and every model test that ships with onnx. Regenerate with\n"
+                    "# `python tools/conformance.py --backend tensorforge --write-ci-subset`.\n")
+            f.write("\n".join(names) + "\n")
+        print(f"wrote {os.path.relpath(SUBSET, ROOT)} ({len(names)} tests)")
     if not args.no_doc and not args.pattern:
         from conformance_report import write_report
 

@@ -140,6 +140,23 @@ def _out_of_scope(g, ops) -> str | None:
     return None
 
 
+def ci_subset(ours: dict[str, dict]) -> list[str]:
+    """Per operator the first (by name) in-scope node test tensorforge passes, plus every passing model
+    test: a fast CI run that touches every supported op and every shipped model."""
+    picked: dict[str, str] = {}
+    models = []
+    for n in sorted(ours):
+        r = ours[n]
+        info = test_info(n)
+        if r["status"] != "pass" or info["scope"] is not None:
+            continue
+        if r["category"] != "NodeModel":
+            models.append(n)
+        elif info["op"] not in picked:
+            picked[info["op"]] = n
+    return sorted(picked.values()) + models
+
+
 def write_report(results: dict[str, dict[str, dict]], path: str) -> str:
     import onnx
 

@@ -250,7 +250,10 @@ class Importer:
         for vi in self.g.input:
             if vi.name in inits:
                 continue
-            v = Value(self.fresh_name(vi.name), self.value_type(vi))
+            # graph inputs keep their ONNX names (users feed them by name); kernels sanitize buffer names
+            name = vi.name if vi.name and vi.name not in self.used_names else self.fresh_name(vi.name)
+            self.used_names.add(name)
+            v = Value(name, self.value_type(vi))
             self.env[vi.name] = v
             inputs.append(v)
         for i, n in enumerate(self.g.node):
