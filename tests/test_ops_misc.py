@@ -62,8 +62,9 @@ def test_double_to_half_is_correctly_rounded():
 
 def test_inputs_keep_their_onnx_names(rng):
     """Inputs are fed by the names the model gives them, even names that are not identifiers."""
-    import tensorforge as tfg
     from onnx import helper
+
+    import tensorforge as tfg
 
     g = helper.make_graph([helper.make_node("Relu", ["gpu_0/data:0"], ["out/y"])], "g",
                           [helper.make_tensor_value_info("gpu_0/data:0", TensorProto.FLOAT, [2, 3])],

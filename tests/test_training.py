@@ -350,7 +350,7 @@ def _odd_model(rng):
 def test_small_parameters_are_not_folded_away_and_names_round_trip(rng):
     model, w = _odd_model(rng)
     step = tfg.training_step(model, optimizer=tfg.optim.SGD(lr=0.5))
-    assert step.params == ["fc.weight", "onnx__b_0"]  # head2 does not reach the loss: left as it is
+    assert step.params == ["fc.weight", "onnx::b/0"]  # head2 does not reach the loss: left as it is
     tw = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
     opt = torch.optim.SGD([tw["fc.weight"], tw["onnx::b/0"]], lr=0.5)
     for x, y in _batches(rng, 3, sizes=(5, 0, 4)):

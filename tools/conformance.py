@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="append", default=[], choices=["tensorforge", "onnxruntime"],
                     help="reuse this backend's saved results instead of running it")  # fmt: skip
     ap.add_argument("--write-ci-subset", action="store_true",
-                    help=f"rewrite {os.path.relpath(SUBSET, ROOT)} (the tests CI runs) from tensorforge's results")  # fmt: skip
+                    help="rewrite tests/conformance_subset.txt (the tests CI runs) from tensorforge's results")
     args = ap.parse_args(argv)
 
     os.makedirs(WORK, exist_ok=True)

@@ -23,18 +23,22 @@ from .core import backward
 
 def source_names(proto) -> dict[str, str]:
     """ONNX initializer and input name -> the name of the graph value the importer makes of it (the
-    importer's order and renaming: initializers first, sanitized, then made unique)."""
+    importer's order and renaming: initializers first, sanitized, then made unique; graph inputs keep
+    their ONNX name unless an initializer took it)."""
     from ..frontends.onnx import _sanitize
 
     used: set[str] = set()
     out: dict[str, str] = {}
     inits = [t.name for t in proto.graph.initializer]
     for n in [*inits, *(vi.name for vi in proto.graph.input if vi.name not in set(inits))]:
-        base = name = _sanitize(n)
-        k = 1
-        while name in used:
-            name = f"{base}_{k}"
-            k += 1
+        if n not in set(inits) and n and n not in used:
+            name = n
+        else:
+            base = name = _sanitize(n)
+            k = 1
+            while name in used:
+                name = f"{base}_{k}"
+                k += 1
         used.add(name)
         out[n] = name
     return out
