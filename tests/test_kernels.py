@@ -331,3 +331,26 @@ def test_mobilenet_v2_end_to_end(rng):
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = _compile(model, 2)(x)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
+# -- pooling ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("size,k,s,p", [(112, 3, 2, 1), (17, 3, 2, 1), (56, 2, 2, 0), (20, 3, 1, 1), (33, 5, 3, 2)])
+def test_pool_fast_paths(op, size, k, s, p, rng):
+    """Border / interior splits on both axes, unrolled constant windows, stride-s vector loads and masked
+    row tails; max pooling handles infinities and propagates NaN (as numpy and PyTorch do; the ONNX
+    reference evaluator drops it)."""
+    x = rand(rng, (1, 3, size, size + 1))
+    if op == "MaxPool":
+        x[0, 1, 0, 0] = np.inf
+        x[0, 2, -1, -1] = -np.inf
+    attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+    model = one_node_model(op, {"x": x}, attrs)
+    m = _compile(model, 2)
+    assert_close(m(x), reference(model, {"x": x})[0], rtol=1e-5, atol=1e-6, what=op)
+    if op == "MaxPool":
+        hit = np.zeros_like(x)
+        hit[0, 0, size // 2, size // 3] = 1.0
+        x[0, 0, size // 2, size // 3] = np.nan
+        windows = reference(model, {"x": hit})[0] == 1.0  # the outputs whose window holds the NaN
+        assert windows.any() and np.array_equal(np.isnan(m(x)), windows)

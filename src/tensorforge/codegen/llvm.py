@@ -620,9 +620,8 @@ class _Emitter:
             p = _gep(b, base, [self.expr(e.index)], source_etype=et)
             x = b.call(fn, [p, ir.Constant(I32, et_align(dt)), self.expr(e.mask), ir.Constant(vt, None)])
             return self.from_mem(x, dt)
-        if (isinstance(e.index, Ramp) and e.mask is None and 2 <= e.index.stride <= MAX_SHUFFLE_STRIDE
-                and self.mb.target.masked_ops):  # fmt: skip
-            return self.strided_load(e.buf, e.index, e.lanes)
+        if isinstance(e.index, Ramp) and 2 <= e.index.stride <= MAX_SHUFFLE_STRIDE and self.mb.target.masked_ops:
+            return self.strided_load(e.buf, e.index, e.lanes, e.mask)
         if e.index.lanes > 1:  # gather by scalar loads
             idx = self.expr(e.index)
             if e.mask is not None:  # masked-off lanes read lane 0's element
@@ -637,10 +636,10 @@ class _Emitter:
         x = b.load(p, typ=memty(dt, e.lanes), align=et_align(dt))
         return self.from_mem(x, dt)
 
-    def strided_load(self, buf: Buffer, index: Ramp, lanes: int) -> ir.Value:
-        """Elements ``base, base+s, ..., base+(lanes-1)*s``: ``s`` contiguous vector loads (the last one
-        masked to end at the last element needed, so nothing past it is touched) and one shuffle that
-        keeps every s-th lane, instead of ``lanes`` scalar loads."""
+    def strided_load(self, buf: Buffer, index: Ramp, lanes: int, mask: Expr | None = None) -> ir.Value:
+        """Elements ``base, base+s, ..., base+(lanes-1)*s``: ``s`` contiguous vector loads and one shuffle
+        that keeps every s-th lane, instead of ``lanes`` scalar loads. The loads are masked so that they
+        touch only elements that are needed (up to the last lane; with ``mask``, of the active lanes)."""
         b = self.b
         dt = buf.dtype
         s = index.stride
@@ -648,7 +647,14 @@ class _Emitter:
         ptr = self.buf_ptr(buf)
         et = memty(dt)
         vt = memty(dt, lanes)
+        mty = llty(DType.BOOL, lanes)
         needed = (lanes - 1) * s + 1
+        elem_mask = None
+        if mask is not None:  # element e of the s*lanes loaded is needed iff e % s == 0 and lane e // s is on
+            sel = [e // s if e % s == 0 else lanes for e in range(s * lanes)]
+            elem_mask = b.shuffle_vector(self.expr(mask), ir.Constant(mty, None),
+                                         ir.Constant(ir.VectorType(I32, s * lanes), sel))  # fmt: skip
+        fn = self.mb._declare(f"llvm.masked.load.{_suffix(vt)}.p0", vt, [PTR, I32, mty, vt])
         parts = []
         for j in range(s):
             count = min(lanes, needed - j * lanes)
@@ -656,13 +662,15 @@ class _Emitter:
                 parts.append(ir.Constant(vt, None))
                 continue
             p = _gep(b, ptr, [b.add(base, ir.Constant(I64, j * lanes))], source_etype=et)
-            if count >= lanes:
+            if elem_mask is not None:
+                part = ir.Constant(ir.VectorType(I32, lanes), list(range(j * lanes, (j + 1) * lanes)))
+                m = b.shuffle_vector(elem_mask, ir.Constant(elem_mask.type, ir.Undefined), part)
+                parts.append(b.call(fn, [p, ir.Constant(I32, et_align(dt)), m, ir.Constant(vt, None)]))
+            elif count >= lanes:
                 parts.append(b.load(p, typ=vt, align=et_align(dt)))
             else:
-                mty = llty(DType.BOOL, lanes)
-                fn = self.mb._declare(f"llvm.masked.load.{_suffix(vt)}.p0", vt, [PTR, I32, mty, vt])
-                mask = ir.Constant(mty, [1 if i < count else 0 for i in range(lanes)])
-                parts.append(b.call(fn, [p, ir.Constant(I32, et_align(dt)), mask, ir.Constant(vt, None)]))
+                m = ir.Constant(mty, [1 if i < count else 0 for i in range(lanes)])
+                parts.append(b.call(fn, [p, ir.Constant(I32, et_align(dt)), m, ir.Constant(vt, None)]))
         while len(parts) & (len(parts) - 1):  # pad to a power of two, then concatenate pairwise
             parts.append(ir.Constant(vt, None))
         while len(parts) > 1:

@@ -1,8 +1,9 @@
 """MaxPool / AveragePool for any number of spatial dims.
 
-The window bounds of the outer spatial dims are clipped per output row (no per-element checks), and the
-last spatial dim is split into a left border, an interior and a right border: the interior loop has no
-bounds checks and is vectorized with contiguous (stride-1) or strided loads; only the borders check.
+Each spatial axis is split into borders (window clipped to the input, bounds per output position) and an
+interior (window whole): in the interior of all axes the window is a constant, unrolled, with no bounds
+checks; the last axis's interior is vectorized (stride-s loads become contiguous loads and a shuffle,
+the tail of a row one masked iteration). Averages divide by a constant there.
 """
 
 from __future__ import annotations
@@ -35,21 +36,26 @@ def _interior(win: Window, axis: int) -> tuple[int, int]:
     return lo, max(lo, hi)
 
 
+MAX_UNROLL_WINDOW = 16  # window sizes up to this are unrolled where their bounds are constant
+
+
 def lower_pool(ctx: LowerCtx, x, sink: Sink, win: Window, kind: str, count_include_pad: bool) -> Stmt:
+    """Every spatial axis is split into a leading border, an interior and a trailing border. Where all
+    axes are interior the window is a compile-time constant (unrolled, no bounds, no divisions); the last
+    axis's interior is a vector loop (contiguous or stride-s loads, the row's tail a masked iteration)."""
     dt = x.dtype
     sp = len(win.kernel)
     n, c = x.shape[:2]
     out_sp = win.out_size
     lanes = ctx.lanes(dt)
     combine = "max" if kind == "max" else "add"
-    acc_dt = dt
     nv, cv = Var("n"), Var("c")
     ov = loop_vars(sp)
     last = sp - 1
 
-    def window_body(o_last_kind: str) -> Stmt:
-        """Body for one output element at (nv, cv, ov...) — 'interior' or 'border' along the last dim."""
-        acc = Var("acc", acc_dt)
+    def window_body(interior: tuple[bool, ...]) -> Stmt:
+        """One output element at (nv, cv, ov...); ``interior[d]``: the window is whole along axis d."""
+        acc = Var("acc", dt)
         kv = [Var(f"k{d}") for d in range(sp)]
         in_idx: list[Expr] = [nv, cv]
         ranges = []
@@ -57,48 +63,70 @@ def lower_pool(ctx: LowerCtx, x, sink: Sink, win: Window, kind: str, count_inclu
             pos = binop("add", binop("sub", binop("mul", ov[d], win.strides[d]), win.pads_begin[d]),
                         binop("mul", kv[d], win.dilations[d]))  # fmt: skip
             in_idx.append(pos)
-            if d < last or o_last_kind == "border":
+            if interior[d]:
+                ranges.append((Const(0), Const(win.kernel[d])))
+            else:
                 ranges.append(_kbounds(ov[d], win.strides[d], win.pads_begin[d], win.dilations[d],
                                        win.in_size[d], win.kernel[d]))  # fmt: skip
-            else:
-                ranges.append((Const(0), Const(win.kernel[d])))
-        upd: Stmt = Assign(acc, K.binop(combine, acc, x(in_idx)))
+        xv = x(in_idx)
+        fast_max = kind == "max" and dt.is_float
+        nan = Var("nan", DType.BOOL)
+        if fast_max:
+            # a plain compare-and-select max (one vmaxps) plus a NaN flag, instead of the NaN-propagating
+            # maximum (four instructions on x86): the window's result is NaN if any input was
+            upd: Stmt = K.seq(Assign(acc, K.select(K.cmp("gt", xv, acc), xv, acc)),
+                              Assign(nan, K.binop("or", nan, K.unop("isnan", xv))))  # fmt: skip
+        else:
+            upd = Assign(acc, K.binop(combine, acc, xv))
         for d in reversed(range(sp)):
-            upd = For(kv[d], ranges[d][0], ranges[d][1], upd)
-        stmts: list[Stmt] = [Decl(acc, identity(combine, acc_dt)), upd]
-        res: Expr = acc
+            unroll = interior[d] and win.kernel[d] <= MAX_UNROLL_WINDOW
+            upd = For(kv[d], ranges[d][0], ranges[d][1], upd, LoopKind.UNROLL if unroll else LoopKind.SERIAL)
+        stmts: list[Stmt] = [Decl(acc, identity(combine, dt))]
+        if fast_max:
+            stmts.append(Decl(nan, K.const(False, DType.BOOL)))
+        stmts.append(upd)
+        res: Expr = acc if not fast_max else K.select(nan, K.const(float("nan"), dt), acc)
         if kind == "avg":
             cnt: Expr = Const(1)
             for d in range(sp):
-                if count_include_pad:
+                if interior[d]:
+                    cnt = binop("mul", cnt, Const(win.kernel[d]))
+                elif count_include_pad:
                     # window positions inside the padded input [-p_begin, size + p_end)
                     lo, hi = _kbounds(ov[d], win.strides[d], 0, win.dilations[d],
                                       win.in_size[d] + win.pads_begin[d] + win.pads_end[d], win.kernel[d])  # fmt: skip
                     cnt = binop("mul", cnt, binop("sub", hi, lo))
                 else:
                     cnt = binop("mul", cnt, binop("sub", ranges[d][1], ranges[d][0]))
-            res = K.binop("div", acc, K.cast(K.maximum(cnt, Const(1)), acc_dt))
+            if isinstance(cnt, Const):
+                res = K.binop("mul", acc, K.const(1.0 / max(cnt.value, 1), dt))
+            else:
+                res = K.binop("div", acc, K.cast(K.maximum(cnt, Const(1)), dt))
         stmts.append(sink.store([nv, cv, *ov], res))
         return K.seq(stmts)
 
-    lo, hi = _interior(win, last)
-    n_last = out_sp[last]
-    parts = []
-    if lo > 0:
-        parts.append(For(ov[last], Const(0), Const(lo), window_body("border")))
-    if hi > lo:
-        vec = hi - lo >= lanes > 1
-        parts.append(For(ov[last], Const(lo), Const(hi), window_body("interior"),
-                         LoopKind.VECTOR if vec else LoopKind.SERIAL, 1, lanes if vec else 1))  # fmt: skip
-    if n_last > hi:
-        parts.append(For(ov[last], Const(max(hi, lo)), Const(n_last), window_body("border")))
-    body: Stmt = K.seq(parts) if parts else K.Seq(())
-    outer = [n, c, *out_sp[:last]]
-    outer_vars = [nv, cv, *ov[:last]]
-    work = n_last * max(1, int(__import__("numpy").prod(win.kernel)))
+    def split(d: int, interior: tuple[bool, ...]) -> Stmt:
+        """Loops over output axes d.. (border / interior / border segments)."""
+        lo, hi = _interior(win, d)
+        size = out_sp[d]
+        parts = []
+        for a, b, inside in ((0, lo, False), (lo, hi, True), (max(hi, lo), size, False)):
+            if b <= a:
+                continue
+            flags = (*interior, inside)
+            body = window_body(flags) if d == last else split(d + 1, flags)
+            vec = d == last and inside and lanes > 1 and (b - a >= lanes or ctx.target.masked_ops)
+            parts.append(For(ov[d], Const(a), Const(b), body, LoopKind.VECTOR if vec else LoopKind.SERIAL, 1,
+                             lanes if vec else 1))  # fmt: skip
+        return K.seq(parts) if parts else K.Seq(())
+
+    body = split(0, ())
+    outer = [n, c]
+    work = int(__import__("numpy").prod(out_sp)) * max(1, int(__import__("numpy").prod(win.kernel)))
     par = parallel_axis(outer, work, ctx.parallel_threshold)
-    for d in reversed(range(len(outer))):
-        body = For(outer_vars[d], Const(0), Const(outer[d]), body, LoopKind.PARALLEL if d == par else LoopKind.SERIAL)
+    for d in reversed(range(2)):
+        body = For([nv, cv][d], Const(0), Const(outer[d]), body, LoopKind.PARALLEL if d == par else LoopKind.SERIAL)
+    ctx.stores_once = True
     return body
 
 
