@@ -73,3 +73,71 @@ def test_inputs_keep_their_onnx_names(rng):
     x = rand(rng, (2, 3))
     assert m.input_names == ["gpu_0/data:0"]
     np.testing.assert_array_equal(m.run({"gpu_0/data:0": x})["out/y"], np.maximum(x, 0))
+
+
+POOLS = [{"kernel_shape": [2, 2], "strides": [2, 2]}, {"kernel_shape": [3, 2], "pads": [1, 0, 1, 1], "strides": [2, 1]}]
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize("attrs", POOLS, ids=str)
+def test_maxpool_indices_and_unpool(storage_order, attrs, rng):
+    x = rand(rng, (2, 3, 6, 5))
+    check_model(one_node_model("MaxPool", {"x": x}, {**attrs, "storage_order": storage_order}, n_outputs=2), {"x": x})
+    if storage_order == 0 and "pads" not in attrs:  # unpool what a pooling of an even-sized input gave
+        import tensorforge as tfg
+
+        x4 = np.ascontiguousarray(x[..., :4])
+        vals, idx = tfg.compile(one_node_model("MaxPool", {"x": x4}, attrs, n_outputs=2))(x4)
+        feeds = {"v": vals, "i": idx}
+        check_model(one_node_model("MaxUnpool", feeds, attrs), feeds)
+        consts = {"s": np.array([2, 3, 7, 6], np.int64)}
+        check_model(one_node_model("MaxUnpool", feeds, attrs, consts=consts), feeds)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"strides": [2, 1], "pads": [1, 0, 1, 0], "dilations": [1, 2]}], ids=str)
+def test_col2im(attrs, rng):
+    import tensorforge as tfg
+
+    image, block = np.array([5, 6], np.int64), np.array([2, 3], np.int64)
+    win_attrs = {"kernel_shape": [2, 3], **attrs}
+    from tensorforge.ops.nn import resolve_window
+
+    win = resolve_window(None, (5, 6), (2, 3), win_attrs)
+    x = rand(rng, (2, 4 * 6, int(np.prod(win.out_size))))
+    check_model(one_node_model("Col2Im", {"x": x}, attrs, consts={"img": image, "blk": block}), {"x": x})
+    _ = tfg
+
+
+@pytest.mark.parametrize("mode", ["linear", "circular"])
+def test_tensor_scatter(mode, rng):
+    cache, upd = rand(rng, (3, 2, 8, 4)), rand(rng, (3, 2, 3, 4))
+    write = np.array([0, 5, 6], np.int64) if mode == "circular" else np.array([0, 5, 2], np.int64)
+    feeds = {"c": cache, "u": upd, "w": write}
+    check_model(one_node_model("TensorScatter", feeds, {"mode": mode}, opset=24), feeds)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 4, 4), (5, 1, 1), (2, 6, 6)])
+def test_det(shape, rng):
+    x = rand(rng, shape)
+    if shape[-1] == 6:
+        x[0, 3] = x[0, 1] * 2  # singular
+    check_model(one_node_model("Det", {"x": x}), {"x": x}, rtol=1e-4, atol=1e-4)
+
+
+def test_mel_weight_matrix():
+    consts = {"n": np.array(8, np.int64), "d": np.array(64, np.int64), "r": np.array(16000, np.int64),
+              "lo": np.array(20.0, np.float32), "hi": np.array(6000.0, np.float32)}  # fmt: skip
+    check_model(one_node_model("MelWeightMatrix", {}, consts=consts, opset=17), {})
+
+
+def test_ml_binarizer_and_feature_extractor(rng):
+    from onnx import helper
+
+    nodes = [helper.make_node("Binarizer", ["x"], ["b"], domain="ai.onnx.ml", threshold=0.3),
+             helper.make_node("ArrayFeatureExtractor", ["x", "i"], ["f"], domain="ai.onnx.ml")]  # fmt: skip
+    g = helper.make_graph(nodes, "ml", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6]),
+                                        helper.make_tensor_value_info("i", TensorProto.INT64, [3])],
+                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "bf"])  # fmt: skip
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    feeds = {"x": rand(rng, (4, 6)), "i": np.array([5, 0, 2], np.int64)}
+    check_model(model, feeds)

@@ -85,7 +85,9 @@ class DynamicModel:
         self._inject: dict[int, set[int]] = {}  # stage start -> template ids compiled in at that stage
         self._lock = threading.RLock()
         self._values = {v.id: v for v in graph.values()}
-        staged = [n for n in graph.nodes if not get_op(n.op).data_dependent and get_op(n.op).expand is None]
+        # data-dependent ops run on the host, control flow is expanded, value ops fold once inputs are known
+        staged = [n for n in graph.nodes if not (get_op(n.op).data_dependent or get_op(n.op).expand is not None
+                                                  or get_op(n.op).value is not None)]  # fmt: skip
         check_lowerable(Graph(staged, graph.inputs, graph.outputs, name=graph.name))
 
     # -- public ------------------------------------------------------------------------------------

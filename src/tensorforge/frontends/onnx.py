@@ -452,8 +452,8 @@ def _batchnorm(imp: Importer, name, n, inputs, attrs):
 
 @converter("MaxPool")
 def _maxpool(imp: Importer, name, n, inputs, attrs):
-    if len(n.output) > 1 and n.output[1]:
-        raise UnsupportedError(f"{node_context(imp.name, name, 'MaxPool')}: the Indices output is not supported")
+    if len(n.output) > 1 and n.output[1]:  # the argmax positions: a separate kernel (ops/pooling.py)
+        return imp.emit("MaxPoolWithIndices", inputs, attrs, name, list(n.output))
     return imp.emit("MaxPool", inputs, attrs, name, [n.output[0]])
 
 
@@ -496,4 +496,4 @@ def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Gra
         ) from e
 
 
-from . import onnx_control, onnx_ops, onnx_quant, onnx_rnn  # noqa: E402, F401  (registers more converters)
+from . import onnx_control, onnx_ml, onnx_ops, onnx_quant, onnx_rnn  # noqa: E402, F401  (registers more converters)

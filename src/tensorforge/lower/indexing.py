@@ -156,3 +156,25 @@ def _scatter_nd(ctx: LowerCtx, node, ins, outs):
 
     scatter = K.loop_nest(shape, body, kinds=[LoopKind.SERIAL] * len(shape)) if int(np.prod(shape)) else K.Seq(())
     return _copy_then(ctx, data, sink, scatter)
+
+
+@index_rule("TensorScatter")
+def _tensor_scatter(ctx: LowerCtx, node, ins):
+    """out[b, .., p, ..] = update[b, .., p - start[b], ..] where that lies inside the update, else the cache."""
+    cache, upd = ins[0], ins[1]
+    write = ins[2] if len(ins) > 2 else None
+    axis = int(node.attrs.get("axis", -2)) % cache.rank
+    circular = node.attrs.get("mode", "linear") == "circular"
+    n, m = cache.shape[axis], upd.shape[axis]
+
+    def fn(idx):
+        start = K.cast(write([idx[0]]), K.I64) if write is not None else Const(0)
+        j = K.binop("sub", idx[axis], start)
+        if circular:
+            j = K.binop("mod", K.binop("add", K.binop("mod", j, n), n), n)
+        inside = K.binop("and", K.cmp("ge", j, Const(0)), K.cmp("lt", j, Const(m)))
+        src = list(idx)
+        src[axis] = clamp(j, 0, m - 1)
+        return K.select(inside, upd(src), cache(idx))
+
+    return [TExpr.compute(cache.shape, cache.dtype, fn)]

@@ -106,3 +106,55 @@ def _eyelike_value(ctx: InferCtx):
 
 
 register(OpDef("EyeLike", Pattern.INJECTIVE, _eyelike_infer, _eyelike_ref, {"k": 0}, (1, 1), value=_eyelike_value))
+
+
+# -- MelWeightMatrix -------------------------------------------------------------------------------
+_MEL_INPUTS = ("num_mel_bins", "dft_length", "sample_rate", "lower_edge_hertz", "upper_edge_hertz")
+
+
+def mel_weight_matrix(bins: int, dft: int, rate: int, low: float, high: float) -> np.ndarray:
+    """Triangular filters between mel-spaced frequencies, on the dft // 2 + 1 spectrogram bins."""
+
+    def to_mel(hz):
+        return 2595 * np.log10(1 + hz / 700)
+
+    mel = np.arange(bins + 2) * ((to_mel(high) - to_mel(low)) / (bins + 2)) + to_mel(low)
+    edges = (((dft + 1) * (700 * (10 ** (mel / 2595) - 1))) // rate).astype(np.int64)
+    out = np.zeros((dft // 2 + 1, bins))
+    for i in range(bins):
+        lo, mid, hi = edges[i], edges[i + 1], edges[i + 2]
+        if mid == lo:
+            out[mid, i] = 1
+        else:
+            out[lo : mid + 1, i] = (np.arange(lo, mid + 1) - lo) / (mid - lo)
+        if hi > mid:
+            out[mid:hi, i] = (hi - np.arange(mid, hi)) / (hi - mid)
+    return out
+
+
+def _mel_args(ctx_or_vals):
+    vals = [np.asarray(v).reshape(-1)[0] for v in ctx_or_vals]
+    return int(vals[0]), int(vals[1]), int(vals[2]), float(vals[3]), float(vals[4])
+
+
+def _mel_dtype(attrs) -> DType:
+    return DType.from_onnx(int(attrs.get("output_datatype", 1)))
+
+
+def _mel_infer(ctx: InferCtx):
+    bins, dft, _, _, _ = _mel_args([ctx.require_const(i, n) for i, n in enumerate(_MEL_INPUTS)])
+    return [TensorType(_mel_dtype(ctx.attrs), (dft // 2 + 1, bins))]
+
+
+def _mel_ref(attrs, *vals):
+    return (mel_weight_matrix(*_mel_args(vals)).astype(_mel_dtype(attrs).np),)
+
+
+def _mel_value(ctx: InferCtx):
+    if any(ctx.const(i) is None for i in range(5)):
+        return None
+    return list(_mel_ref(ctx.attrs, *(ctx.const(i) for i in range(5))))
+
+
+register(OpDef("MelWeightMatrix", Pattern.OPAQUE, _mel_infer, _mel_ref, {"output_datatype": 1}, (5, 5),
+               value=_mel_value))  # fmt: skip

@@ -198,3 +198,40 @@ def _onehot_ref(attrs, ind, depth, values):
 
 
 register(OpDef("OneHot", Pattern.INJECTIVE, _onehot_infer, _onehot_ref, {"axis": -1}, (3, 3)))
+
+
+# -- TensorScatter (a key/value cache update) ------------------------------------------------------
+def _tensor_scatter_infer(ctx: InferCtx):
+    s, u = ctx.shape(0), ctx.shape(1)
+    axis = norm_axis(ctx, int(ctx.attr("axis", -2)), len(s))
+    if ctx.attr("mode", "linear") not in ("linear", "circular"):
+        ctx.fail(f"mode={ctx.attr('mode')!r} must be linear or circular")
+    if len(u) != len(s) or any(a != b for i, (a, b) in enumerate(zip(s, u)) if i != axis) or u[axis] > s[axis]:
+        ctx.fail(f"update {list(u)} does not fit the cache {list(s)} along axis {axis}")
+    if ctx.dtype(1) != ctx.dtype(0):
+        ctx.fail(f"update has dtype {ctx.dtype(1)}, the cache {ctx.dtype(0)}")
+    if axis == 0:
+        ctx.fail("axis 0 is the batch axis that write_indices index")
+    return [ctx.type(0)]
+
+
+def _tensor_scatter_ref(attrs, cache, update, write=None):
+    axis = int(attrs.get("axis", -2)) % cache.ndim
+    out = cache.copy()
+    n, m = cache.shape[axis], update.shape[axis]
+    starts = np.zeros(cache.shape[0], np.int64) if write is None else np.asarray(write).astype(np.int64)
+    for b in range(cache.shape[0]):
+        for j in range(m):
+            p = int(starts[b]) + j
+            if attrs.get("mode", "linear") == "circular":
+                p %= n
+            if 0 <= p < n:
+                dst = [b] + [slice(None)] * (cache.ndim - 1)
+                src = [b] + [slice(None)] * (cache.ndim - 1)
+                dst[axis], src[axis] = p, j
+                out[tuple(dst)] = update[tuple(src)]
+    return (out,)
+
+
+register(OpDef("TensorScatter", Pattern.INJECTIVE, _tensor_scatter_infer, _tensor_scatter_ref,
+               {"axis": -2, "mode": "linear"}, (2, 3)))  # fmt: skip
