@@ -104,8 +104,9 @@ def test_unsupported_domain():
 
 def test_unsupported_attribute():
     x = np.zeros((1, 2, 4, 4), np.float32)
-    model = one_node_model("MaxPool", {"x": x}, {"kernel_shape": [2, 2]}, n_outputs=2)
-    with pytest.raises(tfg.UnsupportedError, match="maxpool_node.*MaxPool.*Indices"):
+    model = one_node_model("Resize", {"x": x}, {"mode": "nearest", "antialias": 1},
+                           consts={"r": np.array([], np.float32), "s": np.array([1, 1, 2, 2], np.float32)})  # fmt: skip
+    with pytest.raises(tfg.UnsupportedError, match="resize_node.*Resize.*antialias"):
         tfg.compile(model)
     model = one_node_model("Conv", {"x": x}, {"auto_pad": "WEIRD"}, consts={"w": np.zeros((1, 2, 1, 1), np.float32)})
     with pytest.raises(tfg.ShapeError, match="conv_node.*Conv.*auto_pad"):
