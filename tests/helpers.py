@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -22,11 +23,14 @@ NP_TO_ONNX = {
     np.dtype(np.int64): onnx.TensorProto.INT64,
     np.dtype(np.uint8): onnx.TensorProto.UINT8,
     np.dtype(np.bool_): onnx.TensorProto.BOOL,
+    np.dtype(ml_dtypes.bfloat16): onnx.TensorProto.BFLOAT16,
 }
 
 
 def rand(rng, shape, dtype=np.float32, low=-2.0, high=2.0):
     dtype = np.dtype(dtype)
+    if dtype == ml_dtypes.bfloat16:
+        return rng.uniform(low, high, size=shape).astype(np.float32).astype(dtype)
     if dtype == np.bool_:
         return rng.random(shape) > 0.5
     if dtype.kind in "iu":

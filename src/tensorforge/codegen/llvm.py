@@ -66,10 +66,11 @@ _SCALAR = {
     DType.I32: I32, DType.U32: I32,
     DType.I64: I64, DType.U64: I64,
     DType.F16: ir.FloatType(),  # computed in f32
+    DType.BF16: ir.FloatType(),  # computed in f32, stored as the high 16 bits of a float
     DType.F32: ir.FloatType(),
     DType.F64: ir.DoubleType(),
 }  # fmt: skip
-_MEM = {**_SCALAR, DType.BOOL: I8, DType.F16: ir.HalfType()}
+_MEM = {**_SCALAR, DType.BOOL: I8, DType.F16: ir.HalfType(), DType.BF16: ir.IntType(16)}
 
 
 def llty(dtype: DType, lanes: int = 1) -> ir.Type:
@@ -697,6 +698,10 @@ class _Emitter:
     def from_mem(self, x: ir.Value, dt: DType) -> ir.Value:
         if dt is DType.F16:
             return self.b.fpext(x, llty(dt, _lanes(x)))
+        if dt is DType.BF16:  # the high half of a float32
+            n = _lanes(x)
+            wide = self.b.zext(x, _ivec(32, n))
+            return self.b.bitcast(self.b.shl(wide, _iconst(32, 16, n)), llty(dt, n))
         if dt is DType.BOOL:
             return self.b.icmp_unsigned("!=", x, ir.Constant(x.type, None))
         return x
@@ -704,6 +709,8 @@ class _Emitter:
     def to_mem(self, x: ir.Value, dt: DType) -> ir.Value:
         if dt is DType.F16:
             return self.b.fptrunc(x, memty(dt, _lanes(x)))
+        if dt is DType.BF16:
+            return self._to_bf16_bits(x)
         if dt is DType.BOOL:
             return self.b.zext(x, memty(dt, _lanes(x)))
         return x
@@ -888,6 +895,10 @@ class _Emitter:
                     x = self._f64_to_f32_round_odd(x, lanes)
                 h = b.fptrunc(x, memty(DType.F16, lanes))
                 return b.fpext(h, dt)
+            if dst is DType.BF16:
+                if _fwidth(x.type) == 64:
+                    x = self._f64_to_f32_round_odd(x, lanes)
+                return self.from_mem(self._to_bf16_bits(x), DType.BF16)
             sw, dw = _fwidth(x.type), _fwidth(dt)
             if sw == dw:
                 return x
@@ -898,6 +909,8 @@ class _Emitter:
             r = b.sitofp(x, dt) if src.is_signed else b.uitofp(x, dt)
             if dst is DType.F16:
                 r = b.fpext(b.fptrunc(r, memty(DType.F16, lanes)), dt)
+            elif dst is DType.BF16:
+                r = self.from_mem(self._to_bf16_bits(r), DType.BF16)
             return r
         sw, dw = src.bits, dst.bits
         if dw < sw:
@@ -905,6 +918,16 @@ class _Emitter:
         if dw > sw:
             return b.sext(x, dt) if src.is_signed else b.zext(x, dt)
         return x
+
+    def _to_bf16_bits(self, x: ir.Value) -> ir.Value:
+        """float32 -> the 16 bits of the nearest bfloat16 (ties to even; NaN stays a quiet NaN)."""
+        b = self.b
+        n = _lanes(x)
+        bits = b.bitcast(x, _ivec(32, n))
+        lsb = b.and_(b.lshr(bits, _iconst(32, 16, n)), _iconst(32, 1, n))
+        rounded = b.lshr(b.add(bits, b.add(_iconst(32, 0x7FFF, n), lsb)), _iconst(32, 16, n))
+        rounded = b.select(b.fcmp_unordered("uno", x, x), _iconst(32, 0x7FC0, n), rounded)
+        return b.trunc(rounded, _ivec(16, n))
 
     def _f64_to_f32_round_odd(self, x: ir.Value, lanes: int) -> ir.Value:
         """double -> float rounded to odd, so that a following float -> half rounding is exact.
@@ -976,6 +999,15 @@ def _children(e: Expr) -> tuple:
     from ..lower.kir import children
 
     return children(e)
+
+
+def _ivec(bits: int, n: int) -> ir.Type:
+    t = ir.IntType(bits)
+    return ir.VectorType(t, n) if n > 1 else t
+
+
+def _iconst(bits: int, v: int, n: int) -> ir.Constant:
+    return ir.Constant(_ivec(bits, n), [v] * n if n > 1 else v)
 
 
 def _lanes(x: ir.Value) -> int:

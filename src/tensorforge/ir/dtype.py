@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+import ml_dtypes  # noqa: F401  (registers numpy's "bfloat16"; installed with onnx)
 import numpy as np
 
 
@@ -19,6 +20,7 @@ class DType(enum.Enum):
     U32 = ("u32", "uint32", 12)
     U64 = ("u64", "uint64", 13)
     F16 = ("f16", "float16", 10)
+    BF16 = ("bf16", "bfloat16", 16)
     F32 = ("f32", "float32", 1)
     F64 = ("f64", "float64", 11)
 
@@ -44,7 +46,7 @@ class DType(enum.Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F16, DType.F32, DType.F64)
+        return self in (DType.F16, DType.BF16, DType.F32, DType.F64)
 
     @property
     def is_int(self) -> bool:
@@ -56,8 +58,8 @@ class DType(enum.Enum):
 
     @property
     def compute(self) -> DType:
-        """The type arithmetic is done in: float16 computes in float32."""
-        return DType.F32 if self is DType.F16 else self
+        """The type arithmetic is done in: float16 and bfloat16 compute in float32."""
+        return DType.F32 if self in (DType.F16, DType.BF16) else self
 
     def __repr__(self) -> str:
         return f"DType.{self.name}"

@@ -154,10 +154,10 @@ def _widens(a: DType, b: DType) -> bool:
         return True
     if a is DType.BOOL:
         return True
-    if a.is_float:
-        return b.is_float and b.itemsize >= a.itemsize
+    if a.is_float:  # float16 and bfloat16 are both 2 bytes, but neither holds the other
+        return b.is_float and b.itemsize > a.itemsize
     if b.is_float:  # integers that fit the float's significand
-        return a.bits < {DType.F16: 11, DType.F32: 24, DType.F64: 53}[b]
+        return a.bits < {DType.F16: 11, DType.BF16: 8, DType.F32: 24, DType.F64: 53}[b]
     if a.is_signed and not b.is_signed:
         return False
     return b.itemsize > a.itemsize or (b.itemsize == a.itemsize and a.is_signed == b.is_signed)
