@@ -162,3 +162,22 @@ def test_native_code_never_sees_bad_input():
             m(bad)
     np.testing.assert_array_equal(m(x), y)
     _ = onnx
+
+
+def test_unsupported_ops_and_attributes_reported_at_once():
+    """Unsupported ops are found before converting; unsupported attributes and modes while converting —
+    all of them, with their node names, in one error."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Resize", ["x", "", "s"], ["a"], mode="nearest", antialias=1, name="resize_a"),
+             helper.make_node("Dropout", ["x", "r", "t"], ["b"], name="dropout_b"),
+             helper.make_node("Add", ["a", "b"], ["y"], name="add")]  # fmt: skip
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2]),
+             helper.make_tensor("r", TensorProto.FLOAT, [], [0.5]), helper.make_tensor("t", TensorProto.BOOL, [], [1])]
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(tfg.UnsupportedError) as e:
+        tfg.compile(model)
+    msg = str(e.value)
+    assert "2 unsupported" in msg and "resize_a" in msg and "antialias" in msg and "dropout_b" in msg, msg

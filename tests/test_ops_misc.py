@@ -141,3 +141,17 @@ def test_ml_binarizer_and_feature_extractor(rng):
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
     feeds = {"x": rand(rng, (4, 6)), "i": np.array([5, 0, 2], np.int64)}
     check_model(model, feeds)
+
+
+@pytest.mark.parametrize("mode", ["TF", "IDF", "TFIDF"])
+@pytest.mark.parametrize("grams,skip", [((1, 2), 0), ((2, 3), 2), ((1, 3), 1)])
+def test_tfidf_vectorizer(mode, grams, skip, rng):
+    x = rng.integers(0, 5, (3, 12)).astype(np.int64)
+    pool = [2, 3, 4, 2, 3, 3, 4, 1, 2, 4, 4, 2, 1]  # 3 unigrams, 3 bigrams, 1 trigram (+ a stray token)
+    attrs = {"mode": mode, "min_gram_length": grams[0], "max_gram_length": grams[1], "max_skip_count": skip,
+             "ngram_counts": [0, 3, 9], "ngram_indexes": [0, 1, 2, 3, 4, 5, 6, 3], "pool_int64s": pool,
+             "weights": [0.5, 1.0, 2.0, 0.25, 3.0, 1.5, 0.75]}  # fmt: skip
+    check_model(one_node_model("TfIdfVectorizer", {"x": x}, attrs), {"x": x})
+    if mode == "TF":  # 1-D input, no weights (the reference evaluator needs weights for IDF and TFIDF)
+        unweighted = {k: v for k, v in attrs.items() if k != "weights"}
+        check_model(one_node_model("TfIdfVectorizer", {"x": x[0]}, unweighted), {"x": x[0]})

@@ -256,9 +256,26 @@ class Importer:
             v = Value(name, self.value_type(vi))
             self.env[vi.name] = v
             inputs.append(v)
+        problems: list[str] = []
         for i, n in enumerate(self.g.node):
             self.current = n
-            self.convert(n, i)
+            try:
+                self.convert(n, i)
+            except UnsupportedError as e:
+                # keep going, so that every unsupported attribute / mode is reported in one error
+                problems += [str(e).splitlines()[0], *e.problems] if e.problems else [str(e)]
+                for o in n.output:
+                    if o:
+                        self.env[o] = Value(self.fresh_name(o))  # untyped: later nodes defer their types
+            except Exception:
+                if not problems:
+                    raise
+                # most likely a consequence of an earlier unsupported node: report those
+                for o in n.output:
+                    if o:
+                        self.env[o] = Value(self.fresh_name(o))
+        if problems:
+            raise UnsupportedError(f"model '{self.name}' uses {len(problems)} unsupported construct(s)", problems)
         outputs = []
         for vi in self.g.output:
             if vi.name not in self.env:

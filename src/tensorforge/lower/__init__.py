@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     resize,
     shape_ops,
     sort,
+    text,
 )
 from .kir import Kernel
 from .program import Program, ProgramBuilder, lower_graph

@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     resize,
     shape,
     sort,
+    text,
     update,
 )
 from .registry import InferCtx, OpDef, Pattern, all_ops, evaluate, get_op, has_op, infer_node, register
