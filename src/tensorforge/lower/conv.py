@@ -412,8 +412,9 @@ def _store_rows(ctx: LowerCtx, g: ConvGeom, sink: Sink, bias: TExpr | None, img:
 
 def _store_pixels(ctx: LowerCtx, g: ConvGeom, sink: Sink, bias: TExpr | None, img: Expr, gi: Expr, c0: Expr,
                   ch_valid: Expr, n0: Expr, npix: int, NR: int, tile: Buffer) -> Stmt:  # fmt: skip
-    """Write a channels-in-vectors tile (``npix`` pixels of one output row x ``NR`` channels): per pixel,
-    one vector loop over its channels (strided stores into NCHW)."""
+    """Write a channels-in-vectors tile (``npix`` pixels of one output row x ``NR`` channels): per channel,
+    one vector loop over the pixels, so that the stores into NCHW (and any residual the epilogue reads)
+    are contiguous; the tile is read transposed from the stack (L1)."""
     W = ctx.lanes(sink.dtype.compute)
     dt = sink.dtype.compute
     i, cc, r, col = Var("pi"), Var("cc"), Var("pr"), Var("pc")
@@ -423,8 +424,9 @@ def _store_pixels(ctx: LowerCtx, g: ConvGeom, sink: Sink, bias: TExpr | None, im
         bv = bias([ch])
         v = binop("add", v, bv if bv.dtype == dt else K.cast(bv, dt))
     st = sink.store(_idx(g, img, ch, r, binop("add", col, i)), v)
-    pix = For(i, Const(0), Const(npix), For(cc, Const(0), ch_valid, st, LoopKind.VECTOR if W > 1 else
-                                            LoopKind.SERIAL, 1, W))  # fmt: skip
+    vec = W > 1 and (npix >= W or ctx.target.masked_ops)
+    pix = For(cc, Const(0), ch_valid, For(i, Const(0), Const(npix), st, LoopKind.VECTOR if vec else LoopKind.SERIAL,
+                                          1, W if vec else 1))  # fmt: skip
     row = binop("floordiv", n0, g.wq) if g.oh > 1 else Const(0)
     return K.seq(Decl(r, row), Decl(col, binop("sub", n0, binop("mul", r, g.wq))), pix)
 
