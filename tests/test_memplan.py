@@ -96,15 +96,12 @@ def test_resnet50_arena_at_batch_1_is_at_most_40_percent():
     assert _resnet_arena_ratio(size=224) <= 0.40
 
 
-def test_conv_with_partial_last_tile_written_in_place(monkeypatch):
+def test_conv_with_partial_last_tile_written_in_place():
     """A conv written over the residual it adds must store each element once: a last pixel tile shifted
     back to stay in bounds would store its overlap twice and read residual elements the first store
     already replaced (ResNet-50 stage 3 shape: 784 pixels in tiles of 80). Conv masks that tile instead
     and declares itself single-store (``LowerCtx.stores_once``), so it is planned in place, correctly.
-    The residual is fused into the conv here on purpose (by default it goes to a loop of its own)."""
-    import tensorforge.lower.fusion as fusion
-
-    monkeypatch.setattr(fusion, "EPILOGUE_READS_TENSORS", fusion.EPILOGUE_READS_TENSORS | {"Conv"})
+    The residual add is fused into the conv (lower/fusion.py EPILOGUE_READS_TENSORS)."""
     m = _compile("""
     graph g(%x: f32[1,512,28,28], %z: f32[1,128,28,28]) -> (%o: f32[1,512,28,28]) {
       %r: f32[1,512,28,28] = Relu(%x)

@@ -53,9 +53,9 @@ def test_epilogues_fuse_into_conv_and_gemm():
     assert str(pm.log[-1].stats["kernels"]) == "6 -> 2"
 
 
-def test_residual_add_after_conv_is_a_streaming_loop():
-    """A conv's epilogue keeps small operands only: reading a full-size residual in the conv's tile order
-    measured slower than one streaming pass that adds it (lower/fusion.py EPILOGUE_READS_TENSORS)."""
+def test_residual_add_after_conv_joins_its_epilogue():
+    """A conv stores its tile as contiguous pixel runs per channel, so its epilogue reads a full-size
+    residual in streaming order: the add and the activation after it join the conv's kernel."""
     check_pass(["dce", "fuse"], """
     graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8]) -> (%y: f32[1,6,8,8]) {
       %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
@@ -63,8 +63,8 @@ def test_residual_add_after_conv_is_a_streaming_loop():
       %y: f32[1,6,8,8] = Relu(%s)
     }""", """
     graph g(%x: f32[1,3,8,8], %r: f32[1,6,8,8]) -> (%y: f32[1,6,8,8]) {
-      %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
-      %y: f32[1,6,8,8] = Fused(%c, %r) {kind='loop'} {  # s+y
+      %y: f32[1,6,8,8] = Fused(%x, %r) {kind='kernel'} {  # c+s+y
+        %c: f32[1,6,8,8] = Conv(%x, %w: const f32[6,3,3,3], %cb: const f32[6]) {pads=[1,1,1,1]}
         %s: f32[1,6,8,8] = Add(%c, %r)
         %y: f32[1,6,8,8] = Relu(%s)
       }

