@@ -71,8 +71,19 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for c in ("compile", "run", "asm", "info", "demo"):
+    from tensorforge.cli import COMMANDS
+
+    for c in COMMANDS:
         assert c in out
+    assert "% of the machine's peak" in out and "%%" not in out
+
+
+@pytest.mark.parametrize("command", ["compile", "profile", "train", "export", "graph", "bench"])
+def test_command_help_reads_as_written(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tensorforge " + command) and "%%" not in out
 
 
 def test_bench_command(model_path, capsys, monkeypatch):

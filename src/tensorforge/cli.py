@@ -502,7 +502,7 @@ def _profile_args(p):
     _add_shapes(p)
 
 
-@command("profile", "per-kernel time, GFLOP/s and %% of the machine's peak, slowest first", args=_profile_args)
+@command("profile", "per-kernel time, GFLOP/s and % of the machine's peak, slowest first", args=_profile_args)
 def cmd_profile(args) -> int:
     import tensorforge as tfg
 
@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tensorforge {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, (fn, help_) in COMMANDS.items():
-        sp = sub.add_parser(name, help=help_, description=help_)
+        sp = sub.add_parser(name, help=help_.replace("%", "%%"), description=help_)  # help is %-formatted
         if name in ARGS:
             ARGS[name](sp)
         sp.set_defaults(func=fn)
