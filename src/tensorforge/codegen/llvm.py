@@ -2,8 +2,8 @@
 
 Each kernel becomes one function taking one pointer per buffer. Locals and loop counters are allocas
 (promoted to registers by LLVM's mem2reg). ``PARALLEL`` loops are outlined into a function that runs on
-libgomp's thread pool (``GOMP_parallel``); threads claim chunks of the iteration range from a shared
-atomic counter (a thread the OS delays does not stall the others).
+tensorforge's thread pool (``tf_parallel``, codegen/threadpool.py); threads claim chunks of the iteration
+range from a shared atomic counter (a thread the OS delays does not stall the others).
 float16 values are loaded as half and computed as float; bool is i1 in registers and one byte in memory.
 """
 
@@ -467,7 +467,7 @@ class _Emitter:
         b.position_at_end(done)
 
     def parallel_loop(self, s: For) -> None:
-        """Outline the loop body; run it on libgomp's pool with a static split of [start, stop)."""
+        """Outline the loop body; run it on the thread pool (``tf_parallel``), chunks claimed dynamically."""
         mb = self.mb
         captured = _free_vars(s, self.s.vars)
         bufs = [b for b in buffers_of(s) if id(b) in self.s.bufs]
@@ -518,7 +518,7 @@ class _Emitter:
         # Dynamic schedule: threads claim chunks of about n/(4*threads) iterations from a shared counter,
         # so a thread the OS delays (shared machines) does not hold the others up at the join.
         nxt = _gep(ob, octx, [ir.Constant(I32, 0), ir.Constant(I32, k + 2)], source_etype=ctx_ty)
-        nt = ob.sext(ob.call(mb._declare("omp_get_num_threads", I32, []), []), I64)
+        nt = ob.sext(ob.load(mb.nthreads), I64)
         per = ob.mul(nt, ir.Constant(I64, 4))
         grain = ob.sdiv(ob.add(ob.sub(hi, lo), ob.sub(per, ir.Constant(I64, 1))), per)
         grain = ob.select(ob.icmp_signed("<", grain, ir.Constant(I64, 1)), ir.Constant(I64, 1), grain)
@@ -538,14 +538,14 @@ class _Emitter:
         em.b.branch(head)
         em.b.position_at_end(done)
         em.b.ret_void()
-        # launch: GOMP_parallel(fn, ctx, nthreads, 0); with one thread (or one iteration) call directly
+        # launch: tf_parallel(fn, ctx, nthreads); with one thread (or one iteration) call directly
         nthr = b.load(mb.nthreads)
         trips = b.trunc(b.sub(stop, start), I32)
         nthr = b.select(b.icmp_signed("<", trips, nthr), trips, nthr)
-        gomp = mb._declare("GOMP_parallel", VOID, [PTR, PTR, I32, I32])
+        pool = mb._declare("tf_parallel", VOID, [PTR, PTR, I32])
         with b.if_else(b.icmp_signed(">", nthr, ir.Constant(I32, 1))) as (par, ser):
             with par:
-                b.call(gomp, [ofn, ctx, nthr, ir.Constant(I32, 0)])
+                b.call(pool, [ofn, ctx, nthr])
             with ser:
                 b.call(ofn, [ctx])
 

@@ -3,7 +3,7 @@
     tensorforge export model.onnx -o out/      # out/libmodel.so, out/model.h
 
 The library holds the kernels, the entry function and the weights (embedded with ``.incbin``); it
-depends only on libc, libm and libgomp. C API (see the generated header):
+depends only on libc (with pthreads) and libm; tensorforge's thread pool is linked in. C API (see the generated header):
 
     size_t tf_model_workspace_size(void);
     void   tf_model_set_num_threads(int n);
@@ -26,6 +26,7 @@ import numpy as np
 
 from ..codegen.emit import ENTRY, build_module, emit_object, parse_and_optimize, target_machine
 from ..codegen.targets import Target
+from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
 from ..lower.program import Program
 
@@ -175,12 +176,15 @@ def export_library(program: Program, out_dir: str, lib_name: str = "model", cc: 
     tm = target_machine(target, jit=False)
     mod = parse_and_optimize(ir_text, tm)
     obj = emit_object(mod, tm)
+    pool_obj = emit_object(parse_and_optimize(pool_ir(target, jit=False), tm, opt=2), tm)
     os.makedirs(out_dir, exist_ok=True)
     lib_path = os.path.join(out_dir, f"lib{lib_name}.so")
     hdr_path = os.path.join(out_dir, f"{lib_name}.h")
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tmp-export-") as tmp:
         with open(os.path.join(tmp, "model.o"), "wb") as f:
             f.write(obj)
+        with open(os.path.join(tmp, "pool.o"), "wb") as f:
+            f.write(pool_obj)
         with open(os.path.join(tmp, "weights.bin"), "wb") as f:
             f.write(blob)
         with open(os.path.join(tmp, "weights.S"), "w") as f:
@@ -188,7 +192,7 @@ def export_library(program: Program, out_dir: str, lib_name: str = "model", cc: 
                     'tf_weights:\n\t.incbin "weights.bin"\n\t.size tf_weights, .-tf_weights\n'
                     '\t.section .note.GNU-stack,"",@progbits\n')  # fmt: skip
         tmp_lib = os.path.join(tmp, "lib.so")
-        cmd = [cc, "-shared", "-o", tmp_lib, "model.o", "weights.S", "-lgomp", "-lm"]
+        cmd = [cc, "-shared", "-o", tmp_lib, "model.o", "pool.o", "weights.S", "-lpthread", "-lm"]
         r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
             raise CompileError(f"linking the shared library failed ({' '.join(cmd)}):\n{r.stderr.strip()}")

@@ -1,4 +1,5 @@
-"""In-process JIT: LLVM IR -> machine code in this process (llvmlite MCJIT), with the object cache."""
+"""In-process JIT: LLVM IR -> machine code in this process (llvmlite MCJIT), with the object cache, and
+the process's thread pool (codegen/threadpool.py), compiled once and linked to every module by name."""
 
 from __future__ import annotations
 
@@ -18,42 +19,60 @@ from . import cache
 _LOCK = threading.Lock()
 
 
-# Idle worker threads sleep almost at once unless the user asked otherwise: libgomp's default (spinning
-# for ~300k iterations after every parallel region) made 2-thread inference 5-30x slower than 1 thread
-# on a loaded machine, and spinning pools distort every side-by-side benchmark. Set OMP_WAIT_POLICY=ACTIVE
-# for the lowest latency on a dedicated machine.
-DEFAULT_SPINCOUNT = "1000"
+# Idle workers of tensorforge's pool (codegen/threadpool.py) spin this many `pause` iterations (about a
+# microsecond) after a parallel loop before they sleep: back-to-back kernels of one inference find them
+# awake, and no pool spins while another program runs. TENSORFORGE_SPIN sets it; OMP_WAIT_POLICY=PASSIVE
+# makes it 0 and OMP_WAIT_POLICY=ACTIVE very large, as for an OpenMP runtime.
+DEFAULT_SPIN = 1000
+
+
+def pool_spin() -> int:
+    env = os.environ.get("TENSORFORGE_SPIN")
+    if env is not None:
+        try:
+            return max(0, min(int(env), 2**31 - 1))
+        except ValueError:
+            raise CompileError(f"TENSORFORGE_SPIN must be an integer, got {env!r}") from None
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().upper()
+    return {"PASSIVE": 0, "ACTIVE": 2**30}.get(policy, DEFAULT_SPIN)
+
+
+_POOL: list = []  # the thread pool's JitModule, kept alive for the process
 
 
 @functools.cache
 def load_runtime_libraries() -> None:
-    """Make libgomp (thread pool) and libm visible to JIT-compiled code."""
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-        os.environ["GOMP_SPINCOUNT"] = DEFAULT_SPINCOUNT  # read by libgomp when it is loaded
-    for name in ("gomp", "m"):
-        path = ctypes.util.find_library(name)
-        candidates = [path] if path else []
-        candidates += [f"lib{name}.so.1", f"lib{name}.so.6", f"lib{name}.so"]
-        for c in candidates:
-            if not c:
-                continue
-            try:
-                llvm.load_library_permanently(c)
-                break
-            except RuntimeError:
-                continue
-        else:
-            if name == "gomp":
-                raise CompileError("libgomp (GCC's OpenMP runtime) was not found; install gcc or libgomp1")
+    """Make libm and tensorforge's thread pool (``tf_parallel``) visible to JIT-compiled code."""
+    from ..codegen.targets import host
+    from ..codegen.threadpool import pool_ir
+
+    path = ctypes.util.find_library("m")
+    for c in [path, "libm.so.6", "libm.so"]:
+        if not c:
+            continue
+        try:
+            llvm.load_library_permanently(c)
+            break
+        except RuntimeError:
+            continue
+    _init_pool(host(), pool_ir)
+
+
+def _init_pool(target: Target, pool_ir) -> None:
+    pool = JitModule(pool_ir(target), target, opt=2, _runtime=True)
+    ctypes.c_int32.from_address(pool.global_address("tf_pool_spin")).value = pool_spin()
+    llvm.add_symbol("tf_parallel", pool.address("tf_parallel"))
+    _POOL.append(pool)
 
 
 class JitModule:
     """A compiled module living in this process. Keep it alive as long as its functions are used."""
 
-    def __init__(self, ir_text: str, target: Target, opt: int = 3):
+    def __init__(self, ir_text: str, target: Target, opt: int = 3, _runtime: bool = False):
         if not target.is_host:
             raise CompileError(f"cannot run code for target {target.name} in this process (host only)")
-        load_runtime_libraries()
+        if not _runtime:
+            load_runtime_libraries()
         self.target = target
         self.key = cache.key_for(ir_text, target.triple, target.cpu, target.features, str(opt))
         tm = target_machine(target, jit=True, opt=opt)
