@@ -19,10 +19,12 @@ caller alone, completes the loop. The pool is built around that:
   ``n`` threads lets at most ``n - 1`` workers join. After ``fork`` the child starts with no workers
   (``pthread_atfork``) and grows its own.
 
-Correctness never depends on a worker showing up. Ordering: every shared access is a sequentially
-consistent atomic. A worker counts itself in ``active`` *before* it checks that the job is still open,
-and the caller closes the job *before* it waits for ``active`` to drain, so a worker either sees the
-job closed or is waited for (the job's ``data`` lives on the caller's stack).
+Correctness never depends on a worker showing up. One word, ``tf_pool_state`` (the futex), is twice the
+job number plus an "open" bit: the caller adds 1 to open a job and 1 to close it. Every shared access is
+a sequentially consistent atomic. A worker that saw state ``s`` open counts itself in ``active``
+*before* it checks that the state is still ``s``, and the caller closes the job *before* it waits for
+``active`` to drain, so a worker either finds its job gone or is waited for (the job's ``data`` lives on
+the caller's stack); it joins each job at most once, as ``s`` never comes back.
 
 Linux only (futex, pthreads); the same module is linked into exported libraries (``runtime/aot.py``).
 """
@@ -57,8 +59,7 @@ def pool_ir(target: Target, jit: bool = True) -> str:
 target triple = "{target.triple}"
 
 @tf_pool_busy = internal global i32 0, align 64
-@tf_pool_seq = internal global i32 0, align 64
-@tf_pool_open = internal global i32 0, align 64
+@tf_pool_state = internal global i32 0, align 64
 @tf_pool_active = internal global i32 0, align 64
 @tf_pool_joined = internal global i32 0, align 64
 @tf_pool_limit = internal global i32 0, align 4
@@ -78,7 +79,7 @@ declare i64 @syscall(i64, ...)
 define internal void @tf_pool_child_reset() nounwind {{
   store atomic i32 0, ptr @tf_pool_workers seq_cst, align 4
   store atomic i32 0, ptr @tf_pool_busy seq_cst, align 4
-  store atomic i32 0, ptr @tf_pool_open seq_cst, align 4
+  store atomic i32 0, ptr @tf_pool_state seq_cst, align 4
   store atomic i32 0, ptr @tf_pool_active seq_cst, align 4
   store atomic i32 0, ptr @tf_pool_sleepers seq_cst, align 4
   ret void
@@ -86,15 +87,15 @@ define internal void @tf_pool_child_reset() nounwind {{
 
 define internal ptr @tf_pool_worker(ptr %arg) nounwind {{
 entry:
-  %seen0 = load atomic i32, ptr @tf_pool_seq seq_cst, align 4
+  %seen0 = load atomic i32, ptr @tf_pool_state seq_cst, align 4
   br label %wait
 wait:
-  %seen = phi i32 [ %seen0, %entry ], [ %seen, %sleep ], [ %cur, %done ]
+  %seen = phi i32 [ %seen0, %entry ], [ %seen, %sleep ], [ %cur, %got ], [ %cur, %done ]
   %spin = load atomic i32, ptr @tf_pool_spin monotonic, align 4
   br label %spinloop
 spinloop:
   %i = phi i32 [ 0, %wait ], [ %i1, %spinbody ]
-  %s = load atomic i32, ptr @tf_pool_seq seq_cst, align 4
+  %s = load atomic i32, ptr @tf_pool_state seq_cst, align 4
   %changed = icmp ne i32 %s, %seen
   br i1 %changed, label %got, label %spincheck
 spincheck:
@@ -106,20 +107,21 @@ spinbody:
   br label %spinloop
 sleep:
   %sl = atomicrmw add ptr @tf_pool_sleepers, i32 1 seq_cst, align 4
-  %r = call i64 (i64, ...) @syscall(i64 {futex}, ptr @tf_pool_seq, i32 {FUTEX_WAIT_PRIVATE}, i32 %seen, ptr null)
+  %r = call i64 (i64, ...) @syscall(i64 {futex}, ptr @tf_pool_state, i32 {FUTEX_WAIT_PRIVATE}, i32 %seen, ptr null)
   %sl2 = atomicrmw sub ptr @tf_pool_sleepers, i32 1 seq_cst, align 4
-  %s2 = load atomic i32, ptr @tf_pool_seq seq_cst, align 4
+  %s2 = load atomic i32, ptr @tf_pool_state seq_cst, align 4
   %changed2 = icmp ne i32 %s2, %seen
   br i1 %changed2, label %got, label %wait
 got:
-  %cur = load atomic i32, ptr @tf_pool_seq seq_cst, align 4
+  %cur = load atomic i32, ptr @tf_pool_state seq_cst, align 4
+  %odd = and i32 %cur, 1
+  %isopen = icmp ne i32 %odd, 0
+  br i1 %isopen, label %enter, label %wait
+enter:
   %a0 = atomicrmw add ptr @tf_pool_active, i32 1 seq_cst, align 4
-  %open = load atomic i32, ptr @tf_pool_open seq_cst, align 4
-  %s3 = load atomic i32, ptr @tf_pool_seq seq_cst, align 4
-  %isopen = icmp eq i32 %open, 1
+  %s3 = load atomic i32, ptr @tf_pool_state seq_cst, align 4
   %same = icmp eq i32 %s3, %cur
-  %ok = and i1 %isopen, %same
-  br i1 %ok, label %join, label %done
+  br i1 %same, label %join, label %done
 join:
   %j = atomicrmw add ptr @tf_pool_joined, i32 1 seq_cst, align 4
   %lim = load atomic i32, ptr @tf_pool_limit seq_cst, align 4
@@ -176,17 +178,16 @@ post:
   store atomic ptr %data, ptr @tf_pool_data seq_cst, align 8
   store atomic i32 0, ptr @tf_pool_joined seq_cst, align 4
   store atomic i32 %lim, ptr @tf_pool_limit seq_cst, align 4
-  store atomic i32 1, ptr @tf_pool_open seq_cst, align 4
-  %q = atomicrmw add ptr @tf_pool_seq, i32 1 seq_cst, align 4
+  %opened = atomicrmw add ptr @tf_pool_state, i32 1 seq_cst, align 4
   %sleepers = load atomic i32, ptr @tf_pool_sleepers seq_cst, align 4
   %wake = icmp sgt i32 %sleepers, 0
   br i1 %wake, label %wakeup, label %work
 wakeup:
-  %wr = call i64 (i64, ...) @syscall(i64 {futex}, ptr @tf_pool_seq, i32 {FUTEX_WAKE_PRIVATE}, i32 %lim)
+  %wr = call i64 (i64, ...) @syscall(i64 {futex}, ptr @tf_pool_state, i32 {FUTEX_WAKE_PRIVATE}, i32 %lim)
   br label %work
 work:
   call void %fn(ptr %data)
-  store atomic i32 0, ptr @tf_pool_open seq_cst, align 4
+  %closed = atomicrmw add ptr @tf_pool_state, i32 1 seq_cst, align 4
   br label %drain
 drain:
   %act = load atomic i32, ptr @tf_pool_active seq_cst, align 4
