@@ -14,6 +14,8 @@ caller alone, completes the loop. The pool is built around that:
   ran 30% slower on 2 threads than with spinning workers.)
 * Idle workers spin ``tf_pool_spin`` iterations (a ``pause`` each) before they sleep on the futex:
   0 when ``OMP_WAIT_POLICY=PASSIVE`` (no pool spins while another runtime runs), see ``runtime/jit.py``.
+* The caller waits for the workers inside the job with a few hundred ``pause``s, then ``sched_yield``
+  between looks: a worker that shares the caller's core (an oversubscribed machine) gets to finish.
 * One job at a time: a caller that finds the pool busy (another Python thread running a model) runs its
   loop alone. Workers are created on first use, up to the largest thread count asked for; a job of
   ``n`` threads lets at most ``n - 1`` workers join. After ``fork`` the child starts with no workers
@@ -74,6 +76,7 @@ declare i32 @pthread_create(ptr, ptr, ptr, ptr)
 declare i32 @pthread_detach(i64)
 {atfork_decl}
 declare i64 @syscall(i64, ...)
+declare i32 @sched_yield()
 {pause_decl}
 
 define internal void @tf_pool_child_reset() nounwind {{
@@ -190,11 +193,19 @@ work:
   %closed = atomicrmw add ptr @tf_pool_state, i32 1 seq_cst, align 4
   br label %drain
 drain:
+  %k = phi i32 [ 0, %work ], [ %k1, %drainpause ], [ 0, %drainyield ]
   %act = load atomic i32, ptr @tf_pool_active seq_cst, align 4
   %inside = icmp ne i32 %act, 0
-  br i1 %inside, label %drainpause, label %finish
+  br i1 %inside, label %drainwait, label %finish
+drainwait:
+  %patient = icmp slt i32 %k, 256
+  br i1 %patient, label %drainpause, label %drainyield
 drainpause:
   {pause}
+  %k1 = add i32 %k, 1
+  br label %drain
+drainyield:
+  %y = call i32 @sched_yield()
   br label %drain
 finish:
   store atomic i32 0, ptr @tf_pool_busy seq_cst, align 4
