@@ -38,6 +38,7 @@ def machine() -> str:
 
 def main(argv: list[str]) -> int:
     wanted = [a for a in argv if not a.startswith("-")]
+    write = not wanted or "--write" in argv  # a partial run leaves docs/ (its document and plots) alone
     suites = [s for s in SUITES if not wanted or any(w in s for w in wanted)]
     sections = []
     t0 = time.time()
@@ -47,14 +48,14 @@ def main(argv: list[str]) -> int:
         title, md, records = mod.section()
         print(md, flush=True)
         plot = None
-        if hasattr(mod, "plot"):
+        if hasattr(mod, "plot") and write:
             try:
                 plot = mod.plot(records, os.path.join(ROOT, "docs", "img"))
             except ImportError:
                 print("(matplotlib not installed: no plot)")
         sections.append((title, md, plot))
-    if wanted and "--write" not in argv:
-        return 0  # a partial run does not rewrite the document (unless --write: then only its sections)
+    if not write:
+        return 0
     path = os.path.join(ROOT, "docs", "BENCHMARKS.md")
     note = ""
     if wanted:
