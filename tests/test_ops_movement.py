@@ -4,6 +4,8 @@ several dtypes."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -121,3 +123,31 @@ def test_range(vals):
     dt = np.float32 if any(isinstance(v, float) for v in vals) else np.int64
     consts = {n: np.array(v, dt) for n, v in zip(("a", "b", "c"), vals)}
     check_model(one_node_model("Range", {}, consts=consts), {})
+
+
+@pytest.mark.parametrize("c,g,hw", [(12, 3, (5, 7)), (112, 4, (9, 17)), (6, 2, (1, 1)), (8, 8, (3, 1))])
+def test_channel_shuffle_of_computed_tensor(c, g, hw, rng):
+    """ShuffleNet's channel shuffle (Reshape -> Transpose -> Reshape) of an unmaterialized tensor: exact,
+    and the reshapes map indices per group of dims, so the copy kernel divides only channel indices (one
+    // and one %), never the vectorized pixel index (a gather per lane)."""
+    h, w = hw
+    shape5 = np.array([1, g, c // g, h, w], np.int64)
+    shape4 = np.array([1, c, h, w], np.int64)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, h, w])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Reshape", ["r", "s5"], ["a"]),
+             helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s4"], ["b"]), helper.make_node("Neg", ["b"], ["y"])]  # fmt: skip
+    inits = [helper.make_tensor("s5", TensorProto.INT64, [5], shape5), helper.make_tensor("s4", TensorProto.INT64,
+                                                                                           [4], shape4)]  # fmt: skip
+    model = helper.make_model(helper.make_graph(nodes, "shuffle", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])  # fmt: skip
+    xv = rand(rng, (1, c, h, w))
+    m = check_model(model, {"x": xv}, rtol=0, atol=0)
+    want = -np.maximum(xv, 0).reshape(1, g, c // g, h, w).transpose(0, 2, 1, 3, 4).reshape(1, c, h, w)
+    np.testing.assert_array_equal(m(xv), want)
+    text = m.kernel_ir()
+    simple = re.findall(r"\((\w+) (?://|%) \d+\)", text)  # a loop variable divided by a constant
+    inner = re.findall(r"for (\w+) in", text)[-1]
+    assert len(simple) == text.count("//") + text.count(" % "), text  # nothing else is divided
+    assert inner not in simple, text

@@ -39,14 +39,56 @@ def _numel(shape) -> int:
     return n
 
 
+def reshape_groups(src: Sequence[int], dst: Sequence[int]) -> list[tuple[tuple[int, int], tuple[int, int]]] | None:
+    """Split a reshape into runs of consecutive dims with equal products, ``((s0, s1), (d0, d1))``: each
+    run of source dims is split or merged into its run of output dims independently (None: a zero dim)."""
+    if 0 in src or 0 in dst:
+        return None
+    groups = []
+    i = j = 0
+    while i < len(src) or j < len(dst):
+        si, dj, ps, pd = i, j, 1, 1
+        if i < len(src):
+            ps, i = src[i], i + 1
+        if j < len(dst):
+            pd, j = dst[j], j + 1
+        while ps != pd:
+            if ps < pd and i < len(src):
+                ps, i = ps * src[i], i + 1
+            elif pd < ps and j < len(dst):
+                pd, j = pd * dst[j], j + 1
+            else:
+                return None
+        groups.append(((si, i), (dj, j)))
+    return groups
+
+
 def reshape_texpr(t: TExpr, shape: Sequence[int]) -> TExpr:
+    """``t`` seen with another shape: a view where the view allows it, else an expression whose source
+    indices are computed per group of dims (``reshape_groups``), so that dims the reshape leaves alone
+    (e.g. H and W in a channel shuffle) keep plain, vectorizable indices instead of div/mod of a flat
+    index over the whole tensor."""
     shape = tuple(shape)
     if t.view is not None:
         v = t.view.reshape(shape)
         if v is not None:
             return TExpr.from_view(v)
-    src = t.shape
-    return TExpr.compute(shape, t.dtype, lambda idx: t.fn(unflatten(flat_index(idx, shape), src)))
+    src = tuple(t.shape)
+    groups = reshape_groups(src, shape)
+    if groups is None:
+        return TExpr.compute(shape, t.dtype, lambda idx: t.fn(unflatten(flat_index(idx, shape), src)))
+
+    def fn(idx):
+        out: list[Expr] = []
+        for (s0, s1), (d0, d1) in groups:
+            part = src[s0:s1]
+            if d1 - d0 == 1 and s1 - s0 == 1:
+                out.append(idx[d0])
+            else:
+                out.extend(unflatten(flat_index(idx[d0:d1], shape[d0:d1]), part))
+        return t.fn(out)
+
+    return TExpr.compute(shape, t.dtype, fn)
 
 
 # -- reshape family: same data, new shape ----------------------------------------------------------
