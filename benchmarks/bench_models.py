@@ -162,7 +162,8 @@ def run(threads: int, names: list[str] | None = None) -> tuple[str, str, list[di
     if small_rows:
         geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios)) if ratios else float("nan")
         summary = (f"The {len(small_rows)} small model tests (simple, pytorch-converted, pytorch-operator; models "
-                   f"with string inputs left out, unsupported ones listed with their error): geometric-mean ORT / tf latency ratio {geo:.2f}x over the "
+                   f"with string inputs left out, unsupported ones listed with their error): geometric-mean "
+                   f"ORT / tf latency ratio {geo:.2f}x over the "
                    f"{len(ratios)} that ONNX Runtime runs; median compile time {np.median(compiles):.2f} s.\n\n"
                    "<details><summary>every small model</summary>\n\n" + markdown_table(headers, small_rows)
                    + "\n\n</details>")  # fmt: skip
