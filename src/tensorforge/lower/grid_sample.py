@@ -6,62 +6,24 @@ from __future__ import annotations
 
 from ..ops.grid_sample import sample
 from . import kir as K
+from .elementwise import KirHandler
 from .kir import Const
 from .rules import LowerCtx, index_rule
 from .tensor import TExpr
 
 
-class _KirMath:
+class _KirMath(KirHandler):
+    """The ``m`` vocabulary of ``ops/grid_sample.sample`` on kernel-IR expressions: the elementwise
+    handler's arithmetic and comparisons, plus constants of the compute dtype, rint and clamp."""
+
     def __init__(self, dtype):
         self.dt = dtype
 
     def c(self, v):
         return K.const(v, self.dt)
 
-    def add(self, a, b):
-        return K.binop("add", a, b)
-
-    def sub(self, a, b):
-        return K.binop("sub", a, b)
-
-    def mul(self, a, b):
-        return K.binop("mul", a, b)
-
-    def div(self, a, b):
-        return K.binop("div", a, b)
-
-    def lt(self, a, b):
-        return K.cmp("lt", a, b)
-
-    def gt(self, a, b):
-        return K.cmp("gt", a, b)
-
-    def le(self, a, b):
-        return K.cmp("le", a, b)
-
-    def ge(self, a, b):
-        return K.cmp("ge", a, b)
-
-    def eq(self, a, b):
-        return K.cmp("eq", a, b)
-
-    def select(self, c, a, b):
-        return K.select(c, a, b)
-
-    def floor(self, x):
-        return K.unop("floor", x)
-
-    def trunc(self, x):
-        return K.unop("trunc", x)
-
     def rint(self, x):
         return K.unop("round", x)
-
-    def logical_and(self, a, b):
-        return K.binop("and", a, b)
-
-    def logical_or(self, a, b):
-        return K.binop("or", a, b)
 
     def clamp(self, x, lo, hi):
         return K.binop("max", K.binop("min", x, self.c(hi)), self.c(lo))
