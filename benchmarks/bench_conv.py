@@ -15,7 +15,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 import tensorforge as tfg
-from harness import compare, fmt_time, markdown_table, ort_session
+from harness import compare, fmt_time, markdown_table, ort_session, pyplot, save_figure
 from tensorforge.examples import mobilenet_v2, resnet50
 from tensorforge.runtime.peak import machine_peak
 
@@ -142,12 +142,7 @@ def section():
 
 
 def plot(records, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+    plt = pyplot()
     fig, axes = plt.subplots(2, 1, figsize=(13, 7), sharey=True)
     for ax, th in zip(axes, (1, 2)):
         recs = [r for r in records if r["threads"] == th]
@@ -159,11 +154,7 @@ def plot(records, outdir):
         ax.set_ylabel("speed-up of tensorforge")
         ax.set_title(f"{th} thread{'s' if th > 1 else ''} (above 1: tensorforge faster)")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(outdir, "conv_speedup.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, outdir, "conv_speedup.png")
 
 
 if __name__ == "__main__":

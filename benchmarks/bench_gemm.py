@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from threadpoolctl import threadpool_limits
 
 import tensorforge as tfg
-from harness import compare, markdown_table, ort_session
+from harness import compare, markdown_table, ort_session, pyplot, save_figure
 from tensorforge.runtime.peak import machine_peak
 
 SQUARE = [64, 128, 256, 512, 1024, 2048]
@@ -84,12 +84,7 @@ def section():
 
 
 def plot(records, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     names = ["tensorforge", *OTHERS]
     for ax, th in zip(axes, (1, 2)):
@@ -104,11 +99,7 @@ def plot(records, outdir):
         ax.set_ylabel("GFLOP/s")
     axes[0].legend(fontsize=8)
     fig.suptitle("fp32 GEMM (M x K x N)")
-    fig.tight_layout()
-    path = os.path.join(outdir, "gemm_gflops.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, outdir, "gemm_gflops.png")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from onnx import numpy_helper
 from threadpoolctl import threadpool_limits
 
 import tensorforge as tfg
-from harness import compare, fmt_time, markdown_table, ort_session
+from harness import compare, fmt_time, markdown_table, ort_session, pyplot, save_figure
 from tensorforge.examples import mlp
 
 
@@ -57,14 +57,7 @@ def section():
 
 
 def plot(records, outdir):
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+    plt = pyplot()
     labels = [f"b{r['batch']} t{r['threads']}" for r in records]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = ["tensorforge", "onnxruntime", "numpy"]
@@ -76,11 +69,7 @@ def plot(records, outdir):
     ax.set_yscale("log")
     ax.set_title("MLP 784-256-10 inference")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(outdir, "mlp_latency.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, outdir, "mlp_latency.png")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import onnx
 import onnx.numpy_helper
 
 import tensorforge as tfg
-from harness import compare, fmt_time, markdown_table, ort_session
+from harness import compare, fmt_time, markdown_table, ort_session, pyplot, save_figure
 from tensorforge.examples import bert_encoder
 
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
@@ -181,12 +181,7 @@ def section():
 
 
 def plot(records, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+    plt = pyplot()
     big = [r for r in records if r.get("group") == "big" and "onnxruntime" in r]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     names = [r["name"].replace("_6x384x12_seq128", "") for r in big]
@@ -199,11 +194,7 @@ def plot(records, outdir):
     a2.set_xlabel("seconds")
     a2.set_title("compile / session-creation time")
     a2.legend()
-    fig.tight_layout()
-    path = os.path.join(outdir, "models.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, outdir, "models.png")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import tensorforge as tfg
-from harness import compare, fmt_time, markdown_table
+from harness import compare, fmt_time, markdown_table, pyplot, save_figure
 from tensorforge.examples import bert_encoder, resnet50
 
 VARIANTS = {"-O0": dict(opt_level=0), "-O3 -fuse": dict(opt_level=3, passes="-fuse"), "-O3": dict(opt_level=3)}
@@ -91,12 +91,7 @@ def section():
 
 
 def plot(records, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     labels = [f"{r['model'].split(' (')[0]}\n{r['threads']} thread(s)" for r in records]
     width = 0.38
@@ -108,11 +103,7 @@ def plot(records, outdir):
     ax.set_ylabel("speedup over -O0 (higher is better)")
     ax.set_title("Graph optimizer at batch 1")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(outdir, "opt_speedup.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, outdir, "opt_speedup.png")
 
 
 if __name__ == "__main__":

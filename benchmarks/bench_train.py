@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from threadpoolctl import threadpool_limits
 
 import tensorforge as tfg
-from harness import compare, fmt_time, markdown_table
+from harness import compare, fmt_time, markdown_table, pyplot, save_figure
 from tensorforge import datasets
 from tensorforge.examples import mlp
 
@@ -180,12 +180,7 @@ def section():
 
 
 def plot(records, outdir):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(outdir, exist_ok=True)
+    plt = pyplot()
     steps = [r for r in records if r["kind"] == "step"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = ["tensorforge", "pytorch", "numpy"]
@@ -196,11 +191,7 @@ def plot(records, outdir):
     ax.set_ylabel("ms per training step (lower is better)")
     ax.set_title("MLP 784-256-10 training step (SGD momentum)")
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(outdir, "train_step.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, outdir, "train_step.png")
 
 
 if __name__ == "__main__":
