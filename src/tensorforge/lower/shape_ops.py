@@ -81,11 +81,7 @@ def reshape_texpr(t: TExpr, shape: Sequence[int]) -> TExpr:
     def fn(idx):
         out: list[Expr] = []
         for (s0, s1), (d0, d1) in groups:
-            part = src[s0:s1]
-            if d1 - d0 == 1 and s1 - s0 == 1:
-                out.append(idx[d0])
-            else:
-                out.extend(unflatten(flat_index(idx[d0:d1], shape[d0:d1]), part))
+            out.extend(unflatten(flat_index(idx[d0:d1], shape[d0:d1]), src[s0:s1]))
         return t.fn(out)
 
     return TExpr.compute(shape, t.dtype, fn)

@@ -12,7 +12,8 @@ import threading
 import llvmlite.binding as llvm
 
 from ..codegen.emit import parse_and_optimize, target_machine
-from ..codegen.targets import Target
+from ..codegen.targets import Target, host
+from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
 from . import cache
 
@@ -43,9 +44,6 @@ _POOL: list = []  # the thread pool's JitModule, kept alive for the process
 @functools.cache
 def load_runtime_libraries() -> None:
     """Make libm and tensorforge's thread pool (``tf_parallel``) visible to JIT-compiled code."""
-    from ..codegen.targets import host
-    from ..codegen.threadpool import pool_ir
-
     path = ctypes.util.find_library("m")
     for c in [path, "libm.so.6", "libm.so"]:
         if not c:
@@ -55,10 +53,7 @@ def load_runtime_libraries() -> None:
             break
         except RuntimeError:
             continue
-    _init_pool(host(), pool_ir)
-
-
-def _init_pool(target: Target, pool_ir) -> None:
+    target = host()
     pool = JitModule(pool_ir(target), target, opt=2, _runtime=True)
     ctypes.c_int32.from_address(pool.global_address("tf_pool_spin")).value = pool_spin()
     llvm.add_symbol("tf_parallel", pool.address("tf_parallel"))
