@@ -31,12 +31,10 @@ def _models():
 
 def kernel_time(builds: dict, feeds: dict, rounds: int = 5) -> dict[str, float]:
     """Per build, the sum over its kernels of the fastest time seen (profiles alternate between builds)."""
-    from tensorforge.runtime.profile import profile
-
     best: dict[str, dict[str, float]] = {name: {} for name in builds}
     for _ in range(rounds):
         for name, (m, _) in builds.items():
-            rows, _total = profile(m, feeds, repeat=3)
+            rows, _total = m.profile(feeds, repeat=3)
             for r in rows:
                 best[name][r.name] = min(best[name].get(r.name, float("inf")), r.seconds)
     return {name: sum(b.values()) for name, b in best.items()}

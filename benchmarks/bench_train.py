@@ -19,8 +19,8 @@ from threadpoolctl import threadpool_limits
 
 import tensorforge as tfg
 from harness import compare, fmt_time, markdown_table, pyplot, save_figure
-from tensorforge import datasets
 from tensorforge.examples import mlp
+from tensorforge.train import datasets
 
 LR, MOMENTUM = 0.05, 0.9
 

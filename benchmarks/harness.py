@@ -1,9 +1,9 @@
-"""The benchmark harness lives in the package (tensorforge.benchutil) so that `tensorforge bench` shares it;
+"""The benchmark harness lives in the package (tensorforge.cli.benchutil) so that `tensorforge bench` shares it;
 the plotting helpers every benchmark's ``plot`` uses live here (matplotlib is a `bench` extra)."""
 
 import os
 
-from tensorforge.benchutil import _calibrate, compare, fmt_time, markdown_table, ort_session  # noqa: F401
+from tensorforge.cli.benchutil import _calibrate, compare, fmt_time, markdown_table, ort_session  # noqa: F401
 
 
 def pyplot():

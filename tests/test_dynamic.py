@@ -53,7 +53,7 @@ def test_symbolic_batch_and_sequence_fold_shape_subgraph(rng):
         _check(model, {"x": rng.standard_normal((b, t, 8)).astype(np.float32)}, m)
     assert m.compiled_shapes == [((1, 3, 8),), ((2, 5, 8),)]
     for st in m.stages:
-        ops = {n.op for n in st.segment.source_graph.nodes}
+        ops = {n.op for n in st.graph.nodes}
         assert ops == {"Reshape", "Relu"}, ops
 
 

@@ -205,11 +205,11 @@ def test_profile_per_kernel_times(rng):
     """One native call with timestamps between kernels: every kernel gets a time, they add up to the run."""
     from tensorforge.examples import small_cnn
     from tensorforge.runtime.peak import MachinePeak
-    from tensorforge.runtime.profile import format_profile, profile
+    from tensorforge.runtime.profile import format_profile
 
     m = _compile(small_cnn(batch=2))
     x = rand(rng, (2, 3, 16, 16))
-    rows, total = profile(m, {"x": x}, repeat=5)
+    rows, total = m.profile({"x": x}, repeat=5)
     assert [r.name for r in rows] == [k.name for k in m.kernels]
     assert all(r.seconds > 0 for r in rows)
     assert sum(r.seconds for r in rows) == pytest.approx(total, rel=0.5)

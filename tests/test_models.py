@@ -73,7 +73,7 @@ def test_compile_cache_hit(tmp_path, monkeypatch, rng):
     model = mlp(batch=1, seed=123)
     a = tfg.compile(model)
     b = tfg.compile(model)
-    assert not a.jit.cache_hit and b.jit.cache_hit
+    assert not a.cache_hit and b.cache_hit
     x = rng.standard_normal((1, 784)).astype(np.float32)
     np.testing.assert_array_equal(a(x), b(x))
 
@@ -109,8 +109,8 @@ def test_slow_call_path_matches_fast(rng):
     m = tfg.compile(mlp(batch=3))
     x = rng.standard_normal((3, 784)).astype(np.float32)
     fast = m(x)
-    assert m._fast is not None
-    m._fast = None
+    assert m._code.fast is not None
+    m._code.fast = None
     np.testing.assert_array_equal(m(x), fast)
     xs = rng.standard_normal((784, 3)).astype(np.float32).T  # non-contiguous input is copied at the border
     np.testing.assert_array_equal(m(xs), m(np.ascontiguousarray(xs)))

@@ -1,6 +1,6 @@
 import io
 
-from tensorforge.progress import Progress
+from tensorforge.util.progress import Progress
 
 
 class _Tty(io.StringIO):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import tensorforge as tfg
-from tensorforge import datasets
 from tensorforge.cli import main
 from tensorforge.examples import mlp
+from tensorforge.train import datasets
 
 
 def test_digits_dataset_split():
@@ -94,7 +94,7 @@ def test_train_errors(capsys, tmp_path):
 
 
 def test_demo_trains_digits(capsys):
-    from tensorforge.train_demo import train_demo
+    from tensorforge.cli.demo import train_demo
 
     assert train_demo() == 0
     out = capsys.readouterr().out

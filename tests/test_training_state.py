@@ -8,10 +8,10 @@ import numpy as np
 
 from tensorforge.autodiff import GraphBuilder
 from tensorforge.codegen.targets import get_target
-from tensorforge.compiler import Options
+from tensorforge.compiler import Options, build_artifact
 from tensorforge.ir import DType, Graph
 from tensorforge.ir.graph import TensorType, Value
-from tensorforge.runtime.native import compile_bound
+from tensorforge.runtime.executable import Executable
 
 
 def _run(build):
@@ -19,7 +19,8 @@ def _run(build):
     x = Value("x", TensorType(DType.F32, (4, 4)))
     g = Value("g", TensorType(DType.F32, (4, 4)))
     outs = build(b, x, g)
-    prog = compile_bound(Graph(b.nodes, [x, g], outs, "state"), get_target(None), Options(), {0: 0})
+    art, _, _ = build_artifact(Graph(b.nodes, [x, g], outs, "state"), get_target(None), Options(), state={0: 0})
+    prog = Executable(art)
     xa = np.arange(16, dtype=np.float32).reshape(4, 4)
     x0 = xa.copy()
     prog.bind_input(0, xa)
@@ -27,7 +28,7 @@ def _run(build):
     others = [np.empty((4, 4), np.float32) for _ in outs[1:]]
     for i, o in enumerate(others, 1):
         prog.bind_output(i, o)
-    prog.run()
+    prog.run_bound()
     copies = [k for k in prog.program.kernels if any(lab.startswith("state ") for lab in k.labels)]
     return x0, xa, others, copies
 

@@ -131,7 +131,7 @@ def run_one(name: str, cls, backend: str) -> dict:
 
 def backend_module(backend: str):
     if backend == "tensorforge":
-        import tensorforge.backend as mod
+        import tensorforge.compiler.onnx_backend as mod
     else:
         import onnxruntime.backend as mod
     return mod

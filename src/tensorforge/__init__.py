@@ -1,12 +1,17 @@
-"""tensorforge: a deep-learning compiler from ONNX / PyTorch models to native code through LLVM."""
+"""tensorforge: a deep-learning compiler from ONNX / PyTorch models to native code through LLVM.
+
+The pipeline, stage by stage (docs/ARCHITECTURE.md): frontends/ (model -> Graph) -> passes/ ->
+lower/ (kernel IR) -> codegen/ (LLVM) -> compiler/ (the stages as a list, one Artifact, the compile
+cache) -> runtime/ (an Executable per artifact). train/ compiles training steps; cli/ is the command line.
+"""
 
 __version__ = "0.1.0"
 
 from . import lower as _lower  # noqa: E402,F401  (registers lowerings)
 from . import ops as _ops  # noqa: E402,F401  (registers ops)
-from . import optim  # noqa: E402
 from .autodiff import grad  # noqa: E402
-from .compiler import DynamicModel, assembly, compile  # noqa: E402
+from .compiler import Options, assembly, compile, load  # noqa: E402
+from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
     InputError,
@@ -17,19 +22,26 @@ from .errors import (  # noqa: E402
     TrainingError,
     UnsupportedError,
 )
-from .frontends.torch import from_torch, torch_backend  # noqa: E402
 from .ir import DType, Graph  # noqa: E402
+from .runtime.artifact import Artifact, ArtifactError  # noqa: E402
+from .runtime.dynamic import DynamicModel  # noqa: E402
+from .runtime.executable import Executable  # noqa: E402
 from .runtime.model import CompiledModel  # noqa: E402
-from .runtime.training import TrainingStep, training_step  # noqa: E402
+from .train import optim  # noqa: E402
+from .train.step import TrainingStep, training_step  # noqa: E402
 
 __all__ = [
+    "Artifact",
+    "ArtifactError",
     "CompileError",
     "CompiledModel",
     "DType",
     "DynamicModel",
+    "Executable",
     "Graph",
     "InputError",
     "ModelLoadError",
+    "Options",
     "ShapeError",
     "TargetError",
     "TensorforgeError",
@@ -40,6 +52,7 @@ __all__ = [
     "compile",
     "from_torch",
     "grad",
+    "load",
     "optim",
     "torch_backend",
     "training_step",

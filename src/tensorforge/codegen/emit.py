@@ -11,9 +11,7 @@ import llvmlite.binding as llvm
 
 from ..errors import CompileError
 from ..lower.kir import Kernel
-from ..lower.printer import structural_key
 from ..lower.program import Program
-from ..lower.vectorize import vectorize_kernel
 from .llvm import ModuleBuilder
 from .targets import Target
 
@@ -39,36 +37,26 @@ class LLVMModule:
     aliases: dict[str, str] = field(default_factory=dict)  # kernel -> the identical kernel whose code it runs
 
 
-def build_module(program: Program, target: Target | None = None, with_entry: bool = True) -> LLVMModule:
+def build_module(program: Program, code: list[Kernel | None], aliases: dict[str, str],
+                 target: Target | None = None) -> LLVMModule:  # fmt: skip
+    """The LLVM module of a program: one function per kernel of ``code`` (the program's kernels with their
+    vector loops made explicit; None for a kernel that runs the function of the identical kernel named in
+    ``aliases``), then on CPUs the entry ``tf_run`` calling them in order, its profiling twin and the
+    Python-call entry."""
     target = target or program.target
     mb = ModuleBuilder(target, program.name)
-    fns = []
-    shared: dict[str, object] = {}  # structurally identical kernels (repeated layers) share one function
-    aliases: dict[str, str] = {}
-    for k, args in zip(program.kernels, program.kernel_args):
-        key = structural_key(k) if with_entry and not target.is_gpu else None
-        fn = shared.get(key) if key is not None else None
-        if fn is None:
-            vk = vectorize_kernel(k, 1 if target.is_gpu else None, target.masked_ops)
-            fn = mb.add_kernel(vk, internal=with_entry and not target.is_gpu)
-            if key is not None:
-                shared[key] = fn
-        else:
-            aliases[k.name] = fn.name
-        fns.append((fn, args))
-    if with_entry and not target.is_gpu:
-        entry = mb.add_entry(ENTRY, fns)
-        mb.add_entry(PROFILE_ENTRY, fns, profile=True)
+    fns: dict[str, object] = {}
+    calls = []
+    for k, vk, args in zip(program.kernels, code, program.kernel_args):
+        if vk is not None:
+            fns[k.name] = mb.add_kernel(vk, internal=not target.is_gpu)
+        calls.append((fns[aliases.get(k.name, k.name)], args))
+    if not target.is_gpu:
+        entry = mb.add_entry(ENTRY, calls)
+        mb.add_entry(PROFILE_ENTRY, calls, profile=True)
         mb.add_py_entry(PY_ENTRY, entry, len(program.inputs), len(program.outputs), NUMPY_DATA_OFFSET)
     return LLVMModule(target, mb.ir_text(), [k.name for k in program.kernels],
                       {k.name: k.labels for k in program.kernels}, aliases)  # fmt: skip
-
-
-def build_kernel_module(kernels: list[Kernel], target: Target, name: str = "kernels") -> LLVMModule:
-    mb = ModuleBuilder(target, name)
-    for k in kernels:
-        mb.add_kernel(vectorize_kernel(k, 1 if target.is_gpu else None, target.masked_ops), internal=False)
-    return LLVMModule(target, mb.ir_text(), [k.name for k in kernels], {k.name: k.labels for k in kernels})
 
 
 def target_machine(target: Target, jit: bool = False, opt: int = 3) -> llvm.TargetMachine:
@@ -115,6 +103,19 @@ def emit_assembly(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> str:
 def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
     with _LOCK:
         return tm.emit_object(mod)
+
+
+def compile_object(ir_text: str, target: Target, opt: int = 3) -> bytes:
+    """Native object code of an LLVM module, made to be loaded into this process (the JIT's code model
+    and relocations; ``runtime/jit.py`` loads it)."""
+    tm = target_machine(target, jit=True, opt=opt)
+    return emit_object(parse_and_optimize(ir_text, tm, opt), tm)
+
+
+def assembly_of(ir_text: str, target: Target) -> str:
+    """The optimized module's assembly (PTX on GPU targets), as a standalone build would emit it."""
+    tm = target_machine(target, jit=False)
+    return emit_assembly(parse_and_optimize(ir_text, tm), tm)
 
 
 _FUNC_RE = re.compile(r"^([A-Za-z_.$][\w.$]*):\s*(#.*)?$")

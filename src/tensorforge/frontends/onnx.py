@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .. import ops as _ops  # noqa: F401  (registers ops)
 from ..errors import ModelLoadError, NotConstantError, ShapeError, TensorforgeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value

@@ -205,8 +205,8 @@ class ProgramBuilder:
         g = self.g
         for v in g.inputs:
             if not v.type.is_static:
-                raise CompileError(f"model '{g.name}': input %{v.name} has symbolic shape {v.type}; "
-                                   "specialize it with concrete shapes before lowering")  # fmt: skip
+                raise CompileError(f"model '{g.name}': input '{v.name}' has symbolic shape {v.type}; fix its dims "
+                                   "(input_shapes=..., --input-shape NAME=D0,D1,...)")  # fmt: skip
         # outputs that can be written directly by their producing kernel
         producers = g.producers()
         self.direct_outputs: dict[int, int] = {}

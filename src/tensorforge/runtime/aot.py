@@ -24,11 +24,12 @@ import tempfile
 
 import numpy as np
 
-from ..codegen.emit import ENTRY, build_module, emit_object, parse_and_optimize, target_machine
+from ..codegen.emit import ENTRY, emit_object, parse_and_optimize, target_machine
 from ..codegen.targets import Target
 from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
 from ..lower.program import Program
+from .artifact import Artifact
 
 ALIGN = 64
 _C_TYPES = {"f32": "float", "f64": "double", "f16": "uint16_t /* float16 */", "i8": "int8_t", "i16": "int16_t",
@@ -156,9 +157,12 @@ def header_text(program: Program, lib_name: str) -> str:
     return "\n".join(lines)
 
 
-def export_library(program: Program, out_dir: str, lib_name: str = "model", cc: str | None = None) -> dict[str, str]:
-    """Write ``lib<lib_name>.so`` and ``<lib_name>.h`` into ``out_dir`` (atomically: both or neither)."""
-    target: Target = program.target
+def export_library(artifact: Artifact, out_dir: str, lib_name: str = "model", cc: str | None = None
+                   ) -> dict[str, str]:  # fmt: skip
+    """Write ``lib<lib_name>.so`` and ``<lib_name>.h`` into ``out_dir`` (atomically: both or neither): the
+    artifact's LLVM module compiled as position-independent code, with a C entry and its weights."""
+    program: Program = artifact.program
+    target: Target = artifact.target
     if target.is_gpu:
         raise CompileError("export of GPU targets is not supported; use `tensorforge asm --target nvptx-sm90`")
     cc = cc or shutil.which("cc") or shutil.which("gcc")
@@ -171,8 +175,7 @@ def export_library(program: Program, out_dir: str, lib_name: str = "model", cc: 
         consts.append(np.ascontiguousarray(arr))
     blob, offsets = _weights_blob(consts)
     const_out_offsets = {i: (offsets[k], nbytes) for i, (k, nbytes) in const_out.items()}
-    module = build_module(program, target)
-    ir_text = module.ir + _wrapper_ir(program, offsets[: len(program.consts)], const_out_offsets)
+    ir_text = artifact.llvm_ir + _wrapper_ir(program, offsets[: len(program.consts)], const_out_offsets)
     tm = target_machine(target, jit=False)
     mod = parse_and_optimize(ir_text, tm)
     obj = emit_object(mod, tm)

@@ -1,22 +1,17 @@
-"""Persistent compile cache: object code keyed by (LLVM IR, target, LLVM version).
+"""Where tensorforge keeps what it computes once per machine: compiled artifacts (``compiler/cache.py``)
+and the measured machine model (``runtime/peak.py``).
 
-Lives in ``$TENSORFORGE_CACHE_DIR`` (default ``~/.cache/tensorforge``); ``TENSORFORGE_CACHE=0`` turns it
-off. Writes are atomic (temp file + rename), so concurrent compiles never see half-written entries.
+``$TENSORFORGE_CACHE_DIR`` (default ``~/.cache/tensorforge``); ``TENSORFORGE_CACHE=0`` turns caching off.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-
-import llvmlite
-
-from .. import __version__ as _tf_version
 
 
 def cache_dir() -> str | None:
-    if os.environ.get("TENSORFORGE_CACHE", "1") in ("0", "off", "false"):
+    """The cache directory (created), or None when caching is off or the directory cannot be made."""
+    if os.environ.get("TENSORFORGE_CACHE", "1").strip().lower() in ("0", "off", "false", "no"):
         return None
     d = os.environ.get("TENSORFORGE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "tensorforge")
     try:
@@ -24,37 +19,3 @@ def cache_dir() -> str | None:
     except OSError:
         return None
     return d
-
-
-def key_for(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    h.update(f"tensorforge {_tf_version} llvmlite {llvmlite.__version__}".encode())
-    for p in parts:
-        h.update(b"\0")
-        h.update(p.encode() if isinstance(p, str) else p)
-    return h.hexdigest()[:40]
-
-
-def load(key: str, suffix: str = ".o") -> bytes | None:
-    d = cache_dir()
-    if d is None:
-        return None
-    path = os.path.join(d, key + suffix)
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def store(key: str, data: bytes, suffix: str = ".o") -> None:
-    d = cache_dir()
-    if d is None:
-        return
-    try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, os.path.join(d, key + suffix))
-    except OSError:
-        pass

@@ -1,24 +1,27 @@
-"""In-process JIT: LLVM IR -> machine code in this process (llvmlite MCJIT), with the object cache, and
-the process's thread pool (codegen/threadpool.py), compiled once and linked to every module by name."""
+"""Native code in this process: object code loaded by LLVM's MCJIT (the linker part only: the code was
+compiled by the object stage of the pipeline), plus the libraries every module links against — libm and
+tensorforge's own thread pool (``codegen/threadpool.py``), built once per process and made visible by name.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import os
 import threading
 
 import llvmlite.binding as llvm
 
-from ..codegen.emit import parse_and_optimize, target_machine
+from ..codegen.emit import compile_object, target_machine
 from ..codegen.targets import Target, host
 from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
-from . import cache
+from ..util.files import atomic_write
+from .cache import cache_dir
 
-_LOCK = threading.Lock()
-
+_LOCK = threading.Lock()  # MCJIT engines are created one at a time
 
 # Idle workers of tensorforge's pool (codegen/threadpool.py) spin this many `pause` iterations (about a
 # microsecond) after a parallel loop before they sleep: back-to-back kernels of one inference find them
@@ -38,12 +41,12 @@ def pool_spin() -> int:
     return {"PASSIVE": 0, "ACTIVE": 2**30}.get(policy, DEFAULT_SPIN)
 
 
-_POOL: list = []  # the thread pool's JitModule, kept alive for the process
+_POOL: list = []  # the thread pool's code, kept alive for the process
 
 
 @functools.cache
 def load_runtime_libraries() -> None:
-    """Make libm and tensorforge's thread pool (``tf_parallel``) visible to JIT-compiled code."""
+    """Make libm and tensorforge's thread pool (``tf_parallel``) visible to loaded code."""
     path = ctypes.util.find_library("m")
     for c in [path, "libm.so.6", "libm.so"]:
         if not c:
@@ -54,55 +57,66 @@ def load_runtime_libraries() -> None:
         except RuntimeError:
             continue
     target = host()
-    pool = JitModule(pool_ir(target), target, opt=2, _runtime=True)
+    pool = NativeCode(_pool_object(target), target, _runtime=True)
     ctypes.c_int32.from_address(pool.global_address("tf_pool_spin")).value = pool_spin()
     llvm.add_symbol("tf_parallel", pool.address("tf_parallel"))
     _POOL.append(pool)
 
 
-class JitModule:
-    """A compiled module living in this process. Keep it alive as long as its functions are used."""
+def _pool_object(target: Target) -> bytes:
+    """The thread pool's object code: compiled once per machine and kept in the cache directory (a process
+    that only loads cached models then runs no LLVM optimization at all)."""
+    ir_text = pool_ir(target)
+    d = cache_dir()
+    key = hashlib.sha256(f"{llvm.llvm_version_info} {target!r}\n{ir_text}".encode()).hexdigest()[:40]
+    path = None if d is None else os.path.join(d, f"pool-{key}.o")
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if len(data) > 32 and hashlib.sha256(data[32:]).digest() == data[:32]:
+                return data[32:]
+        except OSError:
+            pass
+    obj = compile_object(ir_text, target, opt=2)
+    if path is not None:
+        try:
+            atomic_write(path, hashlib.sha256(obj).digest() + obj)
+        except OSError:
+            pass
+    return obj
 
-    def __init__(self, ir_text: str, target: Target, opt: int = 3, _runtime: bool = False):
+
+class NativeCode:
+    """An object file linked into this process. Keep it alive as long as its functions are used."""
+
+    def __init__(self, obj: bytes, target: Target, _runtime: bool = False):
         if not target.is_host:
-            raise CompileError(f"cannot run code for target {target.name} in this process (host only)")
+            raise CompileError(f"code for target {target.name} cannot run in this process (host only)")
         if not _runtime:
             load_runtime_libraries()
-        self.target = target
-        self.key = cache.key_for(ir_text, target.triple, target.cpu, target.features, str(opt))
-        tm = target_machine(target, jit=True, opt=opt)
-        self.cache_hit = False
-        cached = cache.load(self.key)
         with _LOCK:
-            if cached is not None:
-                # the object is cached: skip optimization, MCJIT loads the object directly
-                mod = llvm.parse_assembly(ir_text)
-                self.cache_hit = True
-            else:
-                mod = None
-        if mod is None:
-            mod = parse_and_optimize(ir_text, tm, opt)
-        with _LOCK:
-            self.engine = llvm.create_mcjit_compiler(mod, tm)
-
-            def notify(module, obj: bytes) -> None:
-                cache.store(self.key, obj)
-
-            def getbuffer(module):
-                return cached
-
-            self.engine.set_object_cache(notify, getbuffer)
+            self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target, jit=True))
+            self.engine.set_object_cache(lambda module, data: None, lambda module: obj)
             self.engine.finalize_object()
-        self.module = mod
 
     def address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
         if not addr:
-            raise CompileError(f"symbol {name} not found in compiled module")
+            raise CompileError(f"symbol {name} not found in the loaded code")
         return addr
 
     def global_address(self, name: str) -> int:
-        return self.engine.get_global_value_address(name)
+        addr = self.engine.get_global_value_address(name)
+        if not addr:
+            raise CompileError(f"global {name} not found in the loaded code")
+        return addr
+
+
+def jit(ir_text: str, target: Target | None = None, opt: int = 3) -> NativeCode:
+    """Compile LLVM IR for the host and load it (the runtime's own small modules: machine probes)."""
+    target = target or host()
+    return NativeCode(compile_object(ir_text, target, opt), target)
 
 
 def default_num_threads() -> int:

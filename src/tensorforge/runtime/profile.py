@@ -2,22 +2,16 @@
 
 Every module has a second entry, ``tf_run_profile``, that runs the same kernels and stores a
 CLOCK_MONOTONIC timestamp before each kernel and after the last (one native call, no Python between
-kernels). ``profile`` runs it ``repeat`` times and keeps per kernel the median time; the table lists
+kernels). ``Executable.profile_kernels`` runs it ``repeat`` times and keeps per kernel the median time
+(``CompiledModel.profile(feeds)``, ``TrainingStep.profile(x, y)``); ``format_profile``'s table lists
 kernels by time with their FLOP rate against the fp32 peak (``runtime/peak.py``) and their traffic
 (bytes of their inputs and outputs) against the measured memory bandwidth.
 """
 
 from __future__ import annotations
 
-import ctypes
-import statistics
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
-
-from ..codegen.emit import PROFILE_ENTRY
-from .model import CompiledModel, _ptr
 from .peak import MachinePeak, machine_peak
 
 
@@ -36,28 +30,6 @@ class KernelTime:
     @property
     def gbs(self) -> float:
         return self.bytes / self.seconds / 1e9 if self.seconds > 0 else 0.0
-
-
-def profile(model: CompiledModel, feeds: Mapping[str, np.ndarray], repeat: int = 20, warmup: int = 2
-            ) -> tuple[list[KernelTime], float]:  # fmt: skip
-    """Per-kernel median times over ``repeat`` runs (after ``warmup``); also the median total seconds."""
-    xs = model._bind((), feeds)
-    outs = [np.empty(shape, dt.np) for _, dt, shape in model.outputs]
-    n = len(model.kernels)
-    fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))(model.jit.address(PROFILE_ENTRY))
-    times = np.zeros(n + 1, np.int64)
-    in_t = (ctypes.c_void_p * max(1, len(xs)))(*[_ptr(x) for x in xs])
-    out_t = (ctypes.c_void_p * max(1, len(outs)))(*[_ptr(o) for o in outs])
-    samples: list[np.ndarray] = []
-    with model._lock:
-        for r in range(warmup + max(1, repeat)):
-            fn(in_t, out_t, model._const_table, model._arena_ptr, _ptr(times))
-            if r >= warmup:
-                samples.append(np.diff(times) * 1e-9)
-    per_kernel = np.median(np.stack(samples), axis=0)
-    total = statistics.median(float(s.sum()) for s in samples)
-    rows = [KernelTime(k.name, list(k.labels), float(t), k.flops, k.bytes) for k, t in zip(model.kernels, per_kernel)]
-    return rows, total
 
 
 def format_profile(rows: list[KernelTime], total: float, threads: int, peak: MachinePeak | None = None,
@@ -93,4 +65,4 @@ def _fmt_t(s: float) -> str:
     return f"{s * 1e3:.3f} ms"
 
 
-__all__ = ["KernelTime", "format_profile", "profile"]
+__all__ = ["KernelTime", "format_profile"]

@@ -26,16 +26,18 @@ model without breaks is a single stage: one native call per run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError, NotConstantError, ShapeError, UnsupportedError, node_context
-from .ir.dtype import DType
-from .ir.graph import Graph, Node, TensorType, Value
-from .ops.fold import fold_node
-from .ops.registry import evaluate, get_op, infer_node
+from ..errors import NotConstantError, ShapeError, UnsupportedError, node_context
+from ..ir.dtype import DType
+from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.signature import InputSpec, check_inputs
+from ..ops.fold import fold_node
+from ..ops.registry import evaluate, get_op, infer_node
 
 INJECT_LIMIT = 4096  # elements: larger live values are never compiled in as constants
 
@@ -46,6 +48,7 @@ class Stage:
 
     start: int
     segment: object | None  # CompiledModel of the nodes before the break (None: nothing to compile)
+    graph: Graph | None  # the graph the segment was compiled from
     seg_inputs: list[tuple[int, str]]  # (template value id, segment input name)
     seg_outputs: list[tuple[int, str]]  # (template value id, segment output name)
     consts: dict[int, np.ndarray]  # live template values that specialization made constant
@@ -69,15 +72,14 @@ class _Spec:
 
 class DynamicModel:
     """A model compiled per concrete input shape (and per value of shape-determining inputs), in stages
-    split at data-dependent ops. Call it like a ``CompiledModel``."""
+    split at data-dependent ops. Call it like a ``CompiledModel``. ``compile_segment(graph)`` compiles one
+    static segment (the compiler hands it in: the runtime does not compile)."""
 
-    def __init__(self, graph: Graph, target, options, num_threads: int | None = None):
-        from .compiler import check_lowerable
-
+    def __init__(self, graph: Graph, compile_segment: Callable[[Graph], object], num_threads: int | None = None):
         self.graph = graph
         self.name = graph.name
-        self.target = target
-        self.options = options
+        self.compile_segment = compile_segment
+        self.inputs = [InputSpec(v.name, v.dtype, tuple(v.shape)) for v in graph.inputs]
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = list(graph.output_names)
         self._num_threads = num_threads
@@ -85,10 +87,6 @@ class DynamicModel:
         self._inject: dict[int, set[int]] = {}  # stage start -> template ids compiled in at that stage
         self._lock = threading.RLock()
         self._values = {v.id: v for v in graph.values()}
-        # data-dependent ops run on the host, control flow is expanded, value ops fold once inputs are known
-        staged = [n for n in graph.nodes if not (get_op(n.op).data_dependent or get_op(n.op).expand is not None
-                                                  or get_op(n.op).value is not None)]  # fmt: skip
-        check_lowerable(Graph(staged, graph.inputs, graph.outputs, name=graph.name))
 
     # -- public ------------------------------------------------------------------------------------
     @property
@@ -112,12 +110,15 @@ class DynamicModel:
         return list(self._stages.values())
 
     def __call__(self, *args, **kwargs):
-        out = self.run(self._feeds(args, kwargs))
+        out = self._run(check_inputs(self.name, self.inputs, args, kwargs)[0])
         vals = [out[n] for n in self.output_names]
         return vals[0] if len(vals) == 1 else tuple(vals)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = self._check(feeds)
+        return self._run(check_inputs(self.name, self.inputs, (), feeds)[0])
+
+    def _run(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        arrays = {v.id: x for v, x in zip(self.graph.inputs, xs)}
         start = 0
         while True:
             stage = self._stage(start, arrays)
@@ -129,49 +130,6 @@ class DynamicModel:
         for name, v in zip(self.output_names, self.graph.outputs):
             outs[name] = np.array(v.const, copy=True) if v.is_const else arrays[v.id]
         return outs
-
-    # -- inputs -------------------------------------------------------------------------------------
-    def _feeds(self, args, kwargs) -> dict:
-        if args and kwargs:
-            raise InputError(f"model '{self.name}': pass inputs either positionally or by name, not both")
-        if kwargs:
-            return dict(kwargs)
-        if len(args) != len(self.input_names):
-            raise InputError(f"model '{self.name}': expected {len(self.input_names)} input(s) {self.input_names}, "
-                             f"got {len(args)}")  # fmt: skip
-        return dict(zip(self.input_names, args))
-
-    def _check(self, feeds: Mapping[str, np.ndarray]) -> dict[int, np.ndarray]:
-        extra = [k for k in feeds if k not in self.input_names]
-        if extra:
-            raise InputError(f"model '{self.name}': unknown input(s) {extra}; inputs are {self.input_names}")
-        arrays = {}
-        dims: dict[str, int] = {}
-        for v in self.graph.inputs:
-            if v.name not in feeds:
-                raise InputError(f"model '{self.name}': missing input '{v.name}'; inputs are {self.input_names}")
-            x = feeds[v.name]
-            if not isinstance(x, np.ndarray):
-                if isinstance(x, (int, float, bool, list, tuple, np.generic)):
-                    x = np.asarray(x)
-                else:
-                    raise InputError(f"model '{self.name}': input '{v.name}' must be a numpy array, got "
-                                     f"{type(x).__name__}")  # fmt: skip
-            if x.dtype != v.dtype.np:
-                raise InputError(f"model '{self.name}': input '{v.name}' has dtype {x.dtype}, expected {v.dtype.np} "
-                                 f"(convert with x.astype(np.{v.dtype.np.name}))")  # fmt: skip
-            if x.ndim != v.type.rank:
-                raise InputError(f"model '{self.name}': input '{v.name}' has shape {list(x.shape)}, expected rank "
-                                 f"{v.type.rank} ({list(v.shape)})")  # fmt: skip
-            for want, got in zip(v.shape, x.shape):
-                if isinstance(want, int) and want != got:
-                    raise InputError(f"model '{self.name}': input '{v.name}' has shape {list(x.shape)}, expected "
-                                     f"{list(v.shape)}")  # fmt: skip
-                if isinstance(want, str) and dims.setdefault(want, got) != got:
-                    raise InputError(f"model '{self.name}': dim '{want}' is {dims[want]} in one input and {got} in "
-                                     f"input '{v.name}'")  # fmt: skip
-            arrays[v.id] = _contiguous(x)
-        return arrays
 
     # -- stages -------------------------------------------------------------------------------------
     def _key(self, start: int, arrays: dict[int, np.ndarray]) -> tuple:
@@ -190,10 +148,6 @@ class DynamicModel:
         return st
 
     def _build(self, start: int, arrays: dict[int, np.ndarray]) -> Stage:
-        import time
-
-        from .compiler import compile_graph
-
         t0 = time.perf_counter()
         inject = self._inject.setdefault(start, set())
         for _ in range(64):
@@ -208,17 +162,17 @@ class DynamicModel:
         consts = {tid: spec.env[tid].const for tid in live if tid in spec.env and spec.env[tid].is_const}
         produced = {v.id for n in spec.nodes for v in n.outputs}
         seg_out = [(tid, f"v{tid}") for tid in live if tid in spec.env and spec.env[tid].id in produced]
-        segment, seg_in = None, []
+        segment, seg_in, g = None, [], None
         if seg_out:
             used = {v.id for n in spec.nodes for v in n.inputs if v is not None}
             ins = [(tid, v) for tid, v in spec.inputs.items() if v.id in used]
             g = Graph(spec.nodes, [v for _, v in ins], [spec.env[tid] for tid, _ in seg_out],
                       name=self.name, output_names=[name for _, name in seg_out])  # fmt: skip
-            segment = compile_graph(g, self.target, self.options)
+            segment = self.compile_segment(g)
             if self._num_threads is not None:
                 segment.num_threads = self._num_threads
             seg_in = [(tid, v.name) for tid, v in ins]
-        return Stage(start, segment, seg_in, seg_out, consts, live, spec.break_index, spec.host,
+        return Stage(start, segment, g, seg_in, seg_out, consts, live, spec.break_index, spec.host,
                      time.perf_counter() - t0)  # fmt: skip
 
     def _live_after(self, start: int, end: int, arrays: dict[int, np.ndarray]) -> list[int]:
@@ -338,14 +292,4 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def needs_dynamic(g: Graph) -> bool:
-    """True when ``g`` cannot be compiled as one static program."""
-    if not all(v.type is not None and v.type.is_static for v in g.inputs):
-        return True
-    for n in g.nodes:
-        if get_op(n.op).data_dependent or any(v.type is None for v in n.outputs):
-            return True
-    return False
-
-
-__all__ = ["DynamicModel", "Stage", "needs_dynamic"]
+__all__ = ["DynamicModel", "Stage"]

@@ -1,7 +1,7 @@
 """``onnx.backend.base.Backend`` implementation, so ONNX's own test suite runs against tensorforge.
 
 import onnx.backend.test
-import tensorforge.backend as backend
+import tensorforge.compiler.onnx_backend as backend
 onnx.backend.test.BackendTest(backend, __name__)
 """
 
@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-from .compiler import compile as _compile
-from .errors import TensorforgeError
+from ..errors import TensorforgeError
+from .api import compile as _compile
 
 
 class TensorforgeRep(BackendRep):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import TensorforgeError
+from ..errors import TensorforgeError
 
 
 @dataclass

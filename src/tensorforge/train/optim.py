@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import TensorforgeError
-from .ir.graph import Value
+from ..errors import TensorforgeError
+from ..ir.graph import Value
 
 if TYPE_CHECKING:
-    from .autodiff.train_graph import UpdateContext
+    from ..autodiff.train_graph import UpdateContext
 
 
 class Optimizer:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..util.progress import Progress
 from .datasets import batches
-from .progress import Progress
-from .runtime.training import TrainingStep
+from .step import TrainingStep
 
 
 @dataclass
@@ -74,7 +74,7 @@ def _fmt_metric(v: float, name: str) -> str:
 # -- what `tensorforge train` and the demo put together -------------------------------------------------
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Arrays 'x' and 'y' of an .npz file (float inputs; class indices or float targets)."""
-    from .errors import TensorforgeError
+    from ..errors import TensorforgeError
 
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -94,8 +94,8 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
 def builtin_model(name: str, x: np.ndarray, classes: int, seed: int = 0, softmax: bool = True):
     """The built-in models, sized to the data: 'mlp' on (N, features), 'cnn' on (N, C, H, H) images.
     ``softmax=False`` leaves the MLP's output linear (regression)."""
-    from .errors import TensorforgeError
-    from .examples import mlp, small_cnn
+    from ..errors import TensorforgeError
+    from ..examples import mlp, small_cnn
 
     if name == "mlp":
         if x.ndim != 2:

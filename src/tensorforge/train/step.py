@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,11 +27,15 @@ from ..autodiff.losses import LOSSES, check_target
 from ..autodiff.train_graph import Slot, TrainingGraph, build_training_graph
 from ..autodiff.transform import import_with_inputs, promote
 from ..codegen.targets import get_target
+from ..compiler import Options, build_artifact, compile_tiered
 from ..errors import InputError, TensorforgeError, TrainingError
+from ..frontends.onnx import load_model
 from ..ir.graph import Graph
-from ..optim import SGD, Optimizer
-from .jit import default_num_threads
-from .native import BoundProgram, compile_bound
+from ..ir.signature import InputSpec, check_array
+from ..runtime.executable import Executable
+from ..runtime.jit import default_num_threads
+from ..util.files import atomic_write
+from .optim import SGD, Optimizer
 
 SERIAL_FLOPS = 20_000_000  # work per step (FLOPs) below which one thread is faster
 
@@ -40,7 +43,7 @@ SERIAL_FLOPS = 20_000_000  # work per step (FLOPs) below which one thread is fas
 class _Variant:
     """The step compiled for one batch shape and target kind."""
 
-    def __init__(self, tg: TrainingGraph, prog: BoundProgram, out_shape: tuple[int, ...]):
+    def __init__(self, tg: TrainingGraph, prog: Executable, out_shape: tuple[int, ...]):
         self.tg = tg
         self.prog = prog
         self.out_shape = out_shape
@@ -56,9 +59,6 @@ class TrainingStep:
                  params: Sequence[str] | None = None, frozen: Sequence[str] = (), output: str | None = None,
                  from_logits: bool | None = None, num_threads: int | None = None, opt_level: int = 2,
                  target: str | None = None, name: str | None = None, tiered: bool = True):  # fmt: skip
-        from ..compiler import Options
-        from ..frontends.onnx import load_model
-
         if loss not in LOSSES:
             raise TensorforgeError(f"unknown loss {loss!r}; losses: {', '.join(sorted(LOSSES))}")
         if from_logits is not None and loss != "cross_entropy":
@@ -104,7 +104,7 @@ class TrainingStep:
         self._lr = np.zeros((), dtype)
         self._loss = np.zeros((), dtype)
         self._variants: dict[tuple, _Variant] = {}
-        self._predict: dict[tuple, BoundProgram] = {}
+        self._predict: dict[tuple, Executable] = {}
         self._lock = threading.Lock()
         self._num_threads = int(num_threads) if num_threads else None  # None: chosen per compiled step
         self.steps = 0
@@ -174,7 +174,7 @@ class TrainingStep:
                     tg = self._training_graph(batch, target_dtype, target_shape)
                     if [s.name for s in tg.slots] != [s.name for s in self.slots]:
                         raise TensorforgeError(f"model '{self.name}': the step's state differs between batch sizes")
-                    prog = compile_bound(tg.graph, self.target, self.options, tg.state, self.tiered)
+                    prog = self._compile(tg.graph, tg.state)
                     prog.num_threads = self._threads_for(prog)
                     for s in self.slots:
                         prog.bind_input(prog.input_index[s.name], self._arrays[s.name])
@@ -186,6 +186,7 @@ class TrainingStep:
 
     # -- one step ------------------------------------------------------------------------------------
     def _check_data(self, x) -> list[np.ndarray]:
+        """The batch's arrays, checked: dtypes, feature dims, one batch size (>= 1) shared by all inputs."""
         ins = self.inputs
         if isinstance(x, Mapping):
             missing = [v.name for v in ins if v.name not in x]
@@ -200,22 +201,11 @@ class TrainingStep:
             raise InputError(
                 f"model '{self.name}': expected {len(ins)} input(s) {[v.name for v in ins]}, got {len(xs)}"
             )
-        batch = None
-        for i, (v, a) in enumerate(zip(ins, xs)):
-            if not isinstance(a, np.ndarray):
-                raise InputError(f"model '{self.name}': input '{v.name}' must be a numpy array, got {type(a).__name__}")
-            if a.dtype != v.dtype.np:
-                raise InputError(f"model '{self.name}': input '{v.name}' has dtype {a.dtype}, expected {v.dtype.np} "
-                                 f"(convert with x.astype(np.{v.dtype.np.name}))")  # fmt: skip
-            if a.shape[1:] != self._feature_shapes[i]:
-                want = ["batch" if not isinstance(d, int) else d for d in v.shape]
-                raise InputError(f"model '{self.name}': input '{v.name}' has shape {list(a.shape)}, expected {want}")
-            if a.shape[0] < 1 or a.shape[0] != (batch or a.shape[0]):
-                raise InputError(f"model '{self.name}': input '{v.name}' has a batch of {a.shape[0]}, expected "
-                                 f"{batch or 'at least 1'}")  # fmt: skip
-            batch = a.shape[0]
-            if not a.flags.c_contiguous:
-                xs[i] = np.ascontiguousarray(a)
+        dims: dict[str, int] = {}
+        xs = [check_array(self.name, InputSpec(v.name, v.dtype, ("batch", *f)), a, dims)
+              for v, a, f in zip(ins, xs, self._feature_shapes)]  # fmt: skip
+        if dims["batch"] < 1:
+            raise InputError(f"model '{self.name}': input '{ins[0].name}' has a batch of 0, expected at least 1")
         return xs
 
     def _check_target(self, y, batch: int, out_shape: tuple) -> np.ndarray:
@@ -252,7 +242,7 @@ class TrainingStep:
                 v.prog.bind_input(i, a)
             v.prog.bind_input(v.target_index, y)
             self._lr[...] = self.optimizer.lr
-            v.prog.run()
+            v.prog.run_bound()
             loss = float(self._loss)
         if not math.isfinite(loss):
             raise TrainingError(f"model '{self.name}': the loss is {loss} at step {self.steps + 1}; the parameters and "
@@ -263,7 +253,7 @@ class TrainingStep:
 
     def profile(self, x, y, repeat: int = 20) -> str:
         """A per-kernel time table of the step on this batch (it trains on the batch ``repeat`` + 2 times)."""
-        from .profile import format_profile
+        from ..runtime.profile import format_profile
 
         xs = self._check_data(x)
         batch = xs[0].shape[0]
@@ -274,7 +264,7 @@ class TrainingStep:
                 v.prog.bind_input(i, a)
             v.prog.bind_input(v.target_index, y)
             self._lr[...] = self.optimizer.lr
-            rows, total = v.prog.profile(repeat)
+            rows, total = v.prog.profile_kernels(None, repeat)
             self.steps += repeat + 2
         return format_profile(rows, total, v.prog.num_threads)
 
@@ -288,18 +278,18 @@ class TrainingStep:
             g = self._forward(batch)
             names = [s.name for s in self.slots if s.kind != "optimizer"]
             g, _ = promote(g, names)
-            prog = compile_bound(g, self.target, self.options, tiered=self.tiered)
+            prog = self._compile(g)
             prog.num_threads = self._threads_for(prog)
             for n in names:
                 prog.bind_input(prog.input_index[n], self._arrays[n])
             self._predict[(batch,)] = prog
-        outs = [np.empty(s, dt.np) for _, dt, s in prog.program.outputs]
+        outs = [np.empty(s.shape, s.dtype.np) for s in prog.outputs]
         with self._lock:
             for i, a in enumerate(xs):
                 prog.bind_input(i, a)
             for i, o in enumerate(outs):
                 prog.bind_output(i, o)
-            prog.run()
+            prog.run_bound()
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def wait_compiled(self) -> None:
@@ -307,7 +297,13 @@ class TrainingStep:
         for p in [*(v.prog for v in self._variants.values()), *self._predict.values()]:
             p.wait()
 
-    def _threads_for(self, prog: BoundProgram) -> int:
+    def _compile(self, g: Graph, state: dict[int, int] | None = None) -> Executable:
+        """The executable of a step (or predict) graph; tiered: unoptimized code first (see ``compile_tiered``)."""
+        if self.tiered:
+            return compile_tiered(g, self.target, self.options, state)
+        return Executable(build_artifact(g, self.target, self.options, state=state)[0])
+
+    def _threads_for(self, prog: Executable) -> int:
         """The thread count given, else TENSORFORGE_NUM_THREADS, else one thread per SERIAL_FLOPS of work:
         a small step's parallel regions cost more in synchronization than they save."""
         if self._num_threads:
@@ -361,7 +357,7 @@ class TrainingStep:
     def save(self, path: str | os.PathLike) -> None:
         buf = io.BytesIO()
         np.savez(buf, **self.state_dict())
-        _atomic_write(os.fspath(path), buf.getvalue())
+        atomic_write(os.fspath(path), buf.getvalue())
 
     def load(self, path: str | os.PathLike) -> None:
         with np.load(os.fspath(path), allow_pickle=False) as f:
@@ -387,7 +383,7 @@ class TrainingStep:
         else:
             m = graph_to_onnx(self.graph, values)
         if path is not None:
-            _atomic_write(os.fspath(path), m.SerializeToString())
+            atomic_write(os.fspath(path), m.SerializeToString())
         return m
 
 
@@ -457,20 +453,6 @@ def _demote_unused(g: Graph, params: list[str], initial: dict, output: int, leni
     graph = Graph(nodes, kept, [consts.get(v.id, v) for v in g.outputs], g.name, g.output_names)
     names = {v.name for v in unused}
     return graph, {k: a for k, a in initial.items() if k not in names}, names
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def training_step(model, loss: str = "cross_entropy", optimizer: Optimizer | None = None, **options) -> TrainingStep:

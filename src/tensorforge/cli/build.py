@@ -1,0 +1,182 @@
+"""Commands that compile and show: compile, asm, info, graph, export."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import TensorforgeError
+from ..util.files import atomic_write
+from .common import add_model, add_opt, add_shapes, add_target, command, load_model, note, parse_shapes
+
+
+def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
+    """The artifact of the command's model through stage ``until`` (notes such as symbolic dims taken as 1
+    go to stderr)."""
+    from ..codegen.targets import get_target
+    from ..compiler import Options, build_artifact
+
+    opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape),
+                   symbolic_as_one=symbolic_as_one, **options)  # fmt: skip
+    art, _, _ = build_artifact(load_model(args.model), get_target(getattr(args, "target", None)), opts, until=until)
+    for text in art.metadata.get("notes", []):
+        note(text)
+    return art
+
+
+def _compile_args(p):
+    add_model(p)
+    p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
+    add_target(p)
+    add_opt(p)
+    add_shapes(p)
+    p.add_argument("--print-ir-after-all", action="store_true", help="print the graph after every pass, with timings")
+    p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                   help="print the graph after the named pass (repeatable)")  # fmt: skip
+    p.add_argument("--verify", action="store_true", help="run the IR verifier between passes")
+
+
+@command("compile", "compile a model; write assembly, IR and a report to a directory", _compile_args)
+def cmd_compile(args) -> int:
+    from ..ir.dot import to_dot
+    from ..runtime.model import format_listing
+    from ..runtime.report import format_report
+
+    t0 = time.perf_counter()
+    print_after = "all" if args.print_ir_after_all else (set(args.print_ir_after) or None)
+    art = _artifact(args, "llvm", verify=args.verify, print_ir_after=print_after)
+    target = art.target
+    asm = art.assembly() if target.is_gpu else format_listing(art.assembly(), art.program, None, art.aliases)
+    files = {
+        f"model.{'ptx' if target.is_gpu else 's'}": asm,
+        "graph.txt": str(art.graph) + "\n",
+        "graph.dot": to_dot(art.graph),
+        "kernels.txt": art.kernel_ir() + "\n",
+        "model.ll": art.llvm_ir,
+        "report.txt": format_report(art),
+    }
+    for name, text in files.items():
+        atomic_write(os.path.join(args.output, name), text)
+    dt = time.perf_counter() - t0
+    print(f"compiled {art.name} for {target.name} in {dt:.2f} s -> {args.output}/ ({', '.join(files)})")
+    return 0
+
+
+def _asm_args(p):
+    add_model(p)
+    p.add_argument("--kernel", default=None, help="only the kernel with this name, or whose graph node matches")
+    add_target(p, "any target works here")
+    p.add_argument("-o", "--output", default=None, help="write to a file instead of stdout")
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("asm", "print the assembly of a model's kernels (any target)", _asm_args)
+def cmd_asm(args) -> int:
+    import sys
+
+    from ..compiler import assembly
+
+    text = assembly(load_model(args.model), target=args.target, kernel=args.kernel, opt_level=args.opt_level,
+                    input_shapes=parse_shapes(args.input_shape))  # fmt: skip
+    if args.output:
+        atomic_write(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _info_args(p):
+    add_model(p)
+    add_shapes(p)
+
+
+@command("info", "inputs, outputs, ops, parameter count and FLOPs of a model", _info_args)
+def cmd_info(args) -> int:
+    from ..compiler import to_graph
+    from ..ops.registry import get_op
+    from ..passes import specialize
+
+    g = to_graph(load_model(args.model))
+    print(f"model: {g.name}")
+    print("inputs:")
+    for v in g.inputs:
+        print(f"  {v.name}: {v.type}")
+    print("outputs:")
+    for v, n in zip(g.outputs, g.output_names):
+        print(f"  {n}: {v.type}")
+    print(f"ops ({len(g.nodes)} nodes):")
+    for op, c in sorted(g.op_counts().items(), key=lambda t: -t[1]):
+        print(f"  {op:<24} {c}")
+    print(f"parameters: {g.parameter_count():,}")
+    shapes = parse_shapes(args.input_shape)
+    sg = specialize(g, shapes) if shapes else g
+    suffix = ""
+    if not all(v.type.is_static for v in sg.inputs):
+        sg = specialize(sg, {v.name: [d if isinstance(d, int) else 1 for d in v.shape] for v in sg.inputs})
+        suffix = " (symbolic dims taken as 1)"
+    flops = sum(get_op(n.op).flops(n) for n in sg.nodes if get_op(n.op).flops)
+    print(f"FLOPs per run: {flops:,}{suffix}")
+    return 0
+
+
+def _graph_args(p):
+    add_model(p)
+    p.add_argument("-o", "--output", default="graph.svg", metavar="FILE",
+                   help="where to draw the graph; the extension picks the format: .dot (Graphviz source, no "
+                        "Graphviz needed), .svg, .png or .pdf (rendered with Graphviz's 'dot', which must be "
+                        "installed; the .dot source is written next to it either way). Default: graph.svg")  # fmt: skip
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("graph", "draw the optimized graph (Graphviz): fused groups as clusters, edges with tensor types",
+         _graph_args)  # fmt: skip
+def cmd_graph(args) -> int:
+    from ..codegen.targets import get_target
+    from ..compiler import Build, Options
+    from ..ir.dot import render, to_dot
+
+    out = args.output
+    stem, ext = os.path.splitext(out)
+    fmt = ext.lstrip(".").lower()
+    if fmt not in ("dot", "gv", "svg", "png", "pdf"):
+        raise TensorforgeError(f"--output {out!r}: use a .dot, .svg, .png or .pdf file name")
+    opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape),
+                   symbolic_as_one=True)  # fmt: skip
+    b = Build(load_model(args.model), get_target(None), opts).run("optimize")
+    for text in b.notes:
+        note(text)
+    og = b.graph
+    text = to_dot(og)
+    dot_path = out if fmt in ("dot", "gv") else stem + ".dot"
+    atomic_write(dot_path, text)
+    if fmt not in ("dot", "gv"):
+        try:
+            render(text, out, fmt)
+        except TensorforgeError as e:
+            raise TensorforgeError(f"{e}. The Graphviz source was written to {dot_path}") from None
+        print(f"drew {og.name} ({len(og.nodes)} nodes) -> {out} (source: {dot_path})")
+    else:
+        print(f"wrote {og.name} ({len(og.nodes)} nodes) -> {out}; render it with: dot -Tsvg {out} -o {stem}.svg")
+    return 0
+
+
+def _export_args(p):
+    add_model(p)
+    p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
+    p.add_argument("--name", default="model", help="library name: writes lib<NAME>.so and <NAME>.h (default: model)")
+    p.add_argument("--target", default="host",
+                   help="host (default: this CPU's ISA) or x86_64 / x86_64-avx512 for a portable build")  # fmt: skip
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("export", "write a standalone shared library (.so) and C header for a model", _export_args)
+def cmd_export(args) -> int:
+    from ..runtime.aot import export_library
+
+    art = _artifact(args, "llvm", symbolic_as_one=False)
+    files = export_library(art, args.output, args.name)
+    print(f"exported {art.name} for {art.target.name}: {files['library']}, {files['header']}")
+    return 0

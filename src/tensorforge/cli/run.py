@@ -1,0 +1,150 @@
+"""Commands that run a compiled model: run, bench, profile."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import numpy as np
+
+from ..errors import TensorforgeError
+from ..util.files import atomic_write
+from .common import (
+    add_model,
+    add_opt,
+    add_shapes,
+    add_threads,
+    command,
+    load_model,
+    parse_shapes,
+    random_inputs,
+    read_inputs,
+    static_model,
+)
+
+
+def _compile(args, num_threads: int | None = None, model=None):
+    import tensorforge as tfg
+
+    model = load_model(args.model) if model is None else model
+    shapes = parse_shapes(getattr(args, "input_shape", []))
+    return tfg.compile(model, opt_level=args.opt_level, passes=args.passes, input_shapes=shapes,
+                       num_threads=num_threads)  # fmt: skip
+
+
+def _run_args(p):
+    add_model(p)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="input array from a .npy file (repeatable); see --random")  # fmt: skip
+    p.add_argument("--random", action="store_true", help="fill missing inputs with random data (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    p.add_argument("-o", "--output", default=None, help="directory to save outputs as NAME.npy")
+    p.add_argument("--repeat", type=int, default=1, help="run N times and print the median latency")
+    add_threads(p)
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("run", "run a model on inputs from .npy files (or random ones)", _run_args)
+def cmd_run(args) -> int:
+    feeds = read_inputs(args.input)
+    m = _compile(args, args.threads)
+    if args.random:
+        symbolic = [s for s in m.inputs if s.name not in feeds and not all(isinstance(d, int) for d in s.shape)]
+        if symbolic:
+            raise TensorforgeError(f"input '{symbolic[0].name}' has symbolic shape {list(symbolic[0].shape)}; give "
+                                   "it with --input (or fix it with --input-shape)")  # fmt: skip
+        feeds = random_inputs(m.inputs, args.seed, feeds)
+    times = []
+    outs = {}
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        outs = m.run(feeds)
+        times.append(time.perf_counter() - t0)
+    for name, arr in outs.items():
+        flat = arr.reshape(-1)
+        preview = np.array2string(flat[:8], precision=5, separator=", ")
+        print(f"{name}: {arr.dtype}{list(arr.shape)} {preview}{' ...' if flat.size > 8 else ''}")
+        if args.output:
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            atomic_write(os.path.join(args.output, f"{_safe(name)}.npy"), buf.getvalue())
+    if args.repeat > 1:
+        print(f"latency: median {np.median(times) * 1e6:.1f} us over {len(times)} runs")
+    return 0
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+def _bench_args(p):
+    add_model(p)
+    p.add_argument("--threads", type=int, default=1, help="threads for both tensorforge and ONNX Runtime (default 1)")
+    p.add_argument("--no-ort", action="store_true", help="time tensorforge only (no ONNX Runtime comparison)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("bench", "time a model against ONNX Runtime on random inputs (alternating, medians)", _bench_args)
+def cmd_bench(args) -> int:
+    import onnx
+
+    from ..frontends.onnx import load_model as load_onnx
+    from .benchutil import compare, fmt_time, ort_session
+
+    src = load_model(args.model)
+    proto = src if isinstance(src, onnx.ModelProto) else load_onnx(src)
+    t0 = time.perf_counter()
+    m = static_model(_compile(args, args.threads, proto), "bench")
+    ct = time.perf_counter() - t0
+    feeds = random_inputs(m.inputs, args.seed)
+    fns = {"tensorforge": lambda: m.run(feeds)}
+    if not args.no_ort:
+        shapes = parse_shapes(args.input_shape)
+        for vi in proto.graph.input:
+            for d, n in zip(vi.type.tensor_type.shape.dim, (shapes or {}).get(vi.name, [])):
+                d.dim_value = n
+        sess = ort_session(proto.SerializeToString(), args.threads)
+        fns["onnxruntime"] = lambda: sess.run(None, feeds)
+        for (name, g), r in zip(m.run(feeds).items(), sess.run(None, feeds)):
+            if np.issubdtype(g.dtype, np.floating) and not np.allclose(g, r, rtol=1e-3,
+                                                                       atol=1e-4 * (np.abs(r).max() + 1)):  # fmt: skip
+                print(f"warning: output {name} differs from ONNX Runtime (max abs diff {np.abs(g - r).max():.3g})")
+    t = compare(fns)
+    print(f"model {m.name}: compiled in {ct:.2f} s, {len(m.kernels)} kernels, {args.threads} thread(s)")
+    for k, v in t.items():
+        print(f"  {k:<12} {fmt_time(v):>10}")
+    if "onnxruntime" in t:
+        r = t["onnxruntime"] / t["tensorforge"]
+        faster = "tensorforge faster" if r > 1 else "ONNX Runtime faster"
+        print(f"  ratio ONNX Runtime / tensorforge = {r:.2f}x ({faster})")
+    return 0
+
+
+def _profile_args(p):
+    add_model(p)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="input array from a .npy file (repeatable); missing inputs are random (seeded)")  # fmt: skip
+    add_threads(p)
+    p.add_argument("--repeat", type=int, default=20, help="runs to take the per-kernel medians over (default 20)")
+    p.add_argument("--top", type=int, default=None, help="show only the N slowest kernels")
+    p.add_argument("--peak", action="store_true", help="re-measure the machine's peak (clock, FMA, memory) first")
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("profile", "per-kernel time, GFLOP/s and % of the machine's peak, slowest first", _profile_args)
+def cmd_profile(args) -> int:
+    from ..runtime.peak import machine_peak
+    from ..runtime.profile import format_profile
+
+    peak = machine_peak(refresh=args.peak)
+    m = static_model(_compile(args, args.threads), "profile")
+    feeds = random_inputs(m.inputs, 0, read_inputs(args.input))
+    rows, total = m.profile(feeds, repeat=max(1, args.repeat))
+    print(f"model {m.name}: {peak.describe()}")
+    print(format_profile(rows, total, m.num_threads, peak, args.top))
+    return 0

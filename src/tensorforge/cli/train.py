@@ -1,0 +1,105 @@
+"""``tensorforge train``: a model's training step compiled into one native call per batch, run over a
+dataset for some epochs; the trained model, its state and a per-kernel profile on request."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import TensorforgeError
+from .common import add_opt, command
+
+
+def _train_args(p):
+    p.add_argument("model", nargs="?", default=None,
+                   help="an .onnx model whose float initializers are the parameters (or use --model)")  # fmt: skip
+    p.add_argument("--model", dest="builtin", choices=["mlp", "cnn"], default=None,
+                   help="a built-in model sized to the data: mlp (hidden 256, ReLU, softmax; linear output for "
+                        "mse) or cnn (conv-batchnorm-relu-maxpool-linear, image datasets)")  # fmt: skip
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", choices=["digits"], default=None,
+                     help="a built-in dataset: digits (scikit-learn's 8x8 images, 80/20 train/test split)")  # fmt: skip
+    src.add_argument("--data", default=None, metavar="FILE.npz",
+                     help="training data: arrays 'x' (inputs) and 'y' (class indices or targets)")  # fmt: skip
+    p.add_argument("--test-data", default=None, metavar="FILE.npz", help="held-out data (arrays 'x' and 'y')")
+    p.add_argument("--epochs", type=int, default=20, help="passes over the training data (default 20)")
+    p.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32); the last partial "
+                   "batch of each epoch is dropped")  # fmt: skip
+    p.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy",
+                   help="cross_entropy (logits, or a Softmax output) or mse (default cross_entropy)")  # fmt: skip
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd", help="default sgd")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.05 for sgd, 0.001 for adam / adamw)")  # fmt: skip
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 weight decay (sgd, adam; default 0) or decoupled decay (adamw; default 0.01)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed for the shuffling and the built-in model (default 0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")  # fmt: skip
+    p.add_argument("-o", "--output", default=None, metavar="FILE.onnx", help="write the trained model as ONNX")
+    p.add_argument("--save-state", default=None, metavar="FILE.npz",
+                   help="write parameters, optimizer state and step count (to resume with --resume)")  # fmt: skip
+    p.add_argument("--resume", default=None, metavar="FILE.npz", help="start from a state written by --save-state")
+    p.add_argument("--print-graph", action="store_true",
+                   help="print the training step's graph (forward, loss, backward, update) first")  # fmt: skip
+    p.add_argument("--profile", action="store_true", help="after training, print the time of every kernel of the step")
+    add_opt(p)
+
+
+@command("train", "train a model: forward, loss, backward and optimizer compiled into one native call per batch",
+         _train_args)  # fmt: skip
+def cmd_train(args) -> int:
+    import tensorforge as tfg
+
+    from ..train import datasets, trainer
+
+    if args.dataset:
+        ds = datasets.load(args.dataset, seed=args.seed)
+        if args.builtin == "cnn":
+            ds = ds.as_images()
+        x, y, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
+        what = f"{ds.name} ({len(x)} training / {len(x_test)} held-out rows)"
+    elif args.data:
+        x, y = trainer.load_npz(args.data)
+        x_test, y_test = trainer.load_npz(args.test_data) if args.test_data else (None, None)
+        what = f"{args.data} ({len(x)} rows)"
+    else:
+        raise TensorforgeError("give training data: --dataset NAME or --data FILE.npz")
+    if (args.model is None) == (args.builtin is None):
+        raise TensorforgeError("give a model: an .onnx file or --model mlp|cnn (not both)")
+    if args.builtin:
+        labels = y if y_test is None else np.concatenate([y, y_test])
+        classes = int(labels.max()) + 1 if labels.dtype.kind in "iu" else int(np.prod(y.shape[1:]))
+        model = trainer.builtin_model(args.builtin, x, classes, args.seed, softmax=args.loss == "cross_entropy")
+    else:
+        model = args.model
+    opt = trainer.make_optimizer(args.optimizer, args.lr, args.momentum, args.nesterov, args.weight_decay)
+    step = tfg.training_step(model, loss=args.loss, optimizer=opt, num_threads=args.threads,
+                             opt_level=args.opt_level)  # fmt: skip
+    if args.resume:
+        step.load(args.resume)
+    batch = min(args.batch_size, len(x))
+    if args.print_graph:
+        print(step.training_graph(batch, y.dtype, (batch, *y.shape[1:])))
+    print(f"training {step.name} on {what}: {args.loss}, {opt}, batch {args.batch_size}, {args.epochs} epochs")
+    t0 = time.perf_counter()
+    h = trainer.fit(step, x, y, args.epochs, args.batch_size, x_test, y_test, args.seed)
+    total = time.perf_counter() - t0
+    per_step = h.step_seconds / max(h.steps - 1, 1)
+    print(f"{h.steps} steps in {total:.2f} s (first step, which compiles: {h.compile_seconds:.2f} s; then "
+          f"{per_step * 1e3:.3f} ms per step)")  # fmt: skip
+    if h.metrics:
+        kind = "accuracy" if y.dtype.kind in "iu" else "mse"
+        value = f"{100 * h.metrics[-1]:.2f}%" if kind == "accuracy" else f"{h.metrics[-1]:.4g}"
+        print(f"held-out {kind}: {value}")
+    if args.profile:
+        print(step.profile(x[:batch], y[:batch]))
+    if args.save_state:
+        step.save(args.save_state)
+        print(f"state written to {args.save_state}")
+    if args.output:
+        step.export_onnx(args.output)
+        print(f"trained model written to {args.output}")
+    return 0

@@ -1,0 +1,180 @@
+"""The compile cache: whole artifacts keyed by what they were compiled from.
+
+A key covers the model (the bytes of an ONNX file or ModelProto, or a graph's text and constants), the
+name, the options that change code, the target description, the training-state mapping, and the
+compiler itself (path, size and mtime of every source file: an edited compiler never reuses old code).
+A hit skips importing, passes, lowering and LLVM: the artifact is read (and verified) from one file.
+
+An ONNX file's bytes are hashed once per (path, size, mtime, inode): a small index remembers the digest,
+so compiling an unchanged file again does not read it at all. Models with external weight files record
+those files' digests; a hit is only taken while they still match.
+
+Entries live in ``$TENSORFORGE_CACHE_DIR`` (default ``~/.cache/tensorforge``) as ``<key>.tfa``;
+``TENSORFORGE_CACHE=0`` turns the cache off. A damaged entry is removed and the model compiled again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import warnings
+
+import llvmlite
+import numpy as np
+import onnx
+
+from ..codegen.targets import Target
+from ..ir.graph import Graph
+from ..runtime.artifact import Artifact, ArtifactError
+from ..runtime.cache import cache_dir
+from ..util.files import atomic_write
+
+SUFFIX = ".tfa"
+
+
+@functools.cache
+def compiler_fingerprint() -> str:
+    """Every source file of tensorforge (relative path, size, mtime) and the versions of the libraries whose
+    behaviour the code depends on."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256(f"llvmlite {llvmlite.__version__} onnx {onnx.__version__} numpy {np.__version__}".encode())
+    for d, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            if f.endswith(".py"):
+                st = os.stat(os.path.join(d, f))
+                h.update(f"{os.path.relpath(os.path.join(d, f), root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def graph_digest(g: Graph) -> str:
+    """A graph's text (structure, types, attributes) and the bytes of its constants."""
+    h = hashlib.sha256(str(g).encode())
+    h.update(repr(list(g.output_names)).encode())
+    for v in g.constants():
+        h.update(f"{v.name} {v.type}".encode())
+        h.update(np.ascontiguousarray(v.const).tobytes())
+    return h.hexdigest()
+
+
+def model_digest(model) -> str | None:
+    """A digest of what ``model`` is, or None when it cannot be had cheaply (then the cache is not used)."""
+    if isinstance(model, Graph):
+        return graph_digest(model)
+    if isinstance(model, onnx.ModelProto):
+        return "onnx:" + hashlib.sha256(model.SerializeToString()).hexdigest()
+    if isinstance(model, bytes | bytearray):
+        return "onnx:" + hashlib.sha256(model).hexdigest()
+    if isinstance(model, str | os.PathLike):
+        return _file_digest(os.fspath(model))
+    return None
+
+
+def _file_digest(path: str) -> str | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # the importer reports the missing file
+    d = cache_dir()
+    if d is None:
+        return None
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+    index = os.path.join(d, "sources", hashlib.sha256(os.path.abspath(path).encode()).hexdigest() + ".json")
+    try:
+        with open(index) as f:
+            entry = json.load(f)
+        if entry.get("stamp") == stamp:
+            return entry["digest"]
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    content = _sha256_file(path)
+    if not content:
+        return None
+    digest = "onnx:" + content
+    try:
+        atomic_write(index, json.dumps({"path": os.path.abspath(path), "stamp": stamp, "digest": digest}))
+    except OSError:
+        pass
+    return digest
+
+
+def artifact_key(digest: str, name: str | None, target: Target, options, state: dict[int, int] | None = None,
+                 until: str = "object") -> str:  # fmt: skip
+    parts = [digest, repr(name), repr(target), repr(options.cache_fields()), repr(sorted((state or {}).items())),
+             until, compiler_fingerprint()]  # fmt: skip
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:48]
+
+
+def _path(key: str) -> str | None:
+    d = cache_dir()
+    return None if d is None else os.path.join(d, key + SUFFIX)
+
+
+def load(key: str) -> Artifact | None:
+    """The cached artifact for ``key``, or None. A damaged or foreign entry is deleted (with a warning) and
+    reported as a miss, so the next compile replaces it."""
+    path = _path(key)
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        art = Artifact.load(path, key=key)
+    except ArtifactError as e:
+        warnings.warn(f"tensorforge: removing a damaged compile-cache entry: {e}", RuntimeWarning, stacklevel=3)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+    if not _external_files_unchanged(art.metadata.get("external_data", {})):
+        return None
+    return art
+
+
+def store(key: str, artifact: Artifact) -> None:
+    """Save ``artifact`` under ``key`` (atomically; a full or read-only disk only costs the cache)."""
+    path = _path(key)
+    if path is None:
+        return
+    try:
+        artifact.save(path, key=key)
+    except OSError as e:
+        warnings.warn(f"tensorforge: could not write the compile cache ({e})", RuntimeWarning, stacklevel=3)
+
+
+def external_data_digests(model) -> dict[str, str]:
+    """For an ONNX file whose initializers live in other files: {path: sha256} of those files."""
+    if not isinstance(model, str | os.PathLike):
+        return {}
+    base = os.path.dirname(os.path.abspath(os.fspath(model)))
+    try:
+        proto = onnx.load(os.fspath(model), load_external_data=False)
+    except Exception:
+        return {}
+    out = {}
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            loc = next((e.value for e in t.external_data if e.key == "location"), None)
+            if loc is not None:
+                path = os.path.join(base, loc)
+                out[path] = out.get(path) or _sha256_file(path)
+    return out
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+    except OSError:
+        return ""
+    return h.hexdigest()
+
+
+def _external_files_unchanged(files: dict[str, str]) -> bool:
+    return all(_sha256_file(p) == d for p, d in files.items())
+
+
+__all__ = ["artifact_key", "compiler_fingerprint", "graph_digest", "load", "model_digest", "store"]
