@@ -20,13 +20,14 @@ demo: setup
 	$(BIN)/tensorforge demo
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -4,8 +4,8 @@ Square sizes 64..2048 and the MLP / transformer shapes (M x K x N: a [M, K] acti
 weight). tensorforge and ONNX Runtime compile a MatMul whose weight is an initializer (both may pack it
 ahead of time); numpy and PyTorch multiply two arrays. Each row: GFLOP/s of every contender (medians of
 alternating blocks), tensorforge's % of the machine's fp32 peak on that many threads
-(``runtime/peak.py``: measured clock x FMA datapath), and the ratio to the best of the others (> 1:
-tensorforge is faster).
+(``runtime/peak.py``: the measured FMA throughput per core x threads), and the ratio to the best of the
+others (> 1: tensorforge is faster).
 """
 
 from __future__ import annotations

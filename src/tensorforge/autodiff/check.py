@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..ir.dtype import is_float_dtype
 from ..ir.graph import Graph
 from ..ops.registry import evaluate
 
@@ -26,7 +27,7 @@ def evaluate_graph(g: Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray
 def numerical_vjp(g: Graph, feeds: Mapping[str, np.ndarray], wrt: Sequence[str], cotangent: np.ndarray,
                   output: int = 0, eps: float = 1e-6) -> list[np.ndarray]:  # fmt: skip
     """d sum(cotangent * output) / d feeds[w] for each w, by central differences in float64."""
-    base = {k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+    base = {k: np.array(v, dtype=np.float64) if is_float_dtype(np.asarray(v).dtype) else np.asarray(v)
             for k, v in feeds.items()}  # fmt: skip
     ct = np.asarray(cotangent, dtype=np.float64)
 

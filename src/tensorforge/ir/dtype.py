@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-import ml_dtypes  # noqa: F401  (registers numpy's "bfloat16"; installed with onnx)
+import ml_dtypes  # registers numpy's "bfloat16" (and the float8 types); installed with onnx
 import numpy as np
 
 
@@ -88,6 +88,21 @@ class DType(enum.Enum):
             if name in (d.short, d.value[1], d.name.lower()):
                 return d
         raise TypeError(f"unknown dtype name {name!r}")
+
+
+def is_float_dtype(dt) -> bool:
+    """Whether numpy dtype ``dt`` holds real floating-point numbers, bfloat16 and the float8 family
+    included. numpy reports most of ml_dtypes' floats (bfloat16 among them) with ``kind == "V"``, so a
+    ``kind == "f"`` test takes them for integers; ``ml_dtypes.finfo`` knows them all (and refuses its
+    int4 and the other non-floats)."""
+    dt = np.dtype(dt)
+    if dt.kind != "V":
+        return dt.kind == "f"
+    try:
+        ml_dtypes.finfo(dt)
+    except ValueError:
+        return False
+    return True
 
 
 _FROM_NP = {d.np: d for d in DType}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .dtype import DType
+from .dtype import DType, is_float_dtype
 
 Dim = int | str
 Shape = tuple[Dim, ...]
@@ -177,7 +177,7 @@ class Graph:
         return counts
 
     def parameter_count(self) -> int:
-        return int(sum(v.const.size for v in self.constants() if v.const.dtype.kind == "f"))
+        return int(sum(v.const.size for v in self.constants() if is_float_dtype(v.const.dtype)))
 
     def with_nodes(self, nodes: Iterable[Node], outputs: Sequence[Value] | None = None) -> Graph:
         return Graph(

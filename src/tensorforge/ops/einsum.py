@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ir.dtype import is_float_dtype
 from ..ir.graph import TensorType
 from .registry import InferCtx, OpDef, Pattern, register
 
@@ -86,7 +87,7 @@ def _infer(ctx: InferCtx):
 def _reference(attrs, *xs):
     c = parse_einsum(attrs["equation"], [x.shape for x in xs])
     spec = ",".join("".join(t) for t in c.inputs) + "->" + "".join(c.output)
-    acc = np.float64 if xs[0].dtype.kind == "f" else xs[0].dtype
+    acc = np.float64 if is_float_dtype(xs[0].dtype) else xs[0].dtype
     return (np.einsum(spec, *[x.astype(acc) for x in xs]).astype(xs[0].dtype),)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.dtype import DType
+from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import TensorType
 from .common import norm_axis
 from .registry import InferCtx, OpDef, Pattern, register
@@ -189,7 +189,7 @@ def _onehot_ref(attrs, ind, depth, values):
     axis = int(attrs.get("axis", -1))
     axis = axis + ind.ndim + 1 if axis < 0 else axis
     ind = np.asarray(ind)
-    if ind.dtype.kind == "f":
+    if is_float_dtype(ind.dtype):
         ind = np.trunc(ind)
     ind = np.where(ind < 0, ind + d, ind)
     target = np.arange(d).reshape((1,) * axis + (d,) + (1,) * (ind.ndim - axis))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.dtype import DType
+from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import Node, TensorType
 from .common import broadcast_shapes, norm_axis, prod
 from .registry import InferCtx, OpDef, Pattern, register
@@ -281,7 +281,7 @@ def _pool_patches(x, win: Window, pad_value):
 
 def _maxpool_ref(attrs, x):
     win = pool_window(None, x.shape, attrs)
-    lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+    lowest = -np.inf if is_float_dtype(x.dtype) else np.iinfo(x.dtype).min
     y = np.full((*x.shape[:2], *win.out_size), lowest, dtype=x.dtype)
     for _, patch, _, _ in _pool_patches(x, win, lowest):
         y = np.maximum(y, patch)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.dtype import DType
+from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import TensorType
 from .nn import _pool_infer, pool_window, resolve_window
 from .registry import InferCtx, OpDef, Pattern, register
@@ -28,7 +28,7 @@ def _maxpool_idx_ref(attrs, x):
     win = pool_window(None, x.shape, attrs)
     n, c = x.shape[:2]
     so = int(attrs.get("storage_order", 0))
-    y = np.full((n, c, *win.out_size), -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min, x.dtype)
+    y = np.full((n, c, *win.out_size), -np.inf if is_float_dtype(x.dtype) else np.iinfo(x.dtype).min, x.dtype)
     ind = np.zeros(y.shape, np.int64)
     for o in np.ndindex(*win.out_size):
         for k in np.ndindex(*win.kernel):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir.dtype import DType
+from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import Node, TensorType
 from .common import norm_axes, prod
 from .handler import NUMPY
@@ -72,7 +72,7 @@ def _make_ref(r: Reducer):
         fn = {"add": np.sum, "mul": np.prod, "max": np.max, "min": np.min}[r.combine]
         if y.size == 0 and r.combine in ("max", "min"):
             shape = tuple((1 if i in axes else d) for i, d in enumerate(x.shape) if keep or i not in axes)
-            if x.dtype.kind == "f":
+            if is_float_dtype(x.dtype):
                 fill = -np.inf if r.combine == "max" else np.inf
             elif x.dtype.kind == "b":
                 fill = r.combine == "min"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.dtype import DType
+from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import TensorType
 from .common import norm_axis
 from .registry import InferCtx, OpDef, Pattern, register
@@ -37,7 +37,7 @@ def _topk_infer(ctx: InferCtx):
 def topk_reference(attrs, x, k):
     axis = int(attrs.get("axis", -1)) % x.ndim
     k = scalar_int(k)
-    keys = x.astype(np.float64) if x.dtype.kind == "f" else x.astype(np.int64)
+    keys = x.astype(np.float64) if is_float_dtype(x.dtype) else x.astype(np.int64)
     order = np.argsort(-keys if attrs.get("largest", 1) else keys, axis=axis, kind="stable")
     idx = np.take(order, np.arange(k), axis=axis)
     return np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)
