@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import TensorforgeError
+from ..ir.dtype import is_float_dtype
 from ..ir.graph import Node, Value
 from .builder import GraphBuilder
 
@@ -42,7 +43,7 @@ def check_target(loss_name: str, out: Value, target_dtype: np.dtype, target_shap
                 raise TensorforgeError(f"class-index targets must have shape [{shape[0]}] (one per row of the "
                                        f"output {list(shape)}), got {list(target_shape)}")  # fmt: skip
             return
-    if np.dtype(target_dtype).kind != "f" or tuple(target_shape) != shape:
+    if not is_float_dtype(target_dtype) or tuple(target_shape) != shape:
         kinds = "integer class indices of shape [batch] or " if loss_name == "cross_entropy" else ""
         raise TensorforgeError(f"{loss_name} targets must be {kinds}floats shaped like the output {list(shape)}, "
                                f"got {np.dtype(target_dtype)}{list(target_shape)}")  # fmt: skip

@@ -93,6 +93,7 @@ def cmd_bench(args) -> int:
     import onnx
 
     from ..frontends.onnx import load_model as load_onnx
+    from ..ir.dtype import is_float_dtype
     from .benchutil import compare, fmt_time, ort_session
 
     src = load_model(args.model)
@@ -110,7 +111,7 @@ def cmd_bench(args) -> int:
         sess = ort_session(proto.SerializeToString(), args.threads)
         fns["onnxruntime"] = lambda: sess.run(None, feeds)
         for (name, g), r in zip(m.run(feeds).items(), sess.run(None, feeds)):
-            if np.issubdtype(g.dtype, np.floating) and not np.allclose(g, r, rtol=1e-3,
+            if is_float_dtype(g.dtype) and not np.allclose(g, r, rtol=1e-3,
                                                                        atol=1e-4 * (np.abs(r).max() + 1)):  # fmt: skip
                 print(f"warning: output {name} differs from ONNX Runtime (max abs diff {np.abs(g - r).max():.3g})")
     t = compare(fns)

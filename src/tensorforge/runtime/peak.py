@@ -100,9 +100,9 @@ def _jit(ir_text: str, t: Target, signatures: dict[str, type]) -> dict[str, ctyp
     """Compile ``ir_text`` into this process; the functions named in ``signatures`` (ctypes CFUNCTYPEs).
     The only use of ``runtime/jit.py`` in this file. Each function holds its module, keeping the code
     alive as long as the function is."""
-    from .jit import JitModule
+    from .jit import jit
 
-    module = JitModule(ir_text, t)
+    module = jit(ir_text, t)
     fns = {}
     for name, sig in signatures.items():
         fns[name] = sig(module.address(name))

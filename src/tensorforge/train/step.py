@@ -30,6 +30,7 @@ from ..codegen.targets import get_target
 from ..compiler import Options, build_artifact, compile_tiered
 from ..errors import InputError, TensorforgeError, TrainingError
 from ..frontends.onnx import load_model
+from ..ir.dtype import is_float_dtype
 from ..ir.graph import Graph
 from ..ir.signature import InputSpec, check_array
 from ..runtime.executable import Executable
@@ -214,7 +215,7 @@ class TrainingStep:
         if y.dtype.kind in "iu":
             if y.dtype not in (np.dtype(np.int64), np.dtype(np.int32)):
                 y = y.astype(np.int64)
-        elif y.dtype.kind == "f" and y.dtype != self._lr.dtype:
+        elif is_float_dtype(y.dtype) and y.dtype != self._lr.dtype:
             raise InputError(f"model '{self.name}': the target has dtype {y.dtype}, expected {self._lr.dtype} or "
                              "integer class indices")  # fmt: skip
         out = self._output_value(self._forward(batch))

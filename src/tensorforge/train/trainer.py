@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ir.dtype import is_float_dtype
 from ..util.progress import Progress
 from .datasets import batches
 from .step import TrainingStep
@@ -86,7 +87,7 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         raise TensorforgeError(f"cannot read {path!r}: {e}") from None
     if len(x) != len(y):
         raise TensorforgeError(f"{path}: 'x' has {len(x)} rows but 'y' has {len(y)}")
-    if x.dtype.kind != "f":
+    if not is_float_dtype(x.dtype):
         raise TensorforgeError(f"{path}: 'x' must hold floats, it holds {x.dtype}")
     return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
 
