@@ -3,8 +3,8 @@
 Decisions follow the op-pattern lattice (``ops.registry.Pattern``, as in TVM) and what the lowering can
 do: which ops have view, index or kernel rules, the fusion capabilities each kernel rule declares
 (``lower.rules.kernel_caps``) and the reductions a row kernel handles (``lower.fusion.row_reduce_axes``).
-Nodes are visited in order; each one joins the group of one of its producers
-when that is legal, else starts a group of its own:
+Nodes are visited in order; each one joins the group of one of its producers when that is legal, else
+starts a group of its own:
 
 * an elementwise / broadcast node joins a producer's group as an epilogue of a kernel op (GEMM, conv,
   pooling, reduction, softmax: ``kind='kernel'``), as part of a row reduction (``kind='rows'``) or of a
