@@ -101,7 +101,7 @@ def test_conv_with_partial_last_tile_written_in_place():
     back to stay in bounds would store its overlap twice and read residual elements the first store
     already replaced (ResNet-50 stage 3 shape: 784 pixels in tiles of 80). Conv masks that tile instead
     and declares itself single-store (``LowerCtx.stores_once``), so it is planned in place, correctly.
-    The residual add is fused into the conv (lower/fusion.py EPILOGUE_READS_TENSORS)."""
+    The residual add is fused into the conv (its rule declares ``epilogue_reads_tensors``)."""
     m = _compile("""
     graph g(%x: f32[1,512,28,28], %z: f32[1,128,28,28]) -> (%o: f32[1,512,28,28]) {
       %r: f32[1,512,28,28] = Relu(%x)

@@ -10,6 +10,11 @@ import tensorforge as tfg
 from pass_helpers import check_pass, random_feeds
 from tensorforge.ir.interp import run_graph
 from tensorforge.ir.parser import parse_graph
+from tensorforge.lower.kir import binop
+from tensorforge.lower.rules import KERNEL_RULES, FusionCaps, kernel_caps, kernel_rule
+from tensorforge.lower.schedule import pointwise_nest
+from tensorforge.ops import registry
+from tensorforge.ops.reduce import REDUCERS
 
 
 def test_elementwise_chain_is_one_loop():
@@ -214,3 +219,73 @@ def test_report_shows_kernel_counts_before_and_after_fusion():
     assert "(before fusion: 41)" in rep and f"kernels: {len(m.program.kernels)} " in rep
     assert "kernels 41 -> 11" in rep
     assert len(m.program.kernels) <= 12
+
+
+# -- fusion capabilities, declared with the kernel rules ----------------------------------------------
+EPILOGUE = {"Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "Concat", "Softmax", "LogSoftmax", "GlobalAveragePool",
+            "GlobalMaxPool", *REDUCERS}  # fmt: skip
+PROLOGUE = {"Concat", "Softmax", "LogSoftmax", "GlobalAveragePool", "GlobalMaxPool", *REDUCERS}
+EPILOGUE_READS_TENSORS = {"Gemm", "MatMul", "Conv", "Concat", "Softmax", "LogSoftmax", *REDUCERS}
+
+
+def test_kernel_ops_declare_what_fuses_into_them():
+    """Every kernel op's flags, as the fusion pass sees them (``kernel_caps``); a kernel op not listed
+    here takes nothing. A rule that gains or loses a flag changes what fuses: update this table with it."""
+    assert EPILOGUE <= set(KERNEL_RULES)
+    want = {op: FusionCaps(op in EPILOGUE, op in PROLOGUE, op in EPILOGUE_READS_TENSORS) for op in KERNEL_RULES}
+    assert {op: kernel_caps(op) for op in KERNEL_RULES} == want
+    assert kernel_caps("Relu") is None and kernel_caps("Reshape") is None  # index and view rules
+
+
+def test_kernel_rule_flags_need_an_epilogue():
+    """Kernel groups form around ops that take an epilogue; the other flags alone would never be used."""
+    with pytest.raises(ValueError, match="epilogue=True"):
+        kernel_rule("NoSuchOp", prologue=True)
+    with pytest.raises(ValueError, match="epilogue=True"):
+        kernel_rule("NoSuchOp", epilogue_reads_tensors=True)
+    assert "NoSuchOp" not in KERNEL_RULES
+
+
+@pytest.fixture(params=[True, False], ids=["epilogue", "no_epilogue"])
+def twice(request):
+    """A kernel op known only to this test, ``y = x + x``, written through its Sink; registered with or
+    without ``epilogue=True``, and removed again afterwards."""
+    name = "TestTwice"
+    registry.register(registry.OpDef(name, registry.Pattern.OPAQUE, lambda ctx: [ctx.type(0)], lambda a, x: (x + x,)))
+
+    @kernel_rule(name, epilogue=request.param)
+    def _twice(ctx, node, ins, outs):
+        (x,), (sink,) = ins, outs
+        return pointwise_nest(sink.shape, lambda idx: sink.store(idx, binop("add", x(idx), x(idx))),
+                              ctx.lanes(sink.dtype), ctx.parallel_threshold)  # fmt: skip
+
+    try:
+        yield request.param
+    finally:
+        del KERNEL_RULES[name]
+        del registry._REGISTRY[name]  # the registry has no unregister: ops are never removed outside tests
+
+
+TWICE = """
+graph g(%x: f32[4,33]) -> (%y: f32[4,33]) {
+  %t: f32[4,33] = TestTwice(%x)
+  %y: f32[4,33] = Relu(%t)
+}"""
+
+
+def test_a_new_kernel_op_fuses_as_its_rule_declares(twice):
+    """The flag on ``kernel_rule`` is all it takes: the pass then groups an elementwise consumer into the
+    new op's kernel, and the lowering applies it through the op's Sink."""
+    fused = """
+    graph g(%x: f32[4,33]) -> (%y: f32[4,33]) {
+      %y: f32[4,33] = Fused(%x) {kind='kernel'} {  # t+y
+        %t: f32[4,33] = TestTwice(%x)
+        %y: f32[4,33] = Relu(%t)
+      }
+    }"""
+    check_pass(["dce", "fuse"], TWICE, fused if twice else TWICE)
+    g = parse_graph(TWICE)
+    feeds = random_feeds(g)
+    m = tfg.compile(g, opt_level=2, verify=True)
+    assert len(m.program.kernels) == (1 if twice else 2)
+    np.testing.assert_allclose(m.run(feeds)["y"], run_graph(g, feeds)[0])

@@ -11,10 +11,9 @@
   outputs; the row (a few KB) stays in L1 across the passes, so layer norm or a decomposed softmax
   reads its input from memory once.
 
-The capabilities here decide what the fusion pass may group: ``EPILOGUE_OPS`` are kernel rules that
-write every final value through ``Sink.store``/``Sink.value`` (so they apply an epilogue), and
-``PROLOGUE_OPS`` those that read each input element a small, fixed number of times (so computing an
-elementwise producer on the fly is cheaper than storing it).
+What the fusion pass may put in a ``kernel`` group is declared with each kernel rule (the ``epilogue``,
+``prologue`` and ``epilogue_reads_tensors`` flags of ``rules.kernel_rule``, read through
+``rules.kernel_caps``); ``row_reduce_axes`` says which reductions a ``rows`` group can hold.
 """
 
 from __future__ import annotations
@@ -41,14 +40,6 @@ if TYPE_CHECKING:
     from .program import ProgramBuilder
 
 _REDUCE_OPS = frozenset(REDUCERS)
-EPILOGUE_OPS = frozenset({"Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "Concat", "Softmax", "LogSoftmax",
-                          "GlobalAveragePool", "GlobalMaxPool", *_REDUCE_OPS})  # fmt: skip
-PROLOGUE_OPS = frozenset({"Concat", "Softmax", "LogSoftmax", "GlobalAveragePool", "GlobalMaxPool", *_REDUCE_OPS})
-# Kernel ops whose epilogue may also read another full-size tensor (a residual). A conv stores its tile
-# channel by channel, each a contiguous run of pixels in NCHW (lower/conv.py _store_rows/_store_pixels),
-# so it reads a residual in the same streaming order; fused, the residual add costs no extra pass over
-# memory (ResNet-50 / MobileNet-v2 at batch 1: 1-3% faster than a separate add loop, 71 -> 56 kernels).
-EPILOGUE_READS_TENSORS = frozenset({"Gemm", "MatMul", "Conv", *_REDUCE_OPS, "Softmax", "LogSoftmax", "Concat"})
 
 
 def row_reduce_axes(n: Node) -> tuple[int, ...] | None:
@@ -153,11 +144,12 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
                            f"op, got {[body[i].op for i in anchors]}")  # fmt: skip
     at = anchors[0]
     anchor = body[at]
+    rule = R.KERNEL_RULES[anchor.op]
     for n in body[:at]:  # prologue: composed into the kernel's input expressions
         _inline(b, n)
     ctx = R.LowerCtx(b.target, b.g.name, anchor, b, b.options)
     ins = [None if v is None else b.lookup(v) for v in anchor.inputs]
-    if anchor.op in R.NEEDS_VIEWS:
+    if rule.needs_views:
         ins = [None if (t is None or v is None) else b.ensure_view(v, t) for v, t in zip(anchor.inputs, ins)]
     (out,) = node.outputs
     raw = anchor.outputs[0]
@@ -176,7 +168,7 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
             return final(idx)
 
     view = View.of(b.output_buffer(out), out.shape)
-    stmt = R.KERNEL_RULES[anchor.op](ctx, anchor, ins, [R.Sink(view, raw.dtype, epilogue)])
+    stmt = rule.fn(ctx, anchor, ins, [R.Sink(view, raw.dtype, epilogue)])
     if epilogue is not None and calls[0] == 0:
         raise CompileError(f"{node_context(b.g.name, anchor.name, anchor.op)}: the {anchor.op} kernel rule does not "
                            "write through its Sink, so it cannot take a fused epilogue")  # fmt: skip
@@ -249,4 +241,4 @@ def _rows(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     b.add_kernel([_label(n) for n in body], "rows", stmt, _flops(body), node.name)
 
 
-__all__ = ["EPILOGUE_OPS", "EPILOGUE_READS_TENSORS", "PROLOGUE_OPS", "lower_fused", "row_reduce_axes"]
+__all__ = ["lower_fused", "row_reduce_axes"]

@@ -580,7 +580,8 @@ def _out_index(oidx_full: list[Expr], a1: bool, b1: bool, out_rank: int) -> list
     return oidx
 
 
-@kernel_rule("Gemm")
+# the tile's epilogue loop stores it row by row, vectorized along N: a residual is read in contiguous runs
+@kernel_rule("Gemm", epilogue=True, epilogue_reads_tensors=True)
 def _gemm(ctx: LowerCtx, node, ins, outs):
     a, b = ins[0], ins[1]
     c = ins[2] if len(ins) > 2 else None
@@ -589,7 +590,7 @@ def _gemm(ctx: LowerCtx, node, ins, outs):
                         float(at.get("alpha", 1.0)), c, float(at.get("beta", 1.0)))  # fmt: skip
 
 
-@kernel_rule("MatMul")
+@kernel_rule("MatMul", epilogue=True, epilogue_reads_tensors=True)
 def _matmul(ctx: LowerCtx, node, ins, outs):
     return lower_matmul(ctx, ins[0], ins[1], outs[0])
 

@@ -130,7 +130,7 @@ def lower_pool(ctx: LowerCtx, x, sink: Sink, win: Window, kind: str, count_inclu
     return body
 
 
-@kernel_rule("MaxPool")
+@kernel_rule("MaxPool", epilogue=True)
 def _maxpool(ctx: LowerCtx, node, ins, outs):
     x = ins[0]
     if x.dtype is DType.BOOL:
@@ -139,7 +139,7 @@ def _maxpool(ctx: LowerCtx, node, ins, outs):
     return lower_pool(ctx, x, outs[0], win, "max", False)
 
 
-@kernel_rule("AveragePool")
+@kernel_rule("AveragePool", epilogue=True)
 def _avgpool(ctx: LowerCtx, node, ins, outs):
     x = ins[0]
     win = pool_window(None, x.shape, {**node.attrs})

@@ -325,8 +325,9 @@ class ProgramBuilder:
                     flops = get_op(op).flops(node) if get_op(op).flops else 0
                     self.env[v.id] = TExpr.from_view(self.materialize(t, buf, [label], op, node.name, flops))
                 return
-            if op in R.KERNEL_RULES:
-                if op in R.NEEDS_VIEWS:
+            rule = R.KERNEL_RULES.get(op)
+            if rule is not None:
+                if rule.needs_views:
                     ins = [None if (t is None or v is None) else self.ensure_view(v, t)
                            for v, t in zip(node.inputs, ins)]  # fmt: skip
                 sinks = []
@@ -335,7 +336,7 @@ class ProgramBuilder:
                     view = View.of(buf, v.shape)
                     sinks.append(R.Sink(view, v.dtype))
                     self.env[v.id] = TExpr.from_view(view)
-                stmt = R.KERNEL_RULES[op](ctx, node, ins, sinks)
+                stmt = rule.fn(ctx, node, ins, sinks)
                 opdef = get_op(op)
                 flops = opdef.flops(node) if opdef.flops else 0
                 k = self.add_kernel([label], op, stmt, flops, node.name)

@@ -98,7 +98,7 @@ def lower_reduce(ctx: LowerCtx, x, axes: Sequence[int], sink: Sink, combine: str
     return reduce_nest(ctx, out_shape, red_shape, value, combine, dt, finish, vector)
 
 
-@kernel_rule(*REDUCERS)
+@kernel_rule(*REDUCERS, epilogue=True, prologue=True, epilogue_reads_tensors=True)
 def _reduce(ctx: LowerCtx, node, ins, outs):
     x = ins[0]
     r = REDUCERS[node.op]
@@ -113,7 +113,7 @@ def _reduce(ctx: LowerCtx, node, ins, outs):
     return lower_reduce(ctx, x, axes, sink, r.combine, r.pre, r.post, keep)
 
 
-@kernel_rule("GlobalAveragePool", "GlobalMaxPool")
+@kernel_rule("GlobalAveragePool", "GlobalMaxPool", epilogue=True, prologue=True)
 def _global_pool(ctx: LowerCtx, node, ins, outs):
     x = ins[0]
     axes = list(range(2, x.rank))
@@ -123,7 +123,7 @@ def _global_pool(ctx: LowerCtx, node, ins, outs):
 
 
 # -- softmax ---------------------------------------------------------------------------------------
-@kernel_rule("Softmax", "LogSoftmax")
+@kernel_rule("Softmax", "LogSoftmax", epilogue=True, prologue=True, epilogue_reads_tensors=True)
 def _softmax(ctx: LowerCtx, node, ins, outs):
     x = ins[0]
     sink = outs[0]

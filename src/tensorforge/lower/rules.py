@@ -92,13 +92,36 @@ class LowerCtx:
 
 IndexRule = Callable[[LowerCtx, Node, list[TExpr]], list[TExpr]]
 ViewRule = Callable[[LowerCtx, Node, list[TExpr]], list[View] | None]
-KernelRule = Callable[[LowerCtx, Node, list[TExpr], list[Sink]], Stmt]
+KernelFn = Callable[[LowerCtx, Node, list[TExpr], list[Sink]], Stmt]
+
+
+@dataclass(frozen=True)
+class FusionCaps:
+    """What the fusion pass may group into a kernel op's kernel (the flags of ``kernel_rule``)."""
+
+    epilogue: bool = False
+    prologue: bool = False
+    epilogue_reads_tensors: bool = False
+
+    def __post_init__(self):
+        # the pass builds kernel groups only around ops that take an epilogue: without it the other
+        # flags would be declared and silently never used
+        if (self.prologue or self.epilogue_reads_tensors) and not self.epilogue:
+            raise ValueError("prologue and epilogue_reads_tensors need epilogue=True")
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    """One op's entry in ``KERNEL_RULES``: the rule and everything declared with it."""
+
+    fn: KernelFn
+    needs_views: bool
+    caps: FusionCaps
+
 
 INDEX_RULES: dict[str, IndexRule] = {}
 VIEW_RULES: dict[str, ViewRule] = {}
 KERNEL_RULES: dict[str, KernelRule] = {}
-# kernel rules that need materialized (View) inputs rather than arbitrary TExprs
-NEEDS_VIEWS: set[str] = set()
 
 
 def index_rule(*ops: str):
@@ -119,15 +142,50 @@ def view_rule(*ops: str):
     return deco
 
 
-def kernel_rule(*ops: str, needs_views: bool = False):
+def kernel_rule(*ops: str, needs_views: bool = False, epilogue: bool = False, prologue: bool = False,
+                epilogue_reads_tensors: bool = False):  # fmt: skip
+    """Register ``fn(ctx, node, ins, sinks) -> Stmt`` as the kernel rule of ``ops``.
+
+    ``needs_views``: the rule gets its inputs as ``View``s (strided buffers), materialized first where
+    they are computed expressions, instead of arbitrary ``TExpr``s.
+
+    The fusion flags say what the rule's code allows ``passes/fuse.py`` to group into its kernel
+    (``lower/fusion.py`` lowers such groups). They are declared here, with the code they describe, and
+    default to off: an op without them is correct and simply never fused, so set each one its code
+    satisfies:
+
+    * ``epilogue``: every final value goes through ``Sink.store`` or ``Sink.value`` (never
+      ``sink.view`` directly), so elementwise consumers of the output (bias, activation, scaling) are
+      applied to each value right before its store. Lowering a fused group whose rule never calls its
+      ``Sink`` fails with a ``CompileError``.
+    * ``prologue`` (with ``epilogue``): the rule reads each input element a small, fixed number of
+      times, so an elementwise producer of an input is computed on the fly as it is read, cheaper than
+      storing it. Not for rules that read inputs many times (GEMM and conv re-read them across tiles,
+      pooling windows may overlap): they would recompute the producer on every read.
+    * ``epilogue_reads_tensors`` (with ``epilogue``): the epilogue may also read another full-size
+      tensor (a residual add). Declare it where the rule stores its output in an order that reads such
+      a tensor well (e.g. conv: contiguous pixel runs per channel); otherwise the pass keeps full-size
+      operands computed elsewhere out of the epilogue.
+    """
+    caps = FusionCaps(epilogue, prologue, epilogue_reads_tensors)
+
     def deco(fn):
+        entry = KernelRule(fn, needs_views, caps)
         for op in ops:
-            KERNEL_RULES[op] = fn
-            if needs_views:
-                NEEDS_VIEWS.add(op)
+            KERNEL_RULES[op] = entry
         return fn
 
     return deco
+
+
+def kernel_caps(op: str) -> FusionCaps | None:
+    """The fusion capabilities declared with ``op``'s kernel rule; None when ``op`` has no kernel rule.
+
+    The one question the fusion pass asks about kernel ops, so that what fuses is decided where each
+    rule is registered.
+    """
+    rule = KERNEL_RULES.get(op)
+    return None if rule is None else rule.caps
 
 
 def has_lowering(op: str) -> bool:

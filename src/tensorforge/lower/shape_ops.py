@@ -174,7 +174,7 @@ def _expand_index(ctx: LowerCtx, node, ins):
 
 
 # -- concat: one copy loop per input into its slice of the output ---------------------------------
-@kernel_rule("Concat")
+@kernel_rule("Concat", epilogue=True, prologue=True, epilogue_reads_tensors=True)
 def _concat(ctx: LowerCtx, node, ins: list[TExpr], outs: list[Sink]):
     sink = outs[0]
     rank = len(sink.shape)

@@ -1,8 +1,10 @@
 """Operator fusion: group nodes into kernels, so that intermediate tensors are never written to memory.
 
 Decisions follow the op-pattern lattice (``ops.registry.Pattern``, as in TVM) and what the lowering can
-do (``lower.fusion``). Nodes are visited in order; each one joins the group of one of its producers
-when that is legal, else starts a group of its own:
+do: which ops have view, index or kernel rules, the fusion capabilities each kernel rule declares
+(``lower.rules.kernel_caps``) and the reductions a row kernel handles (``lower.fusion.row_reduce_axes``).
+Nodes are visited in order; each one joins the group of one of its producers when that is legal, else
+starts a group of its own:
 
 * an elementwise / broadcast node joins a producer's group as an epilogue of a kernel op (GEMM, conv,
   pooling, reduction, softmax: ``kind='kernel'``), as part of a row reduction (``kind='rows'``) or of a
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir.graph import Graph, Node, Value, toposort
+from ..lower.fusion import row_reduce_axes
+from ..lower.rules import INDEX_RULES, VIEW_RULES, kernel_caps
 from ..ops.fused import FUSED
 from ..ops.registry import Pattern, get_op
 from .manager import Change, register_pass
@@ -58,13 +62,6 @@ class _Fuser:
     serial: int = 0
 
     def __post_init__(self) -> None:
-        from ..lower.fusion import EPILOGUE_OPS, EPILOGUE_READS_TENSORS, PROLOGUE_OPS, row_reduce_axes
-        from ..lower.rules import INDEX_RULES, KERNEL_RULES, VIEW_RULES
-
-        # the lowering's capabilities decide what may be grouped (passes otherwise never look at lower/)
-        self.index_rules, self.kernel_rules, self.view_rules = INDEX_RULES, KERNEL_RULES, VIEW_RULES
-        self.epilogue_ops, self.prologue_ops, self.row_axes = EPILOGUE_OPS, PROLOGUE_OPS, row_reduce_axes
-        self.epilogue_reads_tensors = EPILOGUE_READS_TENSORS
         self.order = {id(n): i for i, n in enumerate(self.g.nodes)}
         self.producer = {v.id: n for n in self.g.nodes for v in n.outputs}
         self.consumers: dict[int, list[Node]] = {}
@@ -76,16 +73,18 @@ class _Fuser:
 
     # -- classification ---------------------------------------------------------------------------
     def is_elementwise(self, n: Node) -> bool:
-        return (n.op in self.index_rules and len(n.outputs) == 1 and n.outputs[0].type.is_static
+        return (n.op in INDEX_RULES and len(n.outputs) == 1 and n.outputs[0].type.is_static
                 and get_op(n.op).pattern in (Pattern.ELEMWISE, Pattern.BROADCAST))  # fmt: skip
 
     def is_index(self, n: Node) -> bool:
-        return (n.op in self.index_rules and len(n.outputs) == 1 and n.outputs[0].type.is_static
+        return (n.op in INDEX_RULES and len(n.outputs) == 1 and n.outputs[0].type.is_static
                 and get_op(n.op).pattern is Pattern.INJECTIVE)  # fmt: skip
 
     def is_anchor(self, n: Node) -> bool:
+        """Whether ``n`` starts a kernel group: a kernel op that takes an epilogue, with one output used."""
+        caps = kernel_caps(n.op)
         used = [v for v in n.outputs if v.id in self.consumers or v.id in self.graph_outputs]
-        return n.op in self.epilogue_ops and used == [n.outputs[0]] and n.outputs[0].type.is_static
+        return caps is not None and caps.epilogue and used == [n.outputs[0]] and n.outputs[0].type.is_static
 
     # -- groups -----------------------------------------------------------------------------------
     def new_group(self, kind: str, nodes: list[Node], **kw) -> _Group:
@@ -152,8 +151,8 @@ class _Fuser:
         if grp.kind == "kernel":
             if not (self.is_elementwise(n) and tuple(out.shape) == grp.shape and out.dtype == grp.dtype):
                 return False
-            anchor = next(m for m in grp.nodes if m.op in self.kernel_rules)
-            return anchor.op in self.epilogue_reads_tensors or not any(
+            caps = next(c for m in grp.nodes if (c := kernel_caps(m.op)) is not None)
+            return caps.epilogue_reads_tensors or not any(
                 v is not None and not v.is_const and self.group_of(v) is not grp and _numel(v) == _numel(out)
                 for v in n.inputs
             )  # a full-size operand computed elsewhere (a residual) only where the kernel reads it well
@@ -203,14 +202,14 @@ class _Fuser:
 
     # -- the walk ---------------------------------------------------------------------------------
     def visit(self, n: Node) -> None:
-        axes = self.row_axes(n)
+        axes = row_reduce_axes(n)
         if axes is not None:
             self.visit_row_reduction(n, axes)
             return
-        if self.is_anchor(n) and n.op in self.kernel_rules:
+        if self.is_anchor(n):
             out = n.outputs[0]
             grp = self.new_group("kernel", [n], shape=tuple(out.shape), dtype=out.dtype)
-            if n.op in self.prologue_ops:
+            if kernel_caps(n.op).prologue:
                 for v in n.inputs:
                     h = self.group_of(v)
                     if h is not None and h.kind == "loop" and self.outputs(h) == [v] and \
@@ -245,7 +244,7 @@ class _Fuser:
         peeled: list[_Group] = []
         while len(grp.nodes) > 1 and not self.writable(grp):
             last = grp.nodes[-1]
-            if grp.kind == "kernel" and last.op in self.kernel_rules:  # only a prologue left: dissolve
+            if grp.kind == "kernel" and kernel_caps(last.op) is not None:  # only a prologue left: dissolve
                 peeled += [self.new_group("plain", [m]) for m in grp.nodes[:-1]]
                 grp.nodes = [last]
                 break
@@ -260,7 +259,7 @@ class _Fuser:
         if grp.kind == "loop":
             return len({(tuple(v.shape), v.dtype) for v in outs}) == 1
         if grp.kind == "rows":
-            return any(self.row_axes(n) is not None for n in grp.nodes)
+            return any(row_reduce_axes(n) is not None for n in grp.nodes)
         return True
 
     def run(self) -> tuple[Graph, dict]:
@@ -282,8 +281,8 @@ class _Fuser:
             else:
                 nodes.append(self.fused_node(grp))
         nodes = toposort(sorted(nodes, key=lambda n: min(self.order.get(id(m), 0) for m in _members(n))))
-        before = sum(1 for n in self.g.nodes if n.op not in self.view_rules)
-        after = sum(1 for n in nodes if n.op not in self.view_rules)
+        before = sum(1 for n in self.g.nodes if n.op not in VIEW_RULES)
+        after = sum(1 for n in nodes if n.op not in VIEW_RULES)
         return self.g.with_nodes(nodes), {"kernels": Change(before, after)}
 
     def fused_node(self, grp: _Group) -> Node:
