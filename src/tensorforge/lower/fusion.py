@@ -149,8 +149,6 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
         _inline(b, n)
     ctx = R.LowerCtx(b.target, b.g.name, anchor, b, b.options)
     ins = [None if v is None else b.lookup(v) for v in anchor.inputs]
-    if rule.needs_views:
-        ins = [None if (t is None or v is None) else b.ensure_view(v, t) for v, t in zip(anchor.inputs, ins)]
     (out,) = node.outputs
     raw = anchor.outputs[0]
     epilogue = None

@@ -190,16 +190,6 @@ class ProgramBuilder:
             return self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.OUTPUT, self.direct_outputs[v.id])
         return self.new_buffer(v.dtype, v.type.numel, v.name, BufKind.ARENA)
 
-    def ensure_view(self, v: Value, t: TExpr) -> TExpr:
-        if t.view is not None:
-            return t
-        buf = self.new_buffer(t.dtype, t.numel, v.name, BufKind.ARENA)
-        view = self.materialize(t, buf, [f"{v.name} (materialized)"], "copy", v.name)
-        nt = TExpr.from_view(view)
-        if not v.is_const:
-            self.env[v.id] = nt
-        return nt
-
     # -- main ---------------------------------------------------------------------------------------
     def build(self) -> Program:
         g = self.g
@@ -327,9 +317,6 @@ class ProgramBuilder:
                 return
             rule = R.KERNEL_RULES.get(op)
             if rule is not None:
-                if rule.needs_views:
-                    ins = [None if (t is None or v is None) else self.ensure_view(v, t)
-                           for v, t in zip(node.inputs, ins)]  # fmt: skip
                 sinks = []
                 for v in node.outputs:
                     buf = self.output_buffer(v)

@@ -115,7 +115,6 @@ class KernelRule:
     """One op's entry in ``KERNEL_RULES``: the rule and everything declared with it."""
 
     fn: KernelFn
-    needs_views: bool
     caps: FusionCaps
 
 
@@ -142,12 +141,9 @@ def view_rule(*ops: str):
     return deco
 
 
-def kernel_rule(*ops: str, needs_views: bool = False, epilogue: bool = False, prologue: bool = False,
-                epilogue_reads_tensors: bool = False):  # fmt: skip
-    """Register ``fn(ctx, node, ins, sinks) -> Stmt`` as the kernel rule of ``ops``.
-
-    ``needs_views``: the rule gets its inputs as ``View``s (strided buffers), materialized first where
-    they are computed expressions, instead of arbitrary ``TExpr``s.
+def kernel_rule(*ops: str, epilogue: bool = False, prologue: bool = False, epilogue_reads_tensors: bool = False):
+    """Register ``fn(ctx, node, ins, sinks) -> Stmt`` as the kernel rule of ``ops``. The rule gets its
+    inputs as ``TExpr``s (a stored view or a computed expression: ``TExpr.view`` says which).
 
     The fusion flags say what the rule's code allows ``passes/fuse.py`` to group into its kernel
     (``lower/fusion.py`` lowers such groups). They are declared here, with the code they describe, and
@@ -170,7 +166,7 @@ def kernel_rule(*ops: str, needs_views: bool = False, epilogue: bool = False, pr
     caps = FusionCaps(epilogue, prologue, epilogue_reads_tensors)
 
     def deco(fn):
-        entry = KernelRule(fn, needs_views, caps)
+        entry = KernelRule(fn, caps)
         for op in ops:
             KERNEL_RULES[op] = entry
         return fn
