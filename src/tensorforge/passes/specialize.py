@@ -5,31 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..errors import InputError
 from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.signature import InputSpec, check_shape
 from ..ops.fold import fold_node
 from ..ops.registry import infer_node
 from .manager import register_pass
 
 
 def bind_dims(g: Graph, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
-    """Resolve symbolic dim names from concrete input shapes; check static dims agree."""
+    """Resolve symbolic dim names from concrete input shapes (checked like any input, ``ir/signature.py``)."""
     dims: dict[str, int] = {}
     for v in g.inputs:
-        if v.name not in shapes:
-            continue
-        shape = tuple(int(d) for d in shapes[v.name])
-        if len(shape) != v.type.rank:
-            raise InputError(f"model '{g.name}': input '{v.name}' has rank {len(shape)}, expected {v.type.rank} "
-                             f"(shape {list(v.shape)})")  # fmt: skip
-        for want, got in zip(v.shape, shape):
-            if isinstance(want, int):
-                if want != got:
-                    raise InputError(f"model '{g.name}': input '{v.name}' has shape {list(shape)}, expected "
-                                     f"{list(v.shape)}")  # fmt: skip
-            elif dims.setdefault(want, got) != got:
-                raise InputError(f"model '{g.name}': dim '{want}' is {dims[want]} in one input and {got} in "
-                                 f"input '{v.name}'")  # fmt: skip
+        if v.name in shapes:
+            check_shape(g.name, InputSpec(v.name, v.dtype, tuple(v.shape)), shapes[v.name], dims)
     return dims
 
 
