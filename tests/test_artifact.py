@@ -135,3 +135,19 @@ def test_cache_off(monkeypatch, tmp_path):
     m = tfg.compile(mlp(seed=9))
     assert not m.cache_hit and not tfg.compile(mlp(seed=9)).cache_hit
     assert not list(tmp_path.glob("*.tfa"))
+
+
+def test_cache_keeps_to_its_size_limit(cache, monkeypatch, rng):
+    from tensorforge.compiler.cache import size_limit
+
+    monkeypatch.setenv("TENSORFORGE_CACHE_SIZE", "2M")
+    assert size_limit() == 2 << 20
+    x = rng.standard_normal((1, 784)).astype(np.float32)
+    want = tfg.compile(mlp(seed=11))(x)  # an entry of ~1.7 MB (weights, packed and as in the graph)
+    first = _entries(cache)
+    assert len(first) == 1
+    tfg.compile(mlp(seed=12))
+    assert len(_entries(cache)) == 1 and _entries(cache) != first  # the least recently used entry went
+    m = tfg.compile(mlp(seed=11))
+    assert not m.cache_hit
+    np.testing.assert_array_equal(m(x), want)

@@ -11,6 +11,8 @@ those files' digests; a hit is only taken while they still match.
 
 Entries live in ``$TENSORFORGE_CACHE_DIR`` (default ``~/.cache/tensorforge``) as ``<key>.tfa``;
 ``TENSORFORGE_CACHE=0`` turns the cache off. A damaged entry is removed and the model compiled again.
+The cache keeps at most ``$TENSORFORGE_CACHE_SIZE`` bytes of artifacts (default 4 GiB; suffixes K, M,
+G): after a store, the least recently used entries go first (a hit refreshes an entry's time).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..runtime.cache import cache_dir
 from ..util.files import atomic_write
 
 SUFFIX = ".tfa"
+DEFAULT_LIMIT = 4 << 30
 
 
 @functools.cache
@@ -129,6 +132,10 @@ def load(key: str) -> Artifact | None:
         return None
     if not _external_files_unchanged(art.metadata.get("external_data", {})):
         return None
+    try:
+        os.utime(path)  # recently used: evicted last
+    except OSError:
+        pass
     return art
 
 
@@ -141,6 +148,48 @@ def store(key: str, artifact: Artifact) -> None:
         artifact.save(path, key=key)
     except OSError as e:
         warnings.warn(f"tensorforge: could not write the compile cache ({e})", RuntimeWarning, stacklevel=3)
+        return
+    evict(os.path.dirname(path), size_limit())
+
+
+def size_limit() -> int:
+    """``$TENSORFORGE_CACHE_SIZE`` in bytes (e.g. ``500M``, ``8G``), default 4 GiB."""
+    text = os.environ.get("TENSORFORGE_CACHE_SIZE", "").strip().upper()
+    if not text:
+        return DEFAULT_LIMIT
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        return int(float(text.rstrip("KMGB") or "0") * scale)
+    except ValueError:
+        warnings.warn(f"tensorforge: TENSORFORGE_CACHE_SIZE={text!r} is not a size; using 4G", RuntimeWarning,
+                      stacklevel=3)  # fmt: skip
+        return DEFAULT_LIMIT
+
+
+def evict(d: str, limit: int) -> list[str]:
+    """Remove the least recently used artifacts of cache directory ``d`` until they fit ``limit`` bytes;
+    returns the removed paths. (An entry another process still reads stays readable: it is unlinked,
+    and the reader holds the file open.)"""
+    entries = []
+    for name in os.listdir(d):
+        if name.endswith(SUFFIX):
+            try:
+                st = os.stat(os.path.join(d, name))
+            except OSError:
+                continue
+            entries.append((st.st_mtime, st.st_size, os.path.join(d, name)))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def external_data_digests(model) -> dict[str, str]:
@@ -177,4 +226,5 @@ def _external_files_unchanged(files: dict[str, str]) -> bool:
     return all(_sha256_file(p) == d for p, d in files.items())
 
 
-__all__ = ["artifact_key", "compiler_fingerprint", "graph_digest", "load", "model_digest", "store"]
+__all__ = ["artifact_key", "compiler_fingerprint", "evict", "graph_digest", "load", "model_digest", "size_limit",
+           "store"]  # fmt: skip
