@@ -137,6 +137,13 @@ def _rsqrt(x):
         return keep_dtype(1.0 / np.sqrt(x), x)
 
 
+def _all_ones(dt: DType):
+    """The identity of ``and``: every bit set (bool: true; ``and`` is not defined on floats)."""
+    if not dt.is_int:
+        return 1
+    return -1 if dt.is_signed else int(np.iinfo(dt.np).max)
+
+
 def _lowest(dt: DType):
     if dt.is_float:
         return -math.inf
@@ -178,7 +185,7 @@ _TABLE = [
     _op("pow", BINARY, _ufunc(np.power, keep=True, **_ANY)),
     _op("min", BINARY, _ufunc(np.minimum, keep=True), identity=_highest),
     _op("max", BINARY, _ufunc(np.maximum, keep=True), identity=_lowest),
-    _op("and", BINARY, np.bitwise_and, "&", ("logical_and", "bit_and"), identity=_ONE, piecewise_constant=True),
+    _op("and", BINARY, np.bitwise_and, "&", ("logical_and", "bit_and"), identity=_all_ones, piecewise_constant=True),
     _op("or", BINARY, np.bitwise_or, "|", ("logical_or", "bit_or"), identity=_ZERO, piecewise_constant=True),
     _op("xor", BINARY, np.bitwise_xor, "^", ("logical_xor", "bit_xor"), piecewise_constant=True),
     _op("shl", BINARY, np.left_shift, "<<", piecewise_constant=True),
