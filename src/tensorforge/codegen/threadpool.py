@@ -1,6 +1,6 @@
 """tensorforge's thread pool, as LLVM IR: ``void tf_parallel(void (*fn)(void *), void *data, int n)``.
 
-Every ``PARALLEL`` loop of a kernel is outlined into ``fn`` (see ``llvm.py``); its threads claim chunks
+Every ``PARALLEL`` loop of a kernel is outlined into ``fn`` (see ``llvm/loops.py``); its threads claim chunks
 of the iteration range from an atomic counter in ``data``, so *any* number of threads, including the
 caller alone, completes the loop. The pool is built around that:
 

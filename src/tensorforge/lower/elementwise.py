@@ -5,14 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.dtype import DType
+from ..ir.scalar_ops import Kind, ScalarOp
 from ..ops.elementwise import BODIES
+from ..ops.handler import ScalarHandler
 from . import kir as K
 from .rules import LowerCtx, index_rule
 from .tensor import TExpr, broadcast_index
 
+_BUILD = {Kind.BINARY: K.binop, Kind.COMPARE: K.cmp, Kind.UNARY: K.unop}
 
-class KirHandler:
+
+class KirHandler(ScalarHandler):
     """The scalar-op vocabulary of op bodies, building kernel-IR expressions."""
+
+    def table_op(self, name: str, op: ScalarOp, *xs: K.Expr) -> K.Expr:
+        return _BUILD[op.kind](op.name, *xs)
 
     @staticmethod
     def dtype(x: K.Expr) -> DType:
@@ -32,25 +39,10 @@ class KirHandler:
     def bitcast(self, x, dtype: DType):
         return K.Bitcast(x, dtype)
 
-    def add(self, a, b):
-        return K.binop("add", a, b)
-
-    def sub(self, a, b):
-        return K.binop("sub", a, b)
-
-    def mul(self, a, b):
-        return K.binop("mul", a, b)
-
-    def div(self, a, b):
-        return K.binop("div", a, b)
-
-    def fmod(self, a, b):
-        return K.binop("fmod", a, b)
-
     def mod(self, a, b):
         if a.dtype.is_float:
             return K.binop("mod", a, b)
-        # integer mod with the sign of the divisor (Python semantics)
+        # integer mod with the sign of the divisor (Python semantics); kernel-IR integer mod is index arithmetic
         r = K.binop("fmod", a, b)
         zero = K.const(0, a.dtype)
         fix = K.binop("and", K.cmp("ne", r, zero), K.binop("xor", K.cmp("lt", r, zero), K.cmp("lt", b, zero)))
@@ -68,36 +60,11 @@ class KirHandler:
                 return K.binop("mul", K.binop("mul", a, a), a)
         return K.binop("pow", a, b)
 
-    def min(self, a, b):
-        return K.binop("min", a, b)
-
-    def max(self, a, b):
-        return K.binop("max", a, b)
-
     def select(self, c, a, b):
         return K.select(c, a, b)
 
     def fma(self, a, b, c):
         return K.Fma(a, b, c)
-
-    def unary(self, name, x):
-        return K.unop(name, x)
-
-    def __getattr__(self, name):
-        unary = {"neg", "abs", "exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "ceil", "round",
-                 "trunc", "sign", "recip", "sin", "cos", "isnan", "isinf", "isposinf", "isneginf"}  # fmt: skip
-        if name in unary:
-            return lambda x: K.unop(name, x)
-        cmps = {"lt", "le", "gt", "ge", "eq", "ne"}
-        if name in cmps:
-            return lambda a, b: K.cmp(name, a, b)
-        logical = {"logical_and": "and", "logical_or": "or", "logical_xor": "xor", "bit_and": "and",
-                   "bit_or": "or", "bit_xor": "xor", "shl": "shl", "shr": "shr"}  # fmt: skip
-        if name in logical:
-            return lambda a, b: K.binop(logical[name], a, b)
-        if name in ("logical_not", "bit_not"):
-            return lambda a: K.unop("not", a)
-        raise AttributeError(name)
 
 
 KIR = KirHandler()

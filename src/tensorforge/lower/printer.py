@@ -9,6 +9,7 @@ kernel k1_Gemm(f32 %x[784], f32 %W[200704], f32 %out[256])  # fc1 (Gemm)
 from __future__ import annotations
 
 from .kir import (
+    SCALAR_OPS,
     Assign,
     Bin,
     Broadcast,
@@ -33,10 +34,6 @@ from .kir import (
     Un,
     Var,
 )
-
-_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "floordiv": "//", "mod": "%",
-          "and": "&", "or": "|", "xor": "^", "shl": "<<", "shr": ">>"}  # fmt: skip
-_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
 
 
 class _Names:
@@ -83,14 +80,10 @@ def format_expr(e: Expr, names: _Names | None = None) -> str:
         if e.mask is not None:
             suffix += f" if {f(e.mask)}"
         return f"{names.buf(e.buf)}[{f(e.index)}]{suffix}"
-    if isinstance(e, Bin):
-        if e.op in _INFIX:
-            return f"({f(e.a)} {_INFIX[e.op]} {f(e.b)})"
-        return f"{e.op}({f(e.a)}, {f(e.b)})"
-    if isinstance(e, Cmp):
-        return f"({f(e.a)} {_CMP[e.op]} {f(e.b)})"
+    if isinstance(e, Bin | Cmp):
+        return SCALAR_OPS[e.op].format(f(e.a), f(e.b))
     if isinstance(e, Un):
-        return f"{e.op}({f(e.a)})"
+        return SCALAR_OPS[e.op].format(f(e.a))
     if isinstance(e, Select):
         return f"select({f(e.cond)}, {f(e.a)}, {f(e.b)})"
     if isinstance(e, Cast):

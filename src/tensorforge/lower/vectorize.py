@@ -7,8 +7,8 @@ A vector loop ``vector(W) for v in a..b { body }`` becomes
 
 Loads and stores whose index is ``v + (invariant)`` become contiguous vector accesses; invariant
 loads stay scalar and are broadcast; anything else becomes a gather/scatter. A local declared outside
-the loop and updated as ``acc = acc op f(v)`` (op in add/mul/min/max) becomes a vector accumulator
-reduced across lanes after the main part. Loops that do not fit these rules stay scalar (correct, just
+the loop and updated as ``acc = acc op f(v)`` (``op`` reducible in the scalar-op table) becomes a vector
+accumulator reduced across lanes after the main part. Loops that do not fit these rules stay scalar (correct, just
 slower) — never an error.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .kir import (
     I64,
+    SCALAR_OPS,
     Assign,
     Bin,
     Broadcast,
@@ -50,7 +51,6 @@ from .kir import (
     walk_stmt,
 )
 
-REDUCIBLE = ("add", "mul", "min", "max", "and", "or")
 MAX_UNROLL = 64
 
 
@@ -59,25 +59,11 @@ class _Cannot(Exception):
 
 
 def identity(op: str, dtype) -> Expr:
-    if op == "add" or op == "or":
-        return const(0, dtype)
-    if op == "mul":
-        return const(1, dtype)
-    if op == "and":
-        return const(1 if dtype.is_int or dtype.name == "BOOL" else 1.0, dtype)
-    if op == "max":
-        if dtype.is_float:
-            return const(float("-inf"), dtype)
-        import numpy as np
-
-        return const(np.iinfo(dtype.np).min, dtype) if dtype.is_int else const(False, dtype)
-    if op == "min":
-        if dtype.is_float:
-            return const(float("inf"), dtype)
-        import numpy as np
-
-        return const(np.iinfo(dtype.np).max, dtype) if dtype.is_int else const(True, dtype)
-    raise ValueError(op)
+    """The start value of a reduction with ``op`` (a reducible op of the scalar-op table)."""
+    sop = SCALAR_OPS.get(op)
+    if sop is None or not sop.reducible:
+        raise ValueError(op)
+    return const(sop.identity(dtype), dtype)
 
 
 def _bcast(e: Expr, lanes: int) -> Expr:
@@ -221,7 +207,7 @@ class _VecBody:
         val = s.value
         op = None
         other = None
-        if isinstance(val, Bin) and val.op in REDUCIBLE:
+        if isinstance(val, Bin) and SCALAR_OPS[val.op].reducible:
             if val.a is acc and not uses_var(val.b, acc):
                 op, other = val.op, val.b
             elif val.b is acc and not uses_var(val.a, acc):
@@ -258,7 +244,7 @@ def _maskable(body: Stmt, v: Var) -> bool:
             return False
         for e in stmt_exprs(st):
             for x in walk_expr(e):
-                if isinstance(x, Bin) and x.op in ("div", "mod", "floordiv", "fmod") and not x.dtype.is_float:
+                if isinstance(x, Bin) and SCALAR_OPS[x.op].int_division and not x.dtype.is_float:
                     if uses_var(x.b, v) or any(isinstance(y, Load) for y in walk_expr(x.b)):
                         return False
     return True

@@ -17,6 +17,8 @@ import math
 
 from ..errors import UnsupportedError
 from ..ir.dtype import DType
+from ..ir.scalar_ops import ScalarOp
+from .handler import ScalarHandler
 
 
 class Dual:
@@ -47,8 +49,9 @@ _UNARY_DERIV = {
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
-class DualHandler:
-    """The scalar-op vocabulary over ``Dual`` values, built from a base handler ``h``."""
+class DualHandler(ScalarHandler):
+    """The scalar-op vocabulary over ``Dual`` values, built from a base handler ``h``. Ops of the table not
+    written here are piecewise constant (their tangent is zero) or have no derivative."""
 
     def __init__(self, h):
         self.h = h
@@ -89,6 +92,14 @@ class DualHandler:
     def cast(self, x: Dual, dtype: DType) -> Dual:
         t = self.h.cast(x.t, dtype) if (x.t is not None and dtype.is_float) else None
         return Dual(self.h.cast(x.p, dtype), t)
+
+    def bitcast(self, x: Dual, dtype: DType) -> Dual:
+        raise UnsupportedError("no derivative is defined for the scalar operation 'bitcast'")
+
+    def table_op(self, name: str, op: ScalarOp, *xs: Dual) -> Dual:
+        if not op.piecewise_constant:
+            raise UnsupportedError(f"no derivative is defined for the scalar operation {name!r}")
+        return Dual(getattr(self.h, name)(*(x.p for x in xs)))
 
     # -- arithmetic ---------------------------------------------------------------------------------
     def add(self, a: Dual, b: Dual) -> Dual:
@@ -193,23 +204,3 @@ class DualHandler:
         if name not in _UNARY_DERIV:
             raise UnsupportedError(f"no derivative is defined for the scalar function {name!r}")
         return Dual(p, self.h.mul(x.t, _UNARY_DERIV[name](self.h, x.p, p)))
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise UnsupportedError(f"no derivative is defined for the scalar operation {name!r}")
-
-
-def _flat(name: str):
-    def fn(self: DualHandler, *xs: Dual) -> Dual:
-        return Dual(getattr(self.h, name)(*(x.p for x in xs)))
-
-    fn.__name__ = name
-    return fn
-
-
-# piecewise-constant functions and predicates: their tangent is zero
-for _name in ("floor", "ceil", "round", "trunc", "sign", "isnan", "isinf", "isposinf", "isneginf", "lt", "le", "gt",
-              "ge", "eq", "ne", "logical_and", "logical_or", "logical_xor", "logical_not", "bit_and", "bit_or",
-              "bit_xor", "bit_not", "shl", "shr"):  # fmt: skip
-    setattr(DualHandler, _name, _flat(_name))

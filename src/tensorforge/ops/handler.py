@@ -3,18 +3,88 @@
 An elementwise op is defined once, as a function ``body(h, attrs, *xs)`` over a handler ``h``. Run with
 ``NumpyHandler`` it is the op's reference semantics (and constant folding); run with the kernel-IR
 handler in ``lower/elementwise.py`` it is the op's lowering; the autodiff rules reuse it to build
-gradient bodies. (PyTorch Inductor's ``ops`` handlers work the same way.)
+gradient bodies (``ops/dual.py``). (PyTorch Inductor's ``ops`` handlers work the same way.)
+
+Every handler is a ``ScalarHandler``: the protocol lists the vocabulary, most of which comes from the
+scalar-op table (``ir/scalar_ops.py``).
 """
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from ..ir.dtype import DType
+from ..ir.scalar_ops import VOCABULARY, Kind, ScalarOp, keep_dtype, scalar_op
 
 
-class NumpyHandler:
-    """Evaluate op bodies on numpy arrays, keeping ONNX dtype semantics."""
+def _vocabulary_method(name: str, op: ScalarOp):
+    def method(self, *xs):
+        return self.table_op(name, op, *xs)
+
+    method.__name__ = name
+    method.__doc__ = f"The scalar op {op.name!r} ({op.kind.value})."
+    return method
+
+
+class ScalarHandler(abc.ABC):
+    """The op-body vocabulary:
+
+    * every name of ``VOCABULARY`` (from the scalar-op table, e.g. ``add``, ``lt``, ``exp``, ``bit_and``): a
+      subclass gets a method calling ``table_op(name, op, *xs)`` for each name it does not define itself;
+    * ``unary(name, x)``: any unary op of the table by name (``tan``, ``asin``, ...);
+    * the abstract methods below: dtypes, constants, conversions, ``select`` and ``fma``.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, op in VOCABULARY.items():
+            if not hasattr(cls, name):
+                setattr(cls, name, _vocabulary_method(name, op))
+
+    @abc.abstractmethod
+    def table_op(self, name: str, op: ScalarOp, *xs):
+        """``op`` of the scalar-op table applied to ``xs``, asked for by its vocabulary name ``name``."""
+
+    def unary(self, name: str, x):
+        return self.table_op(name, scalar_op(name, Kind.UNARY), x)
+
+    @staticmethod
+    @abc.abstractmethod
+    def dtype(x) -> DType:
+        """The dtype of a value."""
+
+    @abc.abstractmethod
+    def const(self, value, like):
+        """``value`` as a constant of ``like``'s dtype."""
+
+    @abc.abstractmethod
+    def const_of(self, value, dtype: DType):
+        """``value`` as a constant of ``dtype``."""
+
+    @abc.abstractmethod
+    def cast(self, x, dtype: DType):
+        """``x`` converted to ``dtype`` (float to integer truncates toward zero)."""
+
+    @abc.abstractmethod
+    def bitcast(self, x, dtype: DType):
+        """The bits of ``x`` read as ``dtype`` (of the same width)."""
+
+    @abc.abstractmethod
+    def select(self, c, a, b):
+        """``a`` where ``c`` holds, else ``b``."""
+
+    @abc.abstractmethod
+    def fma(self, a, b, c):
+        """``a * b + c``."""
+
+
+class NumpyHandler(ScalarHandler):
+    """Evaluate op bodies on numpy arrays, keeping ONNX dtype semantics (the table's numpy semantics)."""
+
+    def table_op(self, name: str, op: ScalarOp, *xs):
+        return op.numpy(*xs)
 
     @staticmethod
     def dtype(x) -> DType:
@@ -36,139 +106,7 @@ class NumpyHandler:
     def bitcast(self, x, dtype: DType):
         return np.ascontiguousarray(x).view(dtype.np).reshape(np.shape(x))
 
-    def add(self, a, b):
-        return _keep(np.add(a, b), a)
-
-    def sub(self, a, b):
-        return _keep(np.subtract(a, b), a)
-
-    def mul(self, a, b):
-        return _keep(np.multiply(a, b), a)
-
-    def div(self, a, b):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.dtype.kind in "iu":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                q = np.floor_divide(a, b)
-                r = np.remainder(a, b)
-                adj = (r != 0) & ((a < 0) ^ (b < 0))
-                return (q + adj.astype(q.dtype)).astype(a.dtype)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _keep(np.divide(a, b), a)
-
-    def fmod(self, a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _keep(np.fmod(a, b), a)
-
-    def mod(self, a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return _keep(np.mod(a, b), a)
-
-    def pow(self, a, b):
-        with np.errstate(all="ignore"):
-            return _keep(np.power(a, b), a)
-
-    def min(self, a, b):
-        return _keep(np.minimum(a, b), a)
-
-    def max(self, a, b):
-        return _keep(np.maximum(a, b), a)
-
-    def neg(self, x):
-        return np.negative(x)
-
-    def abs(self, x):
-        return np.abs(x)
-
-    def exp(self, x):
-        with np.errstate(over="ignore"):
-            return np.exp(x)
-
-    def log(self, x):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(x)
-
-    def sqrt(self, x):
-        with np.errstate(invalid="ignore"):
-            return np.sqrt(x)
-
-    def tanh(self, x):
-        return np.tanh(x)
-
-    def sigmoid(self, x):
-        x = np.asarray(x)
-        with np.errstate(over="ignore"):
-            return _keep(1.0 / (1.0 + np.exp(-x)), x)
-
-    def erf(self, x):
-        import math
-
-        x = np.asarray(x)
-        return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x.copy()
-
-    def floor(self, x):
-        return np.floor(x)
-
-    def ceil(self, x):
-        return np.ceil(x)
-
-    def round(self, x):
-        return np.round(x)
-
-    def trunc(self, x):
-        return np.trunc(x)
-
-    def sign(self, x):
-        return np.sign(x)
-
-    def recip(self, x):
-        x = np.asarray(x)
-        with np.errstate(divide="ignore"):
-            return _keep(1.0 / x, x)
-
-    def sin(self, x):
-        return np.sin(x)
-
-    def cos(self, x):
-        return np.cos(x)
-
-    def unary(self, name: str, x):
-        fn = {"tan": np.tan, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh,
-              "cosh": np.cosh, "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh,
-              "log1p": np.log1p, "expm1": np.expm1}[name]  # fmt: skip
-        with np.errstate(all="ignore"):
-            return fn(x)
-
-    def isnan(self, x):
-        return np.isnan(x)
-
-    def isinf(self, x):
-        return np.isinf(x)
-
-    def isposinf(self, x):
-        return np.isposinf(x)
-
-    def isneginf(self, x):
-        return np.isneginf(x)
-
-    def lt(self, a, b):
-        return np.less(a, b)
-
-    def le(self, a, b):
-        return np.less_equal(a, b)
-
-    def gt(self, a, b):
-        return np.greater(a, b)
-
-    def ge(self, a, b):
-        return np.greater_equal(a, b)
-
-    def eq(self, a, b):
-        return np.equal(a, b)
-
-    def ne(self, a, b):
-        return np.not_equal(a, b)
-
+    # the table's and/or/xor/not on bool, with numpy's truth-value semantics on other inputs
     def logical_and(self, a, b):
         return np.logical_and(a, b)
 
@@ -181,36 +119,11 @@ class NumpyHandler:
     def logical_not(self, a):
         return np.logical_not(a)
 
-    def bit_and(self, a, b):
-        return np.bitwise_and(a, b)
-
-    def bit_or(self, a, b):
-        return np.bitwise_or(a, b)
-
-    def bit_xor(self, a, b):
-        return np.bitwise_xor(a, b)
-
-    def bit_not(self, a):
-        return np.invert(a)
-
-    def shl(self, a, b):
-        return np.left_shift(a, b)
-
-    def shr(self, a, b):
-        return np.right_shift(a, b)
-
     def select(self, c, a, b):
-        return _keep(np.where(c, a, b), a)
+        return keep_dtype(np.where(c, a, b), a)
 
     def fma(self, a, b, c):
         return self.add(self.mul(a, b), c)
-
-
-def _keep(r, like):
-    """numpy may promote (e.g. int8 * int8 scalar); ONNX keeps the input dtype."""
-    like = np.asarray(like)
-    r = np.asarray(r)
-    return r.astype(like.dtype, copy=False) if r.dtype != like.dtype else r
 
 
 NUMPY = NumpyHandler()

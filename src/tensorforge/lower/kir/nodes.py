@@ -1,0 +1,325 @@
+"""Kernel-IR nodes: expressions, statements, buffers and kernels (see the package docstring)."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+from ...ir.dtype import DType
+from ...ir.scalar_ops import SCALAR_OPS
+
+I64 = DType.I64
+BOOL = DType.BOOL
+
+
+class LoopKind(enum.Enum):
+    SERIAL = "for"
+    PARALLEL = "parallel for"
+    VECTOR = "vector for"
+    UNROLL = "unroll for"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Expressions
+# ---------------------------------------------------------------------------------------------------
+
+
+def _build():
+    from . import build  # the constructors (build.py imports this module)
+
+    return build
+
+
+class Expr:
+    """Base of all expressions. Arithmetic operators build (and locally simplify) ``Bin`` nodes."""
+
+    __slots__ = ()
+    dtype: DType
+    lanes: int
+
+    def __add__(self, o):
+        return _build().binop("add", self, o)
+
+    def __radd__(self, o):
+        return _build().binop("add", o, self)
+
+    def __sub__(self, o):
+        return _build().binop("sub", self, o)
+
+    def __rsub__(self, o):
+        return _build().binop("sub", o, self)
+
+    def __mul__(self, o):
+        return _build().binop("mul", self, o)
+
+    def __rmul__(self, o):
+        return _build().binop("mul", o, self)
+
+    def __truediv__(self, o):
+        return _build().binop("div", self, o)
+
+    def __rtruediv__(self, o):
+        return _build().binop("div", o, self)
+
+    def __floordiv__(self, o):
+        return _build().binop("floordiv", self, o)
+
+    def __mod__(self, o):
+        return _build().binop("mod", self, o)
+
+    def __neg__(self):
+        return _build().unop("neg", self)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Const(Expr):
+    value: int | float | bool
+    dtype: DType = I64
+    lanes: int = 1
+
+
+_var_ids = itertools.count()
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Var(Expr):
+    name: str
+    dtype: DType = I64
+    lanes: int = 1
+    uid: int = field(default_factory=lambda: next(_var_ids))
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Buffer:
+    """A flat array a kernel reads or writes; the runtime binds it to a pointer."""
+
+    name: str
+    dtype: DType
+    numel: int
+
+    def __getitem__(self, index) -> Load:
+        return Load(self, _build().as_expr(index))
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Load(Expr):
+    """``buf[index]``; with ``lanes > 1`` and a scalar index, ``lanes`` contiguous elements; with a
+    vector index, a gather. A vector ``mask`` (bool lanes) reads only the lanes that are set (the others
+    are 0 and their addresses are never touched)."""
+
+    buf: Buffer
+    index: Expr
+    lanes: int = 1
+    mask: Expr | None = None
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.buf.dtype
+
+
+class _ScalarOpExpr(Expr):
+    """``op`` of the scalar-op table applied to ``a`` (and ``b``): the table gives the result dtype."""
+
+    __slots__ = ()
+    op: str
+    a: Expr
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return BOOL if SCALAR_OPS[self.op].predicate else self.a.dtype
+
+
+class _BinaryOpExpr(_ScalarOpExpr):
+    __slots__ = ()
+    b: Expr
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return max(self.a.lanes, self.b.lanes)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Bin(_BinaryOpExpr):
+    op: str
+    a: Expr
+    b: Expr
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Cmp(_BinaryOpExpr):
+    op: str
+    a: Expr
+    b: Expr
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Un(_ScalarOpExpr):
+    op: str
+    a: Expr
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.a.lanes
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Select(Expr):
+    cond: Expr
+    a: Expr
+    b: Expr
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.a.dtype
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return max(self.cond.lanes, self.a.lanes, self.b.lanes)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Cast(Expr):
+    a: Expr
+    dtype: DType
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return self.a.lanes
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Bitcast(Cast):
+    """The same bits read as another type of the same width (ONNX BitCast); a Cast everywhere else."""
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Fma(Expr):
+    """a * b + c, fused (one rounding)."""
+
+    a: Expr
+    b: Expr
+    c: Expr
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.c.dtype
+
+    @property
+    def lanes(self) -> int:  # type: ignore[override]
+        return max(self.a.lanes, self.b.lanes, self.c.lanes)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Broadcast(Expr):
+    a: Expr
+    lanes: int
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.a.dtype
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Ramp(Expr):
+    """The vector ``base, base+stride, ..., base+(lanes-1)*stride`` (i64)."""
+
+    base: Expr
+    stride: int
+    lanes: int
+    dtype = I64
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class HReduce(Expr):
+    """Reduce the lanes of a vector to a scalar with ``op``, a reducible op of the scalar-op table."""
+
+    op: str
+    a: Expr
+    lanes = 1
+
+    @property
+    def dtype(self) -> DType:  # type: ignore[override]
+        return self.a.dtype
+
+
+# ---------------------------------------------------------------------------------------------------
+# Statements
+# ---------------------------------------------------------------------------------------------------
+
+
+class Stmt:
+    __slots__ = ()
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Store(Stmt):
+    """``buf[index] = value``; vector forms as ``Load``, and a ``mask`` writes only the lanes set."""
+
+    buf: Buffer
+    index: Expr
+    value: Expr
+    mask: Expr | None = None
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Seq(Stmt):
+    body: tuple[Stmt, ...]
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class For(Stmt):
+    var: Var
+    start: Expr
+    stop: Expr
+    body: Stmt
+    kind: LoopKind = LoopKind.SERIAL
+    step: int = 1
+    lanes: int = 1  # vector width for VECTOR loops
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Decl(Stmt):
+    """Declare a mutable local variable with an initial value (lives until the end of the kernel)."""
+
+    var: Var
+    init: Expr
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Assign(Stmt):
+    var: Var
+    value: Expr
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class If(Stmt):
+    cond: Expr
+    then: Stmt
+    orelse: Stmt | None = None
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Prefetch(Stmt):
+    """Hint to bring ``buf[index]`` into cache (no semantic effect)."""
+
+    buf: Buffer
+    index: Expr
+
+
+@dataclass(eq=False)
+class Kernel:
+    """One function of generated code. ``labels`` name the graph nodes it implements."""
+
+    name: str
+    params: list[Buffer]
+    body: Stmt
+    labels: list[str] = field(default_factory=list)
+    flops: int = 0
+    bytes: int = 0  # bytes moved to/from memory at least once (for roofline numbers)
+    workspace: list[Buffer] = field(default_factory=list)  # scratch buffers (arena-backed)
+
+    def __str__(self) -> str:
+        from ..printer import format_kernel
+
+        return format_kernel(self)
