@@ -24,7 +24,7 @@ from tensorforge.lower.printer import format_expr
 from tensorforge.lower.vectorize import identity
 from tensorforge.ops.dual import Dual, DualHandler
 from tensorforge.ops.handler import NUMPY, NumpyHandler, ScalarHandler
-from tensorforge.runtime.jit import JitModule
+from tensorforge.runtime.jit import NativeCode, jit
 
 F32, F64, I32, I64, U8, BOOL = DType.F32, DType.F64, DType.I32, DType.I64, DType.U8, DType.BOOL
 N = 37  # a vector loop of 8 lanes: 4 vector iterations and a remainder of 5
@@ -237,8 +237,8 @@ def _inputs(rng, name: str, dt: DType, n: int) -> list[np.ndarray]:
 
 
 @functools.cache
-def _jit_kernels(kernels: tuple[K.Kernel, ...]) -> JitModule:
-    return JitModule(build_kernel_module(list(kernels), host()).ir, host())
+def _jit_kernels(kernels: tuple[K.Kernel, ...]) -> NativeCode:
+    return jit(build_kernel_module(list(kernels), host()), host())
 
 
 def _run(kernels: list[K.Kernel], arrays: list[list[np.ndarray]]) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
 
 from ..errors import CompileError
 from ..lower.kir import Kernel
 from ..lower.program import Program
+from ..lower.vectorize import vectorize_kernel
 from .llvm import ModuleBuilder
 from .targets import Target
 
@@ -28,18 +28,9 @@ def _init_llvm() -> None:
     llvm.initialize_all_asmprinters()
 
 
-@dataclass
-class LLVMModule:
-    target: Target
-    ir: str  # unoptimized LLVM IR text
-    kernel_names: list[str]
-    kernel_labels: dict[str, list[str]]
-    aliases: dict[str, str] = field(default_factory=dict)  # kernel -> the identical kernel whose code it runs
-
-
 def build_module(program: Program, code: list[Kernel | None], aliases: dict[str, str],
-                 target: Target | None = None) -> LLVMModule:  # fmt: skip
-    """The LLVM module of a program: one function per kernel of ``code`` (the program's kernels with their
+                 target: Target | None = None) -> str:  # fmt: skip
+    """The LLVM IR text of a program's module: one function per kernel of ``code`` (the program's kernels with their
     vector loops made explicit; None for a kernel that runs the function of the identical kernel named in
     ``aliases``), then on CPUs the entry ``tf_run`` calling them in order, its profiling twin and the
     Python-call entry."""
@@ -55,8 +46,16 @@ def build_module(program: Program, code: list[Kernel | None], aliases: dict[str,
         entry = mb.add_entry(ENTRY, calls)
         mb.add_entry(PROFILE_ENTRY, calls, profile=True)
         mb.add_py_entry(PY_ENTRY, entry, len(program.inputs), len(program.outputs), NUMPY_DATA_OFFSET)
-    return LLVMModule(target, mb.ir_text(), [k.name for k in program.kernels],
-                      {k.name: k.labels for k in program.kernels}, aliases)  # fmt: skip
+    return mb.ir_text()
+
+
+def build_kernel_module(kernels: list[Kernel], target: Target, name: str = "kernels") -> str:
+    """LLVM IR of standalone kernels (vector loops made explicit, each an external function taking one
+    pointer per buffer, no entry): for testing kernels one by one."""
+    mb = ModuleBuilder(target, name)
+    for k in kernels:
+        mb.add_kernel(vectorize_kernel(k, 1 if target.is_gpu else None, target.masked_ops), internal=False)
+    return mb.ir_text()
 
 
 def target_machine(target: Target, jit: bool = False, opt: int = 3) -> llvm.TargetMachine:

@@ -215,7 +215,7 @@ def _vectorize(b: Build) -> None:
 
 
 def _llvm(b: Build) -> None:
-    b.llvm_ir = build_module(b.program, b.code, b.aliases, b.target).ir
+    b.llvm_ir = build_module(b.program, b.code, b.aliases, b.target)
 
 
 def _object(b: Build) -> None:

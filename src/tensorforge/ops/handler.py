@@ -15,7 +15,7 @@ import abc
 
 import numpy as np
 
-from ..ir.dtype import DType
+from ..ir.dtype import DType, is_float_dtype
 from ..ir.scalar_ops import VOCABULARY, Kind, ScalarOp, keep_dtype, scalar_op
 
 
@@ -98,7 +98,7 @@ class NumpyHandler(ScalarHandler):
 
     def cast(self, x, dtype: DType):
         x = np.asarray(x)
-        if dtype.is_int and x.dtype.kind == "f":
+        if dtype.is_int and is_float_dtype(x.dtype):
             with np.errstate(invalid="ignore"):
                 return np.trunc(x).astype(dtype.np)
         return x.astype(dtype.np)
