@@ -151,3 +151,10 @@ def test_cache_keeps_to_its_size_limit(cache, monkeypatch, rng):
     m = tfg.compile(mlp(seed=11))
     assert not m.cache_hit
     np.testing.assert_array_equal(m(x), want)
+
+
+def test_identical_files_keep_their_own_names(cache, tmp_path):
+    onnx.save(mlp(seed=13), str(tmp_path / "first.onnx"))
+    onnx.save(mlp(seed=13), str(tmp_path / "second.onnx"))
+    assert tfg.compile(str(tmp_path / "first.onnx")).name == "first"
+    assert tfg.compile(str(tmp_path / "second.onnx")).name == "second"

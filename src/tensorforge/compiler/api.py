@@ -8,6 +8,7 @@ compiles each static segment through ``compile_graph`` on first use.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 
@@ -52,6 +53,8 @@ def _key(model, target: Target, options: Options, name, state, until: str) -> st
     if cache.cache_dir() is None:
         return None
     digest = cache.model_digest(model)
+    if name is None and isinstance(model, str | os.PathLike):  # the importer names a model after its file
+        name = os.path.splitext(os.path.basename(os.fspath(model)))[0]
     return None if digest is None else cache.artifact_key(digest, name, target, options, state, until)
 
 

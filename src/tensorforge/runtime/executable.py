@@ -23,6 +23,7 @@ import threading
 import numpy as np
 
 from ..codegen.emit import ENTRY, NUMPY_DATA_OFFSET, PROFILE_ENTRY, PY_ENTRY
+from ..errors import CompileError
 from ..ir.signature import InputSpec
 from .artifact import Artifact
 from .jit import NativeCode, default_num_threads
@@ -53,7 +54,8 @@ class _Code:
 
     def __init__(self, artifact: Artifact, const_table, arena_ptr: int, n_args: int):
         if artifact.object is None:
-            raise ValueError(f"artifact '{artifact.name}' has no object code (compiled for {artifact.target.name})")
+            raise CompileError(f"artifact '{artifact.name}' has no object code (it was compiled for "
+                               f"{artifact.target.name} up to LLVM IR)")  # fmt: skip
         self.native = NativeCode(artifact.object, artifact.target)
         self.run = _RUN(self.native.address(ENTRY))
         self.profile = _PROFILE(self.native.address(PROFILE_ENTRY))
