@@ -97,6 +97,8 @@ class Executable:
         self._retired: list[_Code] = []  # earlier builds stay mapped: a caller may still be inside one
         self._pending: _Code | None = None
         self._upgrading: threading.Thread | None = None
+        # what a call allocates per output: (shape, dtype, constant value or None)
+        self._out_alloc = [(s.shape, s.dtype.np, p.const_outputs.get(i)) for i, s in enumerate(self.outputs)]
         self.num_threads = num_threads or default_num_threads()
 
     def _load(self, artifact: Artifact) -> _Code:
@@ -116,12 +118,9 @@ class Executable:
     # -- running --------------------------------------------------------------------------------------
     def call(self, xs: list[np.ndarray]) -> list[np.ndarray]:
         """Run on checked input arrays; returns fresh output arrays."""
-        outs = []
-        for i, spec in enumerate(self.outputs):
-            c = self.program.const_outputs.get(i)
-            outs.append(np.array(c, copy=True) if c is not None else np.empty(spec.shape, spec.dtype.np))
+        outs = [np.empty(shape, dt) if c is None else np.array(c, copy=True) for shape, dt, c in self._out_alloc]
         with self._lock:
-            code = self._current()
+            code = self._code if self._pending is None else self._current()
             if code.fast is not None:
                 code.fast(*xs, *outs)
             else:
