@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 PYTEST_ARGS ?=
 JOBS ?= auto
+FUZZ_MINUTES ?= 10
 
-.PHONY: setup demo test test-all lint bench conformance clean
+.PHONY: setup demo test test-all lint bench conformance fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +33,9 @@ lint: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	OMP_WAIT_POLICY=PASSIVE env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/run_all.py $(BENCH)
+
+fuzz: setup
+	$(BIN)/python tools/fuzz.py --minutes $(FUZZ_MINUTES)
 
 conformance: setup
 	$(BIN)/python tools/conformance.py $(CONFORMANCE_ARGS)
