@@ -158,3 +158,26 @@ def test_identical_files_keep_their_own_names(cache, tmp_path):
     onnx.save(mlp(seed=13), str(tmp_path / "second.onnx"))
     assert tfg.compile(str(tmp_path / "first.onnx")).name == "first"
     assert tfg.compile(str(tmp_path / "second.onnx")).name == "second"
+
+
+class _Payload:
+    """Unpickling this writes a file: proof that a cache entry executed code."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_cache_entries_never_execute_code(cache, tmp_path):
+    import pickle
+
+    marker = tmp_path / "executed"
+    model = mlp(seed=14)
+    tfg.compile(model)
+    (entry,) = _entries(cache)
+    entry.write_bytes(pickle.dumps(_Payload(str(marker))))  # what an attacker with write access could put
+    with pytest.warns(RuntimeWarning, match="damaged compile-cache entry"):
+        assert not tfg.compile(model).cache_hit
+    assert not marker.exists()
