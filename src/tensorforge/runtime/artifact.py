@@ -38,12 +38,13 @@ from ..codegen.targets import Target
 from ..errors import TensorforgeError
 from ..ir.dtype import DType
 from ..ir.graph import Graph
+from ..lower.checks import RangeCheck
 from ..lower.kir import Kernel, Seq
 from ..lower.program import BufInfo, BufKind, Program
 from ..util.files import atomic_write
 
 MAGIC = b"TENSORFORGE\x00"
-FORMAT = 1
+FORMAT = 2  # 2: the entry returns a status; the program carries its run-time checks
 ALIGN = 64
 
 
@@ -214,6 +215,9 @@ def _program_header(p: Program, consts: list, const_outputs: dict) -> dict:
         "state": [[o, i] for o, i in p.state.items()],
         "peak_bytes": p.peak_bytes,
         "in_place": p.in_place,
+        "checks": [c.to_json() for c in p.checks],
+        "check_kernels": p.check_kernels,
+        "status_offset": p.status_offset,
     }
 
 
@@ -317,7 +321,8 @@ class _Reader:
         state = {int(o): int(i) for o, i in p["state"]}
         return Program(p["name"], target, kernels, args, consts, p["arena_bytes"], p["intermediate_bytes"],
                        _specs(p["inputs"]), _specs(p["outputs"]), buffers, const_outputs, state, p["peak_bytes"],
-                       p["in_place"])  # fmt: skip
+                       p["in_place"], [RangeCheck.from_json(c) for c in p["checks"]], list(p["check_kernels"]),
+                       int(p["status_offset"]))  # fmt: skip
 
     def graph(self, text: str) -> Graph:
         from ..ir.parser import parse_graph

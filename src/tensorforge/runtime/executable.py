@@ -10,9 +10,12 @@ every intermediate, and offers two ways in:
 * ``bind_input``/``bind_output`` + ``run_bound()``: arrays bound to slots once and reused (a training step's
   parameters and optimizer state, updated in place by the code; a new batch only swaps a pointer).
 
-The arrays must already have been checked (``ir/signature.py``): the code trusts the tables. ``profile_kernels``
-runs the module's timestamping entry. ``upgrade`` swaps in another build of the same program (an
-optimized tier compiled in the background) between two calls.
+The arrays must already have been checked (``ir/signature.py``): the code trusts the tables. What only the
+data can show — an index out of range — the code checks itself (``lower/checks.py``): the entry returns a
+non-zero status, and the call raises ``DataError`` with the message of the failing check, read from the
+status word the code left in the arena. ``profile_kernels`` runs the module's timestamping entry.
+``upgrade`` swaps in another build of the same program (an optimized tier compiled in the background)
+between two calls.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import threading
 import numpy as np
 
 from ..codegen.emit import ENTRY, NUMPY_DATA_OFFSET, PROFILE_ENTRY, PY_ENTRY
-from ..errors import CompileError
+from ..errors import CompileError, DataError
 from ..ir.signature import InputSpec
+from ..lower.checks import STATUS_WORDS
 from .artifact import Artifact
 from .jit import NativeCode, default_num_threads
 
-_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-_PROFILE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))
+_RUN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_PROFILE = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * 5))
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -66,7 +70,7 @@ class _Code:
                 const_table
             )
             ctypes.c_void_p.from_address(self.native.global_address("tf_arena_ptr")).value = arena_ptr
-            self.fast = ctypes.CFUNCTYPE(None, *([ctypes.py_object] * n_args))(self.native.address(PY_ENTRY))
+            self.fast = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.py_object] * n_args))(self.native.address(PY_ENTRY))
 
 
 class Executable:
@@ -122,14 +126,16 @@ class Executable:
         with self._lock:
             code = self._code if self._pending is None else self._current()
             if code.fast is not None:
-                code.fast(*xs, *outs)
+                rc = code.fast(*xs, *outs)
             else:
                 for i, x in enumerate(xs):
                     self._in[i] = _ptr(x)
                 for i, o in enumerate(outs):
                     self._out[i] = _ptr(o)
-                code.run(self._in, self._out, self._const_table, self._arena_ptr)
+                rc = code.run(self._in, self._out, self._const_table, self._arena_ptr)
                 self._restore_bound()
+            if rc:
+                raise self._error(rc)
         return outs
 
     def bind_input(self, i: int, a: np.ndarray) -> None:
@@ -144,7 +150,18 @@ class Executable:
     def run_bound(self) -> None:
         """Run on the bound arrays."""
         with self._lock:
-            self._current().run(self._in, self._out, self._const_table, self._arena_ptr)
+            rc = self._current().run(self._in, self._out, self._const_table, self._arena_ptr)
+            if rc:
+                raise self._error(rc)
+
+    def _error(self, rc: int) -> DataError:
+        """The error a run returned ``rc`` for, from the status word it left in the arena (lock held)."""
+        p = self.program
+        if p.status_offset >= 0:
+            code, check, value, pos = (ctypes.c_int64 * STATUS_WORDS).from_address(self._arena_ptr + p.status_offset)
+            if code == rc and 0 <= check < len(p.checks):
+                return DataError(p.checks[check].message(self.name, value, pos))
+        return DataError(f"model '{self.name}': the generated code failed with status {rc} (no check recorded it)")
 
     def _restore_bound(self) -> None:
         for i, a in enumerate(self._bound_in):
@@ -171,7 +188,9 @@ class Executable:
                     self._out[i] = _ptr(o)
             try:
                 for r in range(warmup + max(1, repeat)):
-                    self._code.profile(self._in, self._out, self._const_table, self._arena_ptr, _ptr(times))
+                    rc = self._code.profile(self._in, self._out, self._const_table, self._arena_ptr, _ptr(times))
+                    if rc:
+                        raise self._error(rc)
                     if r >= warmup:
                         samples.append(np.diff(times) * 1e-9)
             finally:
