@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import threading
 
 import llvmlite.binding as llvm
@@ -12,6 +13,7 @@ from ..errors import CompileError
 from ..lower.kir import Kernel
 from ..lower.program import Program
 from ..lower.vectorize import vectorize_kernel
+from ..util.forksafe import renew_in_child
 from .llvm import ModuleBuilder
 from .targets import Target
 
@@ -19,7 +21,8 @@ ENTRY = "tf_run"
 PROFILE_ENTRY = "tf_run_profile"  # tf_run plus a table of per-kernel timestamps (runtime/profile.py)
 PY_ENTRY = "tf_call"
 NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data) on 64-bit CPython (checked at run time)
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # llvmlite lets one thread into LLVM at a time
+renew_in_child(sys.modules[__name__], "_LOCK")
 
 
 @functools.cache

@@ -42,6 +42,7 @@ from ..lower.checks import RangeCheck
 from ..lower.kir import Kernel, Seq
 from ..lower.program import BufInfo, BufKind, Program
 from ..util.files import atomic_write
+from ..util.forksafe import renew_in_child
 
 MAGIC = b"TENSORFORGE\x00"
 FORMAT = 2  # 2: the entry returns a status; the program carries its run-time checks
@@ -231,6 +232,7 @@ class _Reader:
         except OSError as e:
             raise ArtifactError(f"cannot open artifact {path!r}: {e}") from None
         self.lock = threading.Lock()
+        renew_in_child(self, "lock")
         self.kernel_texts: list[str] | None = None
         size = os.fstat(self.f.fileno()).st_size
         fixed = len(MAGIC) + 8 + 32

@@ -16,6 +16,9 @@ non-zero status, and the call raises ``DataError`` with the message of the faili
 status word the code left in the arena. ``profile_kernels`` runs the module's timestamping entry.
 ``upgrade`` swaps in another build of the same program (an optimized tier compiled in the background)
 between two calls.
+
+A process that forks while another thread is inside a call would leave the child a lock nobody will ever
+release: the child gets a new lock (``util/forksafe.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..codegen.emit import ENTRY, NUMPY_DATA_OFFSET, PROFILE_ENTRY, PY_ENTRY
 from ..errors import CompileError, DataError
 from ..ir.signature import InputSpec
 from ..lower.checks import STATUS_WORDS
+from ..util.forksafe import renew_in_child
 from .artifact import Artifact
 from .jit import NativeCode, default_num_threads
 
@@ -97,6 +101,7 @@ class Executable:
         self._bound_in: list[np.ndarray | None] = [None] * len(self.inputs)
         self._bound_out: list[np.ndarray | None] = [None] * len(self.outputs)
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
         self._code = self._load(artifact)
         self._retired: list[_Code] = []  # earlier builds stay mapped: a caller may still be inside one
         self._pending: _Code | None = None

@@ -36,6 +36,7 @@ from ..ir.signature import InputSpec, check_array
 from ..runtime.executable import Executable
 from ..runtime.jit import default_num_threads
 from ..util.files import atomic_write
+from ..util.forksafe import renew_in_child
 from .optim import SGD, Optimizer
 
 SERIAL_FLOPS = 20_000_000  # work per step (FLOPs) below which one thread is faster
@@ -107,6 +108,7 @@ class TrainingStep:
         self._variants: dict[tuple, _Variant] = {}
         self._predict: dict[tuple, Executable] = {}
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
         self._num_threads = int(num_threads) if num_threads else None  # None: chosen per compiled step
         self.steps = 0
 
