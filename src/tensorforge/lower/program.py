@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codegen.targets import Target
-from ..errors import CompileError, ShapeError, UnsupportedError, node_context
+from ..errors import CompileError, ShapeError, TensorforgeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, Value
 from ..ops.registry import Pattern, get_op
@@ -369,7 +369,7 @@ class ProgramBuilder:
                 if ctx.stores_once:  # the rule guarantees each output element is stored exactly once
                     self.single_store.add(id(k))
                 return
-        except (CompileError, UnsupportedError):
+        except TensorforgeError:  # the model's own errors (a constant index out of range) pass unwrapped
             raise
         except Exception as e:
             raise CompileError(f"{node_context(self.g.name, node.name, op)}: lowering failed: "
