@@ -140,7 +140,7 @@ class Executable:
                 rc = code.run(self._in, self._out, self._const_table, self._arena_ptr)
                 self._restore_bound()
             if rc:
-                raise self._error(rc)
+                raise self._error()
         return outs
 
     def bind_input(self, i: int, a: np.ndarray) -> None:
@@ -157,16 +157,14 @@ class Executable:
         with self._lock:
             rc = self._current().run(self._in, self._out, self._const_table, self._arena_ptr)
             if rc:
-                raise self._error(rc)
+                raise self._error()
 
-    def _error(self, rc: int) -> DataError:
-        """The error a run returned ``rc`` for, from the status word it left in the arena (lock held)."""
+    def _error(self) -> DataError:
+        """The error of a run that returned a non-zero status (only a failing check does), from the status
+        word the check left in the arena (lock held)."""
         p = self.program
-        if p.status_offset >= 0:
-            code, check, value, pos = (ctypes.c_int64 * STATUS_WORDS).from_address(self._arena_ptr + p.status_offset)
-            if code == rc and 0 <= check < len(p.checks):
-                return DataError(p.checks[check].message(self.name, value, pos))
-        return DataError(f"model '{self.name}': the generated code failed with status {rc} (no check recorded it)")
+        _, check, value, pos = (ctypes.c_int64 * STATUS_WORDS).from_address(self._arena_ptr + p.status_offset)
+        return DataError(p.checks[check].message(self.name, value, pos))
 
     def _restore_bound(self) -> None:
         for i, a in enumerate(self._bound_in):
@@ -195,7 +193,7 @@ class Executable:
                 for r in range(warmup + max(1, repeat)):
                     rc = self._code.profile(self._in, self._out, self._const_table, self._arena_ptr, _ptr(times))
                     if rc:
-                        raise self._error(rc)
+                        raise self._error()
                     if r >= warmup:
                         samples.append(np.diff(times) * 1e-9)
             finally:
