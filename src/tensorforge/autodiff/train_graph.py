@@ -164,15 +164,14 @@ def build_training_graph(g: Graph, loss: str, optimizer, params: Sequence[str], 
     mark = len(b.nodes)
     shared = optimizer.begin(ctx)
     new_params = [optimizer.update(ctx, w, gr, shared) for w, gr in zip(pvals, grads)]
-    b.label = "statistics"
-    new_stats = [b.op("Where", [step_ok, new, old], out=f"{old.name}_new") for old, new, _ in stats]
-    updating = b.nodes[mark:]
-    b.nodes = b.nodes[:mark]
+    updating, b.nodes = b.nodes[mark:], b.nodes[:mark]  # they read step_ok: after the check that defines it
     groups = [[p, *(v for v, _ in ctx.slots if ctx.owner.get(v.id) == p.name)] for p in pvals]
     groups += [[v] for v, _ in ctx.slots if v.id not in ctx.owner] + [[v] for v, _, _ in stats]
     tried = {v.id: new for v, new, _ in stats}  # a statistic's new value does not depend on ok
     check = _update_check(b, updating, ok, step_ok, groups, {**tried, **_new_values(ctx, pvals, new_params)})
     b.nodes += updating
+    b.label = "statistics"
+    new_stats = [b.op("Where", [step_ok, new, old], out=f"{old.name}_new") for old, new, _ in stats]
     slots = [Slot(p.name, np.array(initial[p.name]), "parameter") for p in pvals]
     slots += [s for _, s in ctx.slots]
     slots += [Slot(v.name, init, "statistic") for v, _, init in stats]
