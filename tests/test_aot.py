@@ -76,3 +76,67 @@ def test_export_cli(tmp_path):
     assert main(["export", "mlp", "-o", str(tmp_path), "--target", "host"]) == 0  # linked by this cc: its arch
     assert (tmp_path / "libmodel.so").exists() and (tmp_path / "model.h").exists()
     assert not list(tmp_path.glob(".tmp-export-*"))
+
+
+def test_index_errors_from_c(tmp_path, rng):
+    """tf_model_run returns TF_MODEL_ERROR_INDEX for an out-of-range index (workspace given or not) and
+    tf_model_error_message says where, as the Python runtime does; a valid call clears it."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [10, 4])
+    i = helper.make_tensor_value_info("i", TensorProto.INT64, [6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 4])
+    g = helper.make_graph([helper.make_node("Gather", ["x", "i"], ["y"], name="lookup")], "emb", [x, i], [y])
+    m = tfg.compile(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    m.export(str(tmp_path), "emb")
+    xs = rng.standard_normal((10, 4)).astype(np.float32)
+    ind = rng.integers(-10, 10, 6)
+    xs.tofile(tmp_path / "x.bin")
+    ind.tofile(tmp_path / "i.bin")
+    (tmp_path / "main.c").write_text(r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "emb.h"
+int main(void) {
+    static float x[TF_INPUT_X_NUMEL], y[TF_OUTPUT_Y_NUMEL];
+    static int64_t i[TF_INPUT_I_NUMEL];
+    char msg[512];
+    FILE *f = fopen("x.bin", "rb");
+    if (!f || fread(x, sizeof x, 1, f) != 1) return 2;
+    fclose(f);
+    f = fopen("i.bin", "rb");
+    if (!f || fread(i, sizeof i, 1, f) != 1) return 2;
+    fclose(f);
+    const void *in[] = {x, i};
+    void *out[] = {y};
+    void *ws = malloc(tf_model_workspace_size());
+    if (tf_model_run(in, out, ws) != TF_MODEL_OK || tf_model_error_message(msg, sizeof msg) != 0 || msg[0]) return 3;
+    f = fopen("y.bin", "wb");
+    fwrite(y, sizeof y, 1, f);
+    fclose(f);
+    i[4] = 10;
+    if (tf_model_run(in, out, NULL) != TF_MODEL_ERROR_INDEX) return 4;
+    printf("%d|%s\n", tf_model_error_message(msg, sizeof msg), msg);
+    i[4] = 0;
+    i[1] = -11;
+    if (tf_model_run(in, out, ws) != TF_MODEL_ERROR_INDEX) return 5;
+    tf_model_error_message(msg, sizeof msg);
+    printf("%s\n", msg);
+    i[1] = 0;
+    if (tf_model_run(in, out, ws) != TF_MODEL_OK || tf_model_error_message(msg, sizeof msg) != 0) return 6;
+    free(ws);
+    return 0;
+}
+""")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    subprocess.run([cc, "main.c", "-o", "main", "-I.", "-L.", "-lemb", "-Wl,-rpath,$ORIGIN"], cwd=tmp_path, check=True)
+    r = subprocess.run(["./main"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "y.bin", np.float32).reshape(6, 4), xs[ind])
+    first, second = r.stdout.splitlines()
+    n, text = first.split("|")
+    assert text == ("model 'emb', node 'lookup' (Gather): index 10 at indices [6] (flat position 4) is out of range "
+                    "[-10, 9] (axis 0 of the data has 10 entries)") and int(n) == len(text)  # fmt: skip
+    assert second.startswith("model 'emb', node 'lookup' (Gather): index -11 at indices [6] (flat position 1)")
+    hdr = (tmp_path / "emb.h").read_text()
+    assert "#define TF_MODEL_ERROR_INDEX 1" in hdr and "int tf_model_error_message(char *buf, size_t size);" in hdr

@@ -284,6 +284,30 @@ def test_pool(op, case, rng):
         check_model(one_node_model(op, {"x": x}, attrs), {"x": x}, rtol=1e-5, atol=1e-6)
 
 
+BAD_POOLS = [
+    ({"kernel_shape": [0, 2]}, r"kernel_shape must be positive, got \[0, 2\]"),
+    ({"kernel_shape": [2, -1]}, r"kernel_shape must be positive, got \[2, -1\]"),
+    ({"kernel_shape": [2, 2], "pads": [2, 0, 0, 0]}, r"pads \[2, 0, 0, 0\] must be smaller than kernel_shape "
+     r"\[2, 2\]: pad 2 at the start of spatial dim 0 >= kernel 2"),
+    ({"kernel_shape": [3, 2], "pads": [0, 0, 0, 5]}, r"pads \[0, 0, 0, 5\] must be smaller than kernel_shape "
+     r"\[3, 2\]: pad 5 at the end of spatial dim 1 >= kernel 2"),
+    ({"kernel_shape": [2, 2], "pads": [0, -1, 0, 0]}, r"pads must be non-negative, got \[0, -1, 0, 0\]"),
+]
+
+
+@pytest.mark.parametrize("attrs,message", BAD_POOLS, ids=lambda c: str(c))
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+def test_pool_attributes_rejected(op, attrs, message, rng):
+    """A window lying wholly in the padding (or no window) has no input: rejected at import with the node, op,
+    attribute, expected and actual value, never a tensor of -inf (ONNX Runtime rejects pads >= kernel too)."""
+    import tensorforge as tfg
+
+    x = rand(rng, (1, 2, 6, 6))
+    with pytest.raises(tfg.ShapeError, match=rf"model '{op.lower()}_test', node '{op.lower()}_node' \({op}\): "
+                       + message):  # fmt: skip
+        tfg.compile(one_node_model(op, {"x": x}, attrs))
+
+
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
 @pytest.mark.parametrize("shape", [(1, 3, 7, 7), (2, 17, 5, 9), (1, 4, 33)])
 def test_global_pool(op, shape, rng):

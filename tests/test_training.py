@@ -200,6 +200,37 @@ def test_bad_inputs_raise_and_change_nothing(rng):
     assert not _unchanged(step, before)
 
 
+@pytest.mark.parametrize("name,ours", [(o[0], o[1]) for o in OPTIMIZERS], ids=[o[0] for o in OPTIMIZERS])
+def test_an_update_that_overflows_changes_nothing(name, ours, rng):
+    """A huge learning rate overflows the parameters while the loss is finite: the step's ok covers the new
+    values too, so it raises, names what went non-finite and writes nothing; a sane rate then trains on."""
+    step = tfg.training_step(mlp(batch="N", sizes=SIZES, softmax=False), optimizer=ours())
+    x, y = _batches(rng, 1)[0]
+    step(100 * x, y)
+    before = step.state_dict()
+    step.optimizer.lr = 3e38
+    with pytest.raises(tfg.TrainingError, match=r"model 'mlp': step 2 would make parameter 'W1'.* non-finite \(the "
+                       r"loss, [-0-9.e+]+, is finite\); the parameters and optimizer state were left unchanged \(lower "
+                       r"the learning rate, 3e\+38\)"):  # fmt: skip
+        step(100 * x, y)
+    assert _unchanged(step, before) and step.steps == 1
+    assert all(np.isfinite(a).all() for a in step.state_dict().values())
+    step.optimizer.lr = 1e-3
+    step(x, y)
+    assert not _unchanged(step, before) and step.steps == 2
+
+
+def test_the_update_check_costs_one_fused_pass_per_parameter():
+    """The tentative update is computed inside the reduction that checks it (one kernel per parameter, nothing
+    of it stored), and the real update still writes in place."""
+    step = tfg.training_step(mlp(batch=8, sizes=SIZES), optimizer=tfg.optim.SGD(lr=0.1, momentum=0.9))
+    step(np.zeros((8, SIZES[0]), np.float32), np.zeros(8, np.int64))
+    kernels = next(iter(step._variants.values())).prog.program.kernels
+    checks = [k for k in kernels if any(lab.startswith("update check (MomentumUpdate)") for lab in k.labels)]
+    assert len(checks) == 4 and all(any(lab.endswith("(ReduceSum)") for lab in k.labels) for k in checks)
+    assert not [k for k in kernels if any(lab.startswith("state ") for lab in k.labels)]
+
+
 def test_fixed_batch_models_say_so(rng):
     step = tfg.training_step(mlp(batch=8, sizes=SIZES, softmax=False))
     x, y = _batches(rng, 1, 4)[0]

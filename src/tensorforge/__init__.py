@@ -14,6 +14,7 @@ from .compiler import Options, assembly, compile, load  # noqa: E402
 from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
+    DataError,
     InputError,
     ModelLoadError,
     ShapeError,
@@ -36,6 +37,7 @@ __all__ = [
     "CompileError",
     "CompiledModel",
     "DType",
+    "DataError",
     "DynamicModel",
     "Executable",
     "Graph",

@@ -46,6 +46,13 @@ class InputError(TensorforgeError):
     """A compiled model was called with missing, extra, or mismatched inputs."""
 
 
+class DataError(InputError):
+    """The generated code rejected a value computed from the inputs: an index, a length or a position
+    outside its valid range (a run-time check, ``lower/checks.py``). The inputs had the right names, dtypes
+    and shapes, so this is found only while running; nothing after the failing check ran, and the outputs of
+    the call are not returned. An ``InputError``: the data given caused it."""
+
+
 class TargetError(TensorforgeError):
     """Unknown or unsupported code-generation target."""
 

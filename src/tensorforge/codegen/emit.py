@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sys
 import threading
 
 import llvmlite.binding as llvm
@@ -12,6 +13,7 @@ from ..errors import CompileError
 from ..lower.kir import Kernel
 from ..lower.program import Program
 from ..lower.vectorize import vectorize_kernel
+from ..util.forksafe import renew_in_child
 from .llvm import ModuleBuilder
 from .targets import Target
 
@@ -19,7 +21,8 @@ ENTRY = "tf_run"
 PROFILE_ENTRY = "tf_run_profile"  # tf_run plus a table of per-kernel timestamps (runtime/profile.py)
 PY_ENTRY = "tf_call"
 NUMPY_DATA_OFFSET = 16  # offsetof(PyArrayObject_fields, data) on 64-bit CPython (checked at run time)
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # llvmlite lets one thread into LLVM at a time
+renew_in_child(sys.modules[__name__], "_LOCK")
 
 
 @functools.cache
@@ -32,8 +35,8 @@ def build_module(program: Program, code: list[Kernel | None], aliases: dict[str,
                  target: Target | None = None) -> str:  # fmt: skip
     """The LLVM IR text of a program's module: one function per kernel of ``code`` (the program's kernels with their
     vector loops made explicit; None for a kernel that runs the function of the identical kernel named in
-    ``aliases``), then on CPUs the entry ``tf_run`` calling them in order, its profiling twin and the
-    Python-call entry."""
+    ``aliases``), then on CPUs the entry ``tf_run`` calling them in order (returning the status of the run-time
+    checks, ``lower/checks.py``), its profiling twin and the Python-call entry."""
     target = target or program.target
     mb = ModuleBuilder(target, program.name)
     fns: dict[str, object] = {}
@@ -43,8 +46,9 @@ def build_module(program: Program, code: list[Kernel | None], aliases: dict[str,
             fns[k.name] = mb.add_kernel(vk, internal=not target.is_gpu)
         calls.append((fns[aliases.get(k.name, k.name)], args))
     if not target.is_gpu:
-        entry = mb.add_entry(ENTRY, calls)
-        mb.add_entry(PROFILE_ENTRY, calls, profile=True)
+        checks = (program.status_offset, program.check_kernels)
+        entry = mb.add_entry(ENTRY, calls, checks)
+        mb.add_entry(PROFILE_ENTRY, calls, checks, profile=True)
         mb.add_py_entry(PY_ENTRY, entry, len(program.inputs), len(program.outputs), NUMPY_DATA_OFFSET)
     return mb.ir_text()
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import CompileError, node_context
+from ..errors import CompileError, TensorforgeError, node_context
 from ..ir.graph import Node
 from ..ops.reduce import REDUCERS, reduce_axes
 from ..ops.registry import InferCtx, get_op
@@ -86,7 +86,7 @@ def lower_fused(b: ProgramBuilder, node: Node) -> None:
             _kernel(b, node, body)
         else:
             _rows(b, node, body)
-    except CompileError:
+    except TensorforgeError:
         raise
     except Exception as e:
         raise CompileError(f"{node_context(b.g.name, node.name, 'Fused')}: lowering the fused {kind} group failed: "

@@ -1,7 +1,12 @@
 """Lowering of Gather, GatherElements, GatherND, OneHot (index expressions: the index tensor is loaded and
 the data read at the computed position, fusable like any elementwise op) and ScatterElements / ScatterND
 (kernels: copy the data, then apply the updates in order, serially, so that duplicate indices combine
-as the reference does)."""
+as the reference does).
+
+Indices are checked at run time before the kernel that uses them (``LowerCtx.check_range``,
+``lower/checks.py``): out of range is an error, as in ONNX. The index expressions then only count
+negative indices from the end.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +22,16 @@ from .tensor import TExpr, View
 
 
 def norm_index(e: Expr, dim: int) -> Expr:
-    """A loaded index as i64, negative values counted from the end, clamped into [0, dim)."""
+    """A checked index as i64, negative values counted from the end."""
     e = K.cast(e, K.I64)
-    e = K.select(K.cmp("lt", e, Const(0)), K.binop("add", e, Const(dim)), e)
-    return clamp(e, 0, max(dim - 1, 0))
+    return K.select(K.cmp("lt", e, Const(0)), K.binop("add", e, Const(dim)), e)
+
+
+def check_indices(ctx: LowerCtx, ind: TExpr, dims: list[int], axes: list[int]) -> None:
+    """Every index in [-dim, dim - 1] of the data axis it selects (one axis for all, or one per position along
+    the last axis of ``ind``: GatherND / ScatterND index tuples)."""
+    ranges = [(-d, d - 1, f"axis {a} of the data has {d} entries") for d, a in zip(dims, axes)]
+    ctx.check_range(ind, "indices", "index", ranges)
 
 
 def _axis(node, rank: int) -> int:
@@ -35,8 +46,9 @@ def _gather_view(ctx: LowerCtx, node, ins):
     if x.view is None or ind.const is None or ind.const.ndim != 0:
         return None
     axis = _axis(node, x.rank)
+    check_indices(ctx, ind, [x.shape[axis]], [axis])
     i = int(ind.const)
-    i = min(max(i + x.shape[axis] if i < 0 else i, 0), x.shape[axis] - 1)
+    i = i + x.shape[axis] if i < 0 else i
     v = x.view
     shape = v.shape[:axis] + v.shape[axis + 1 :]
     strides = v.strides[:axis] + v.strides[axis + 1 :]
@@ -48,6 +60,7 @@ def _gather(ctx: LowerCtx, node, ins):
     x, ind = ins
     axis = _axis(node, x.rank)
     q = ind.rank
+    check_indices(ctx, ind, [x.shape[axis]], [axis])
 
     def fn(idx):
         pos = norm_index(ind(idx[axis : axis + q]), x.shape[axis])
@@ -60,6 +73,7 @@ def _gather(ctx: LowerCtx, node, ins):
 def _gather_elements(ctx: LowerCtx, node, ins):
     x, ind = ins
     axis = _axis(node, x.rank)
+    check_indices(ctx, ind, [x.shape[axis]], [axis])
 
     def fn(idx):
         src = list(idx)
@@ -76,6 +90,7 @@ def _gather_nd(ctx: LowerCtx, node, ins):
     m = ind.shape[-1]
     q = ind.rank
     out_shape = gather_nd_shape(None, x.shape, ind.shape, b)
+    check_indices(ctx, ind, list(x.shape[b : b + m]), list(range(b, b + m)))
 
     def fn(idx):
         lead = list(idx[: q - 1])
@@ -127,6 +142,7 @@ def _scatter_elements(ctx: LowerCtx, node, ins, outs):
     axis = _axis(node, data.rank)
     red = node.attrs.get("reduction", "none")
     view = sink.view
+    check_indices(ctx, ind, [data.shape[axis]], [axis])
 
     def body(idx):
         dst = list(idx)
@@ -147,6 +163,7 @@ def _scatter_nd(ctx: LowerCtx, node, ins, outs):
     lead = ind.shape[:-1]
     view = sink.view
     shape = (*lead, *data.shape[m:])
+    check_indices(ctx, ind, list(data.shape[:m]), list(range(m)))
 
     def body(idx):
         pos = list(idx[: len(lead)])
@@ -160,12 +177,16 @@ def _scatter_nd(ctx: LowerCtx, node, ins, outs):
 
 @index_rule("TensorScatter")
 def _tensor_scatter(ctx: LowerCtx, node, ins):
-    """out[b, .., p, ..] = update[b, .., p - start[b], ..] where that lies inside the update, else the cache."""
+    """out[b, .., p, ..] = update[b, .., p - start[b], ..] where that lies inside the update, else the cache.
+    In linear mode the whole update must fit: 0 <= start[b] <= n - m (checked at run time)."""
     cache, upd = ins[0], ins[1]
     write = ins[2] if len(ins) > 2 else None
     axis = int(node.attrs.get("axis", -2)) % cache.rank
     circular = node.attrs.get("mode", "linear") == "circular"
     n, m = cache.shape[axis], upd.shape[axis]
+    if write is not None and not circular:
+        about = f"the update's {m} steps must fit in the cache's {n} along axis {axis}"
+        ctx.check_range(write, "write_indices", "write index", [(0, n - m, about)])
 
     def fn(idx):
         start = K.cast(write([idx[0]]), K.I64) if write is not None else Const(0)

@@ -188,12 +188,13 @@ def _revseq(ctx: LowerCtx, node, ins):
     x, lens = ins
     tax, bax = int(node.attrs.get("time_axis", 0)), int(node.attrs.get("batch_axis", 1))
     t_len = x.shape[tax]
+    ctx.check_range(lens, "sequence_lens", "sequence length", [(0, t_len, f"time axis {tax} has {t_len} steps")])
 
     def fn(idx):
-        n = clamp(K.cast(lens([idx[bax]]), K.I64), 0, t_len)
+        n = K.cast(lens([idx[bax]]), K.I64)
         t = idx[tax]
         src = list(idx)
-        src[tax] = clamp(K.select(K.cmp("lt", t, n), binop("sub", binop("sub", n, 1), t), t), 0, t_len - 1)
+        src[tax] = K.select(K.cmp("lt", t, n), binop("sub", binop("sub", n, 1), t), t)
         return x(src)
 
     return [TExpr.compute(x.shape, x.dtype, fn)]

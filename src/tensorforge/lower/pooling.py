@@ -67,9 +67,10 @@ def _max_unpool(ctx: LowerCtx, node, ins, outs):
     fill = pointwise_nest(view.shape, zero, ctx.lanes(view.dtype), ctx.parallel_threshold)
     if x.numel == 0:
         return fill
+    ctx.check_range(ind, "I", "index", [(0, total - 1, f"the unpooled tensor {list(inferred)} has {total} elements")])
 
     def scatter(idx):  # serial: duplicate indices keep the last value, as the reference does
-        flat = K.maximum(Const(0), K.minimum(K.cast(ind(idx), K.I64), Const(total - 1)))
+        flat = K.cast(ind(idx), K.I64)
         return view.store(unflatten(flat, inferred), K.cast(x(idx), view.dtype))
 
     return K.seq(fill, K.loop_nest(x.shape, scatter, kinds=[LoopKind.SERIAL] * x.rank))

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..codegen.targets import Target
-from ..errors import CompileError, UnsupportedError, node_context
+from ..errors import CompileError, ShapeError, TensorforgeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, Value
 from ..ops.registry import Pattern, get_op
 from . import rules as R
+from .checks import STATUS_WORDS, RangeCheck, check_kernel, dedupe_key
 from .fusion import lower_fused
 from .kir import Buffer, Kernel, Stmt, buffers_of, cast
 from .memplan import ArenaPlan, align, plan_offsets, reuse_in_place
@@ -34,6 +35,7 @@ class BufKind(enum.Enum):
     OUTPUT = "out"
     CONST = "const"
     ARENA = "arena"
+    STATUS = "status"  # the status word of run-time checks: its own slot at the end of the arena
 
 
 @dataclass
@@ -64,6 +66,11 @@ class Program:
     state: dict[int, int] = field(default_factory=dict)
     peak_bytes: int = 0  # most arena bytes live at once (a lower bound for arena_bytes)
     in_place: int = 0  # intermediates written into the buffer of an input they were computed from
+    # run-time checks (lower/checks.py): the table of checks, the kernels after which the entry tests the
+    # status word, and the word's byte offset in the arena (-1: the program checks nothing at run time)
+    checks: list[RangeCheck] = field(default_factory=list)
+    check_kernels: list[int] = field(default_factory=list)
+    status_offset: int = -1
 
     @property
     def resident_bytes(self) -> int:
@@ -104,6 +111,10 @@ class ProgramBuilder:
         self.const_cache: dict[int, TExpr] = {}
         self.const_data: dict[int, np.ndarray] = {}
         self.single_store: set[int] = set()  # ids of kernels that store each output element once (loop nests)
+        self.checks: list[RangeCheck] = []
+        self.check_kernels: list[int] = []
+        self.checked: set[tuple] = set()  # dedupe keys of the checks made
+        self.status: Buffer | None = None
 
     # -- buffers ------------------------------------------------------------------------------------
     def _buf_name(self, base: str) -> str:
@@ -167,6 +178,28 @@ class ProgramBuilder:
         self.current_ws = []
         self.kernels.append(k)
         return k
+
+    def add_check(self, node: Node, values: TExpr, tensor: str, what: str, ranges) -> None:
+        """A kernel checking ``values`` at run time, before the kernel being lowered (``LowerCtx.check_range``)."""
+        check = RangeCheck(node.name, node.op, tensor, tuple(values.shape), what, tuple(ranges))
+        if values.const is not None:
+            pos = check.first_bad(values.const)
+            if pos is not None:
+                raise ShapeError(check.message(self.g.name, int(values.const.reshape(-1)[pos]), pos))
+            return
+        key = dedupe_key(values, check)
+        if not values.numel or key in self.checked:
+            return
+        if key is not None:
+            self.checked.add(key)
+        if self.status is None:
+            self.status = self.new_buffer(DType.I64, STATUS_WORDS, "tf_status", BufKind.STATUS)
+        body = check_kernel(values, check, len(self.checks), self.status, self.target.lanes(values.dtype))
+        self.checks.append(check)
+        pending, self.current_ws = self.current_ws, []  # scratch asked for by the kernel being lowered stays its own
+        self.add_kernel([f"{node.name} ({node.op}): check {tensor}"], "check", body, 0, node.name)
+        self.current_ws = pending
+        self.check_kernels.append(len(self.kernels) - 1)
 
     def materialize(self, t: TExpr, buf: Buffer, labels: Sequence[str], op: str, hint: str, flops: int = 0) -> View:
         view = View.of(buf, t.shape)
@@ -232,6 +265,11 @@ class ProgramBuilder:
         self._commit_state()
         plan = self.plan_arena()
         infos = {id(b): info for b, info in self.buffers.values()}
+        status_offset = -1
+        if self.status is not None:  # after everything else: never shared, still readable after a failed run
+            status_offset = plan.size = align(plan.size)
+            infos[id(self.status)].index = status_offset
+            plan.size += align(STATUS_WORDS * 8)
         for k in self.kernels:
             for b in k.params:
                 info = infos[id(b)]
@@ -243,10 +281,11 @@ class ProgramBuilder:
             args = []
             for b in k.params:
                 info = infos[id(b)]
-                args.append((info.kind.value, info.index))
+                args.append(("arena" if info.kind is BufKind.STATUS else info.kind.value, info.index))
             kernel_args.append(args)
         return Program(g.name, self.target, self.kernels, kernel_args, self.consts, plan.size, plan.total, inputs,
-                       outputs, infos, const_outputs, dict(self.state), plan.peak, plan.in_place)  # fmt: skip
+                       outputs, infos, const_outputs, dict(self.state), plan.peak, plan.in_place, self.checks,
+                       self.check_kernels, status_offset)  # fmt: skip
 
     # -- state (outputs that update inputs in place) -----------------------------------------------
     def _plan_state(self) -> dict[int, Buffer]:
@@ -330,7 +369,7 @@ class ProgramBuilder:
                 if ctx.stores_once:  # the rule guarantees each output element is stored exactly once
                     self.single_store.add(id(k))
                 return
-        except (CompileError, UnsupportedError):
+        except TensorforgeError:  # the model's own errors (a constant index out of range) pass unwrapped
             raise
         except Exception as e:
             raise CompileError(f"{node_context(self.g.name, node.name, op)}: lowering failed: "

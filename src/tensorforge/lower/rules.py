@@ -89,6 +89,13 @@ class LowerCtx:
         """Minimum work (flops or elements) for a loop to be worth a parallel region."""
         return int(self.options.get("parallel_threshold", 1 << 17))
 
+    def check_range(self, values: TExpr, tensor: str, what: str, ranges: Sequence[tuple[int, int, str]]) -> None:
+        """Require every element of ``values`` (this node's input ``tensor``) to lie in its range, checked at run
+        time by a kernel before this node's (``lower/checks.py``): ``ranges`` holds one ``(lo, hi, about)`` for
+        all elements or one per position along the last axis. The node's code may then index with the values
+        unclamped: it only runs when the check passed. Constant values are checked now (``ShapeError``)."""
+        self.builder.add_check(self.node, values, tensor, what, ranges)
+
 
 IndexRule = Callable[[LowerCtx, Node, list[TExpr]], list[TExpr]]
 ViewRule = Callable[[LowerCtx, Node, list[TExpr]], list[View] | None]

@@ -1,8 +1,9 @@
 """Ops that read or write at indices given by a tensor: Gather, GatherElements, GatherND, ScatterElements,
 ScatterND, OneHot.
 
-Indices may be negative (counted from the end). Out-of-range indices are an error in ONNX; the generated
-code clamps them into range so that a bad index can never read or write outside a buffer.
+Indices may be negative (counted from the end). An index out of range is an error, as in ONNX: the
+references raise ``IndexError`` (so constant folding leaves such a node to the compiler, which reports it),
+and compiled code checks every index at run time before using it (``lower/checks.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ def _need_int(ctx: InferCtx, i: int, what: str) -> None:
 
 
 def _wrap(idx: np.ndarray, dim: int) -> np.ndarray:
+    """Indices in [-dim, dim) as positions in [0, dim); any other index raises IndexError."""
     idx = np.asarray(idx).astype(np.int64)
+    bad = (idx < -dim) | (idx >= dim)
+    if bad.any():
+        raise IndexError(f"index {int(idx[bad].reshape(-1)[0])} is out of range for a dim of {dim}")
     return np.where(idx < 0, idx + dim, idx)
 
 
@@ -97,7 +102,7 @@ def _gather_nd_ref(attrs, x, ind):
     out = []
     for bi in range(bsz):
         for row in ii[bi]:
-            pos = tuple(int(r) + (x.shape[b + k] if r < 0 else 0) for k, r in enumerate(row))
+            pos = tuple(int(_wrap(r, x.shape[b + k])) for k, r in enumerate(row))
             out.append(xs[(bi, *pos)])
     return (np.asarray(out, dtype=x.dtype).reshape(out_shape),)
 
@@ -159,7 +164,7 @@ def _scatter_nd_ref(attrs, x, ind, upd):
     y = x.copy()
     m = ind.shape[-1]
     for pos in np.ndindex(ind.shape[:-1]):
-        dst = tuple(int(v) + (x.shape[k] if v < 0 else 0) for k, v in enumerate(ind[pos]))
+        dst = tuple(int(_wrap(v, x.shape[k])) for k, v in enumerate(ind[pos]))
         y[dst] = upd[pos] if red == "none" else _NP_REDUCE[red](y[dst], upd[pos])
     del m
     return (y,)
@@ -220,16 +225,17 @@ def _tensor_scatter_ref(attrs, cache, update, write=None):
     out = cache.copy()
     n, m = cache.shape[axis], update.shape[axis]
     starts = np.zeros(cache.shape[0], np.int64) if write is None else np.asarray(write).astype(np.int64)
+    if attrs.get("mode", "linear") == "linear" and ((starts < 0) | (starts > n - m)).any():
+        raise IndexError(f"write indices {starts.tolist()} do not fit an update of {m} into {n} steps")
     for b in range(cache.shape[0]):
         for j in range(m):
             p = int(starts[b]) + j
             if attrs.get("mode", "linear") == "circular":
                 p %= n
-            if 0 <= p < n:
-                dst = [b] + [slice(None)] * (cache.ndim - 1)
-                src = [b] + [slice(None)] * (cache.ndim - 1)
-                dst[axis], src[axis] = p, j
-                out[tuple(dst)] = update[tuple(src)]
+            dst = [b] + [slice(None)] * (cache.ndim - 1)
+            src = [b] + [slice(None)] * (cache.ndim - 1)
+            dst[axis], src[axis] = p, j
+            out[tuple(dst)] = update[tuple(src)]
     return (out,)
 
 

@@ -223,6 +223,8 @@ def _revseq_ref(attrs, x, lens):
     y = x.copy()
     for b, n in enumerate(np.asarray(lens).reshape(-1)):
         n = int(n)
+        if not 0 <= n <= x.shape[tax]:
+            raise IndexError(f"sequence length {n} is out of range [0, {x.shape[tax]}]")
         src = [slice(None)] * x.ndim
         src[bax], src[tax] = b, slice(n - 1, None, -1) if n > 0 else slice(0, 0)
         dst = [slice(None)] * x.ndim

@@ -147,6 +147,8 @@ def resolve_window(ctx: InferCtx | None, in_size, kernel, attrs, ceil_mode: bool
              f"(strides={list(strides)}, dilations={list(dil)}, pads={pads})")  # fmt: skip
     if any(s <= 0 for s in strides) or any(d <= 0 for d in dil):
         fail(f"strides and dilations must be positive, got {list(strides)} and {list(dil)}")
+    if any(k <= 0 for k in kernel):
+        fail(f"kernel_shape must be positive, got {list(kernel)}")
     eff = [(kernel[i] - 1) * dil[i] + 1 for i in range(sp)]
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         out = [math.ceil(in_size[i] / strides[i]) for i in range(sp)]
@@ -237,13 +239,29 @@ register(OpDef("Conv", Pattern.OUT_FUSABLE, _conv_infer, conv_reference,
 
 
 def pool_window(ctx: InferCtx | None, x_shape, attrs) -> Window:
-    ks = attrs.get("kernel_shape")
-    if not ks:
-        msg = "kernel_shape is required"
+    """A pooling window. Explicit pads must be smaller than the kernel, as ONNX Runtime requires: a window
+    lying wholly in the padding has no input (a max of nothing is -inf, an average 0/0)."""
+
+    def fail(msg):
         if ctx is None:
             raise ValueError(msg)
         ctx.fail(msg)
-    return resolve_window(ctx, tuple(x_shape[2:]), tuple(int(k) for k in ks), attrs, bool(attrs.get("ceil_mode", 0)))
+
+    ks = attrs.get("kernel_shape")
+    if not ks:
+        fail("kernel_shape is required")
+    kernel = tuple(int(k) for k in ks)
+    pads = [int(p) for p in attrs.get("pads") or ()]
+    if pads and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", ""):
+        if any(p < 0 for p in pads):
+            fail(f"pads must be non-negative, got {pads}")
+        sp = len(kernel)
+        big = [i for i, p in enumerate(pads) if i < 2 * sp and p >= kernel[i % sp]]
+        if big:
+            i = big[0]
+            fail(f"pads {pads} must be smaller than kernel_shape {list(kernel)}: pad {pads[i]} at the "
+                 f"{'start' if i < sp else 'end'} of spatial dim {i % sp} >= kernel {kernel[i % sp]}")  # fmt: skip
+    return resolve_window(ctx, tuple(x_shape[2:]), kernel, attrs, bool(attrs.get("ceil_mode", 0)))
 
 
 def _pool_infer(ctx: InferCtx):

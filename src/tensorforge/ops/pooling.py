@@ -75,7 +75,10 @@ def _unpool_infer(ctx: InferCtx):
 def _unpool_ref(attrs, x, ind, out_shape=None):
     inferred = unpool_shape(x.shape, attrs)
     y = np.zeros(int(np.prod(inferred)), x.dtype)
-    y[ind.reshape(-1)] = x.reshape(-1)
+    flat = ind.reshape(-1)
+    if flat.size and (flat.min() < 0 or flat.max() >= y.size):
+        raise IndexError(f"MaxUnpool index out of range [0, {y.size - 1}]")
+    y[flat] = x.reshape(-1)
     y = y.reshape(inferred)
     if out_shape is None:
         return (y,)

@@ -38,12 +38,14 @@ from ..codegen.targets import Target
 from ..errors import TensorforgeError
 from ..ir.dtype import DType
 from ..ir.graph import Graph
+from ..lower.checks import RangeCheck
 from ..lower.kir import Kernel, Seq
 from ..lower.program import BufInfo, BufKind, Program
 from ..util.files import atomic_write
+from ..util.forksafe import renew_in_child
 
 MAGIC = b"TENSORFORGE\x00"
-FORMAT = 1
+FORMAT = 2  # 2: the entry returns a status; the program carries its run-time checks
 ALIGN = 64
 
 
@@ -214,6 +216,9 @@ def _program_header(p: Program, consts: list, const_outputs: dict) -> dict:
         "state": [[o, i] for o, i in p.state.items()],
         "peak_bytes": p.peak_bytes,
         "in_place": p.in_place,
+        "checks": [c.to_json() for c in p.checks],
+        "check_kernels": p.check_kernels,
+        "status_offset": p.status_offset,
     }
 
 
@@ -227,6 +232,7 @@ class _Reader:
         except OSError as e:
             raise ArtifactError(f"cannot open artifact {path!r}: {e}") from None
         self.lock = threading.Lock()
+        renew_in_child(self, "lock")
         self.kernel_texts: list[str] | None = None
         size = os.fstat(self.f.fileno()).st_size
         fixed = len(MAGIC) + 8 + 32
@@ -317,7 +323,8 @@ class _Reader:
         state = {int(o): int(i) for o, i in p["state"]}
         return Program(p["name"], target, kernels, args, consts, p["arena_bytes"], p["intermediate_bytes"],
                        _specs(p["inputs"]), _specs(p["outputs"]), buffers, const_outputs, state, p["peak_bytes"],
-                       p["in_place"])  # fmt: skip
+                       p["in_place"], [RangeCheck.from_json(c) for c in p["checks"]], list(p["check_kernels"]),
+                       int(p["status_offset"]))  # fmt: skip
 
     def graph(self, text: str) -> Graph:
         from ..ir.parser import parse_graph

@@ -38,6 +38,7 @@ from ..ir.graph import Graph, Node, TensorType, Value
 from ..ir.signature import InputSpec, check_inputs
 from ..ops.fold import fold_node
 from ..ops.registry import evaluate, get_op, infer_node
+from ..util.forksafe import renew_in_child
 
 INJECT_LIMIT = 4096  # elements: larger live values are never compiled in as constants
 
@@ -86,6 +87,7 @@ class DynamicModel:
         self._stages: dict[tuple, Stage] = {}
         self._inject: dict[int, set[int]] = {}  # stage start -> template ids compiled in at that stage
         self._lock = threading.RLock()
+        renew_in_child(self, "_lock", threading.RLock)
         self._values = {v.id: v for v in graph.values()}
 
     # -- public ------------------------------------------------------------------------------------

@@ -10,9 +10,15 @@ every intermediate, and offers two ways in:
 * ``bind_input``/``bind_output`` + ``run_bound()``: arrays bound to slots once and reused (a training step's
   parameters and optimizer state, updated in place by the code; a new batch only swaps a pointer).
 
-The arrays must already have been checked (``ir/signature.py``): the code trusts the tables. ``profile_kernels``
-runs the module's timestamping entry. ``upgrade`` swaps in another build of the same program (an
-optimized tier compiled in the background) between two calls.
+The arrays must already have been checked (``ir/signature.py``): the code trusts the tables. What only the
+data can show — an index out of range — the code checks itself (``lower/checks.py``): the entry returns a
+non-zero status, and the call raises ``DataError`` with the message of the failing check, read from the
+status word the code left in the arena. ``profile_kernels`` runs the module's timestamping entry.
+``upgrade`` swaps in another build of the same program (an optimized tier compiled in the background)
+between two calls.
+
+A process that forks while another thread is inside a call would leave the child a lock nobody will ever
+release: the child gets a new lock (``util/forksafe.py``).
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ import threading
 import numpy as np
 
 from ..codegen.emit import ENTRY, NUMPY_DATA_OFFSET, PROFILE_ENTRY, PY_ENTRY
-from ..errors import CompileError
+from ..errors import CompileError, DataError
 from ..ir.signature import InputSpec
+from ..lower.checks import STATUS_WORDS
+from ..util.forksafe import renew_in_child
 from .artifact import Artifact
 from .jit import NativeCode, default_num_threads
 
-_RUN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-_PROFILE = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 5))
+_RUN = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_PROFILE = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.c_void_p] * 5))
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -66,7 +74,7 @@ class _Code:
                 const_table
             )
             ctypes.c_void_p.from_address(self.native.global_address("tf_arena_ptr")).value = arena_ptr
-            self.fast = ctypes.CFUNCTYPE(None, *([ctypes.py_object] * n_args))(self.native.address(PY_ENTRY))
+            self.fast = ctypes.CFUNCTYPE(ctypes.c_int32, *([ctypes.py_object] * n_args))(self.native.address(PY_ENTRY))
 
 
 class Executable:
@@ -93,6 +101,7 @@ class Executable:
         self._bound_in: list[np.ndarray | None] = [None] * len(self.inputs)
         self._bound_out: list[np.ndarray | None] = [None] * len(self.outputs)
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
         self._code = self._load(artifact)
         self._retired: list[_Code] = []  # earlier builds stay mapped: a caller may still be inside one
         self._pending: _Code | None = None
@@ -122,14 +131,16 @@ class Executable:
         with self._lock:
             code = self._code if self._pending is None else self._current()
             if code.fast is not None:
-                code.fast(*xs, *outs)
+                rc = code.fast(*xs, *outs)
             else:
                 for i, x in enumerate(xs):
                     self._in[i] = _ptr(x)
                 for i, o in enumerate(outs):
                     self._out[i] = _ptr(o)
-                code.run(self._in, self._out, self._const_table, self._arena_ptr)
+                rc = code.run(self._in, self._out, self._const_table, self._arena_ptr)
                 self._restore_bound()
+            if rc:
+                raise self._error()
         return outs
 
     def bind_input(self, i: int, a: np.ndarray) -> None:
@@ -144,7 +155,16 @@ class Executable:
     def run_bound(self) -> None:
         """Run on the bound arrays."""
         with self._lock:
-            self._current().run(self._in, self._out, self._const_table, self._arena_ptr)
+            rc = self._current().run(self._in, self._out, self._const_table, self._arena_ptr)
+            if rc:
+                raise self._error()
+
+    def _error(self) -> DataError:
+        """The error of a run that returned a non-zero status (only a failing check does), from the status
+        word the check left in the arena (lock held)."""
+        p = self.program
+        _, check, value, pos = (ctypes.c_int64 * STATUS_WORDS).from_address(self._arena_ptr + p.status_offset)
+        return DataError(p.checks[check].message(self.name, value, pos))
 
     def _restore_bound(self) -> None:
         for i, a in enumerate(self._bound_in):
@@ -171,7 +191,9 @@ class Executable:
                     self._out[i] = _ptr(o)
             try:
                 for r in range(warmup + max(1, repeat)):
-                    self._code.profile(self._in, self._out, self._const_table, self._arena_ptr, _ptr(times))
+                    rc = self._code.profile(self._in, self._out, self._const_table, self._arena_ptr, _ptr(times))
+                    if rc:
+                        raise self._error()
                     if r >= warmup:
                         samples.append(np.diff(times) * 1e-9)
             finally:

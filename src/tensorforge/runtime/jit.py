@@ -10,6 +10,7 @@ import ctypes.util
 import functools
 import hashlib
 import os
+import sys
 import threading
 
 import llvmlite.binding as llvm
@@ -19,9 +20,11 @@ from ..codegen.targets import Target, host
 from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
 from ..util.files import atomic_write
+from ..util.forksafe import renew_in_child
 from .cache import cache_dir
 
 _LOCK = threading.Lock()  # MCJIT engines are created one at a time
+renew_in_child(sys.modules[__name__], "_LOCK")
 
 # Idle workers of tensorforge's pool (codegen/threadpool.py) spin this many `pause` iterations (about a
 # microsecond) after a parallel loop before they sleep: back-to-back kernels of one inference find them

@@ -27,6 +27,7 @@ def format_report(art, threads: int | None = None, cache_hit: bool = False, load
     compiled = meta.get("compile_seconds", 0.0)
     origin = (f"loaded in {load_seconds:.3f} s (compile cache or file; compiled in {compiled:.3f} s)" if cache_hit
               else f"{compiled:.3f} s (cache miss)")  # fmt: skip
+    planned = p.status_offset if p.status_offset >= 0 else p.arena_bytes  # the status word sits after the plan
     lines = [
         f"model: {art.name}",
         f"target: {p.target.describe()}",
@@ -36,9 +37,11 @@ def format_report(art, threads: int | None = None, cache_hit: bool = False, load
         f"flops per run: {p.flops:,}",
         f"parameters: {meta.get('parameters', 0):,}",
         f"constants (incl. packed weights): {_fmt_bytes(sum(c.nbytes for c in p.consts))}",
-        f"arena: {_fmt_bytes(p.arena_bytes)} for {_fmt_bytes(p.intermediate_bytes)} of intermediates"
-        + (f" ({100.0 * p.arena_bytes / p.intermediate_bytes:.0f}%)" if p.intermediate_bytes else "")
+        f"arena: {_fmt_bytes(planned)} for {_fmt_bytes(p.intermediate_bytes)} of intermediates"
+        + (f" ({100.0 * planned / p.intermediate_bytes:.0f}%)" if p.intermediate_bytes else "")
         + f"; peak live {_fmt_bytes(p.peak_bytes)}; {p.in_place} computed in place",
+        f"run-time index checks: {len(p.checks)}"
+        + (f" ({', '.join(sorted({c.op for c in p.checks}))}; status word after the arena)" if p.checks else ""),
         f"resident during a run: {_fmt_bytes(p.resident_bytes)} (constants + arena + inputs and outputs)",
     ]
     lines += [f"threads: {threads}", ""] if threads is not None else [""]

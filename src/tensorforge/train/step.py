@@ -8,8 +8,11 @@
 The step owns the parameters (the model's float initializers), the optimizer state and the batch-norm
 statistics as numpy arrays; the generated code reads and updates them in place. It is compiled once per
 batch shape (the model's batch dimension may be symbolic). Everything that could make native code go
-wrong is checked first, in Python: data shapes and dtypes, targets, class indices in range. A step whose
-loss is not finite changes nothing (the update ops test it in native code) and raises ``TrainingError``.
+wrong is checked first, in Python: data shapes and dtypes, targets, class indices in range; indices the
+model itself reads (an embedding's) are checked by the code (``DataError``). A step whose loss is not
+finite, or whose update would make a parameter or its optimizer state non-finite (a learning rate too
+large), changes nothing (the update ops test it in native code, ``autodiff/train_graph.py``) and raises
+``TrainingError``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..ir.signature import InputSpec, check_array
 from ..runtime.executable import Executable
 from ..runtime.jit import default_num_threads
 from ..util.files import atomic_write
+from ..util.forksafe import renew_in_child
 from .optim import SGD, Optimizer
 
 SERIAL_FLOPS = 20_000_000  # work per step (FLOPs) below which one thread is faster
@@ -104,9 +108,15 @@ class TrainingStep:
         dtype = np.dtype(_named(plan.graph, "lr").dtype.np)
         self._lr = np.zeros((), dtype)
         self._loss = np.zeros((), dtype)
+        kinds = {s.name: {"optimizer": "optimizer state", "statistic": "statistic"}.get(s.kind, s.kind)
+                 for s in plan.slots}  # fmt: skip
+        self._check_labels = [f"{kinds[g[0]]} '{g[0]}'" + (f" (or its optimizer state {', '.join(g[1:])})"
+                              if len(g) > 1 else "") for g in plan.check_groups]  # fmt: skip
+        self._check = np.zeros(len(plan.check_groups), dtype)  # per group of slots: NaN where not finite
         self._variants: dict[tuple, _Variant] = {}
         self._predict: dict[tuple, Executable] = {}
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
         self._num_threads = int(num_threads) if num_threads else None  # None: chosen per compiled step
         self.steps = 0
 
@@ -181,6 +191,7 @@ class TrainingStep:
                         prog.bind_input(prog.input_index[s.name], self._arrays[s.name])
                     prog.bind_input(prog.input_index[tg.hyper[0]], self._lr)
                     prog.bind_output(0, self._loss)
+                    prog.bind_output(prog.output_index[tg.check], self._check)
                     v = _Variant(tg, prog, self._output_shape(batch))
                     self._variants[key] = v
         return v
@@ -249,6 +260,11 @@ class TrainingStep:
             raise TrainingError(f"model '{self.name}': the loss is {loss} at step {self.steps + 1}; the parameters and "
                                 "optimizer state were left unchanged (lower the learning rate, or check the data "
                                 "for inf/nan)")  # fmt: skip
+        bad = [label for label, c in zip(self._check_labels, self._check) if math.isnan(c)]
+        if bad:
+            raise TrainingError(f"model '{self.name}': step {self.steps + 1} would make {'; '.join(bad)} non-finite "
+                                f"(the loss, {loss:.6g}, is finite); the parameters and optimizer state were left "
+                                f"unchanged (lower the learning rate, {self.optimizer.lr:g})")  # fmt: skip
         self.steps += 1
         return loss
 

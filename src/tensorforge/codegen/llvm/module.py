@@ -74,20 +74,28 @@ class ModuleBuilder:
         return fn
 
     def add_entry(self, name: str, kernels: list[tuple[ir.Function, list[tuple[str, int]]]],
-                  profile: bool = False) -> ir.Function:  # fmt: skip
-        """``void name(ptr inputs, ptr outputs, ptr consts, ptr arena)``: calls kernels in order.
+                  checks: tuple[int, list[int]] = (-1, []), profile: bool = False) -> ir.Function:  # fmt: skip
+        """``i32 name(ptr inputs, ptr outputs, ptr consts, ptr arena)``: calls kernels in order; returns 0, or
+        the error code a run-time check recorded (``lower/checks.py``).
 
         Each kernel argument is ``(kind, index)``: kind ``in``/``out``/``const`` reads a pointer from the
-        matching table, ``arena`` adds a byte offset to the arena pointer. With ``profile`` a fifth
+        matching table, ``arena`` adds a byte offset to the arena pointer. ``checks`` is the status word's
+        arena offset and the kernels that may record an error: the word is cleared first, and after each of
+        those kernels a non-zero code is returned at once, so no later kernel runs. With ``profile`` a fifth
         argument ``i64 times[len(kernels) + 1]`` receives CLOCK_MONOTONIC nanoseconds before each kernel
         and after the last (per-kernel times from one native call).
         """
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (5 if profile else 4)), name)
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR] * (5 if profile else 4)), name)
         self.add_fn_attrs(fn)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         tables = dict(zip(("in", "out", "const", "arena"), fn.args))
         cache: dict[tuple[str, int], ir.Value] = {}
         stamp = self._timestamp_fn() if profile else None
+        status_offset, failing = checks[0], set(checks[1])
+        status = None
+        if failing:
+            status = gep(b, tables["arena"], [ir.Constant(I64, status_offset)], source_etype=I8)
+            b.store(ir.Constant(I64, 0), status)
 
         def mark(i: int) -> None:
             if stamp is not None:
@@ -106,8 +114,13 @@ class ModuleBuilder:
                         cache[key] = b.load(p, typ=PTR)
                 vals.append(cache[key])
             b.call(kfn, vals)
+            if ki in failing:
+                code = b.load(status, typ=I64)
+                with b.if_then(b.icmp_signed("!=", code, ir.Constant(I64, 0)), likely=False):
+                    mark(ki + 1)
+                    b.ret(b.trunc(code, I32))
         mark(len(kernels))
-        b.ret_void()
+        b.ret(ir.Constant(I32, 0))
         return fn
 
     def _timestamp_fn(self) -> ir.Function:
@@ -129,15 +142,15 @@ class ModuleBuilder:
         return fn
 
     def add_py_entry(self, name: str, entry: ir.Function, n_in: int, n_out: int, data_offset: int) -> ir.Function:
-        """``void name(PyArrayObject* in0, ..., PyArrayObject* out0, ...)``: reads each array's data pointer
+        """``i32 name(PyArrayObject* in0, ..., PyArrayObject* out0, ...)``: reads each array's data pointer
         (the ``data`` field at ``data_offset``, numpy's stable ABI), then calls ``entry`` with the constant
-        table and arena held in the globals ``tf_consts_table`` / ``tf_arena_ptr``. Lets Python make one
-        ctypes call with the arrays themselves (no per-array pointer lookups in Python)."""
+        table and arena held in the globals ``tf_consts_table`` / ``tf_arena_ptr`` and returns its status.
+        Lets Python make one ctypes call with the arrays themselves (no per-array pointer lookups in Python)."""
         gc = ir.GlobalVariable(self.module, PTR, "tf_consts_table")
         gc.initializer = ir.Constant(PTR, None)
         ga = ir.GlobalVariable(self.module, PTR, "tf_arena_ptr")
         ga.initializer = ir.Constant(PTR, None)
-        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * (n_in + n_out)), name)
+        fn = ir.Function(self.module, ir.FunctionType(I32, [PTR] * (n_in + n_out)), name)
         self.add_fn_attrs(fn)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         tin = b.alloca(PTR, size=ir.Constant(I64, max(n_in, 1)))
@@ -146,8 +159,7 @@ class ModuleBuilder:
             data = b.load(gep(b, obj, [ir.Constant(I64, data_offset)], source_etype=I8), typ=PTR)
             table, k = (tin, i) if i < n_in else (tout, i - n_in)
             b.store(data, gep(b, table, [ir.Constant(I64, k)], source_etype=PTR))
-        b.call(entry, [tin, tout, b.load(gc, typ=PTR), b.load(ga, typ=PTR)])
-        b.ret_void()
+        b.ret(b.call(entry, [tin, tout, b.load(gc, typ=PTR), b.load(ga, typ=PTR)]))
         return fn
 
     def new_name(self, base: str) -> str:
