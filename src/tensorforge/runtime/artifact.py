@@ -39,13 +39,13 @@ from ..errors import TensorforgeError
 from ..ir.dtype import DType
 from ..ir.graph import Graph
 from ..lower.checks import RangeCheck
-from ..lower.kir import Kernel, Seq
+from ..lower.kir import Buffer, Kernel, Seq
 from ..lower.program import BufInfo, BufKind, Program
 from ..util.files import atomic_write
 from ..util.forksafe import renew_in_child
 
 MAGIC = b"TENSORFORGE\x00"
-FORMAT = 2  # 2: the entry returns a status; the program carries its run-time checks
+FORMAT = 3  # 2: the entry returns a status, the program carries its run-time checks; 3: kernel parameters
 ALIGN = 64
 
 
@@ -55,8 +55,8 @@ class ArtifactError(TensorforgeError):
 
 @dataclass(eq=False)
 class KernelSummary(Kernel):
-    """A kernel of a loaded artifact: name, labels and counts without the loop body, printing as the kernel
-    IR it was compiled from (the body is not stored: the code runs from the object)."""
+    """A kernel of a loaded artifact: name, parameters, labels and counts without the loop body, printing as
+    the kernel IR it was compiled from (the body is not stored: the code runs from the object)."""
 
     text_of: Callable[[], str] | None = None
 
@@ -203,7 +203,8 @@ def _graph_constants(g: Graph) -> list:
 def _program_header(p: Program, consts: list, const_outputs: dict) -> dict:
     return {
         "name": p.name,
-        "kernels": [{"name": k.name, "labels": list(k.labels), "flops": int(k.flops), "bytes": int(k.bytes)}
+        "kernels": [{"name": k.name, "labels": list(k.labels), "flops": int(k.flops), "bytes": int(k.bytes),
+                     "params": [[b.name, b.dtype.short, b.numel] for b in k.params]}
                     for k in p.kernels],  # fmt: skip
         "kernel_args": [[list(a) for a in args] for args in p.kernel_args],
         "consts": consts,
@@ -310,7 +311,8 @@ class _Reader:
         return self.kernel_texts[i]
 
     def program(self, p: dict, target: Target) -> Program:
-        kernels = [KernelSummary(k["name"], [], Seq(()), list(k["labels"]), k["flops"], k["bytes"],
+        kernels = [KernelSummary(k["name"], [Buffer(n, DType.parse(dt), numel) for n, dt, numel in k["params"]],
+                                 Seq(()), list(k["labels"]), k["flops"], k["bytes"],
                                  text_of=lambda i=i: self.kernel_text(i))
                    for i, k in enumerate(p["kernels"])]  # fmt: skip
         names = [f"const/{i}" for i in range(len(p["consts"]))] + [f"const_output/{i}" for i in p["const_outputs"]]
