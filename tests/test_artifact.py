@@ -181,3 +181,14 @@ def test_cache_entries_never_execute_code(cache, tmp_path):
     with pytest.warns(RuntimeWarning, match="damaged compile-cache entry"):
         assert not tfg.compile(model).cache_hit
     assert not marker.exists()
+
+
+def test_scalars_keep_their_shape_through_the_cache(cache):
+    """A 0-d constant output (Size of a static tensor) is 0-d again after a cache hit."""
+    from helpers import one_node_model
+
+    model = one_node_model("Size", {"x": np.zeros((3, 4, 5), np.float32)})
+    x = np.ones((3, 4, 5), np.float32)
+    fresh = tfg.compile(model)(x)
+    loaded = tfg.compile(model)
+    assert loaded.cache_hit and fresh.shape == () and loaded(x).shape == () and loaded(x) == 60

@@ -117,12 +117,12 @@ class Artifact:
         blobs: list[tuple[str, bytes | memoryview]] = []
         consts = []
         for i, c in enumerate(self.program.consts):
-            c = np.ascontiguousarray(c)
+            c = _contiguous(c)
             blobs.append((f"const/{i}", _bytes_of(c)))
             consts.append({"dtype": c.dtype.name, "shape": list(c.shape)})
         const_outputs = {}
         for i, c in self.program.const_outputs.items():
-            c = np.ascontiguousarray(c)
+            c = _contiguous(c)
             blobs.append((f"const_output/{i}", _bytes_of(c)))
             const_outputs[str(i)] = {"dtype": c.dtype.name, "shape": list(c.shape)}
         if self.object is not None:
@@ -134,7 +134,7 @@ class Artifact:
         gconsts = []
         if self._graph is not None or self._reader is not None:
             for i, v in enumerate(_graph_constants(self.graph)):
-                c = np.ascontiguousarray(v.const)
+                c = _contiguous(v.const)
                 blobs.append((f"graph_const/{i}", _bytes_of(c)))
                 gconsts.append({"name": v.name, "dtype": c.dtype.name, "shape": list(c.shape)})
         table, offset = {}, 0
@@ -161,6 +161,12 @@ class Artifact:
     def load(path: str | os.PathLike, key: str | None = None) -> Artifact:
         """Read and verify an artifact; ``key``: the cache key it must have been saved under."""
         return _Reader(os.fspath(path)).artifact(key)
+
+
+def _contiguous(a) -> np.ndarray:
+    """``a`` as a C-contiguous array of the same shape (``np.ascontiguousarray`` makes 0-d arrays 1-d)."""
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def _buffer(n: int) -> np.ndarray:

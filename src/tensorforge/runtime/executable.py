@@ -92,7 +92,7 @@ class Executable:
         self.input_index = {n: i for i, n in enumerate(self.input_names)}
         self.output_index = {n: i for i, n in enumerate(self.output_names)}
         # constants stay alive here; the code reads them through a pointer table
-        self._consts = [np.ascontiguousarray(c) for c in p.consts]
+        self._consts = [c if c.flags.c_contiguous else c.copy(order="C") for c in map(np.asarray, p.consts)]
         self._const_table = (ctypes.c_void_p * max(1, len(self._consts)))(*[_ptr(c) for c in self._consts])
         self._arena = np.empty(p.arena_bytes + 64, dtype=np.uint8)
         self._arena_ptr = (_ptr(self._arena) + 63) // 64 * 64
