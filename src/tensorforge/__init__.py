@@ -15,6 +15,7 @@ from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
     InputError,
+    InvalidAttributeError,
     ModelLoadError,
     ShapeError,
     TargetError,
@@ -40,6 +41,7 @@ __all__ = [
     "Executable",
     "Graph",
     "InputError",
+    "InvalidAttributeError",
     "ModelLoadError",
     "Options",
     "ShapeError",

@@ -34,6 +34,12 @@ class ShapeError(TensorforgeError):
     """A node's inputs have shapes or dtypes its op does not accept."""
 
 
+class InvalidAttributeError(ShapeError):
+    """A node's attribute has the wrong type, or a value its op does not accept (``group=0``, a string
+    where an int belongs). A ShapeError because the model is invalid, not merely unsupported; unlike
+    other ShapeErrors it is never deferred until symbolic dims are known: no shape can make it right."""
+
+
 class NotConstantError(ShapeError):
     """A value that must be known at compile time (a shape, axes, pads) is computed at run time.
 

@@ -18,7 +18,15 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import ModelLoadError, NotConstantError, ShapeError, TensorforgeError, UnsupportedError, node_context
+from ..errors import (
+    InvalidAttributeError,
+    ModelLoadError,
+    NotConstantError,
+    ShapeError,
+    TensorforgeError,
+    UnsupportedError,
+    node_context,
+)
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ops.fold import fold_node
@@ -323,7 +331,7 @@ class Importer:
         if isinstance(out_names, int):
             out_names = [f"{name}_out{k}" for k in range(out_names)]
         opdef = get_op(op)
-        for k, v in opdef.attrs.items():
+        for k, v in opdef.defaults.items():
             attrs.setdefault(k, v)
         outs = tuple(Value(self.fresh_name(o or f"{name}_unused{k}")) for k, o in enumerate(out_names))
         node = Node(op, tuple(inputs), outs, attrs, name)
@@ -349,8 +357,8 @@ class Importer:
             return infer_node(node, self.name)
         except NotConstantError:
             return None
-        except ShapeError:
-            if all(v is None or v.type.is_static for v in node.inputs):
+        except ShapeError as e:
+            if isinstance(e, InvalidAttributeError) or all(v is None or v.type.is_static for v in node.inputs):
                 raise
             return None  # may hold once the symbolic dims are known
 
