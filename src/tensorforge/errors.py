@@ -52,6 +52,11 @@ class InputError(TensorforgeError):
     """A compiled model was called with missing, extra, or mismatched inputs."""
 
 
+class MemoryLimitError(TensorforgeError):
+    """A tensor (or a compiled model's tensors together) could never be allocated: larger than this
+    machine's memory. Raised from types before any memory is taken, instead of a MemoryError or an OOM kill."""
+
+
 class TargetError(TensorforgeError):
     """Unknown or unsupported code-generation target."""
 

@@ -25,6 +25,7 @@ from ..codegen.emit import build_module, compile_object
 from ..codegen.targets import Target
 from ..errors import CompileError, UnsupportedError
 from ..ir.graph import Graph
+from ..ir.limits import check_fits
 from ..lower import lower_graph
 from ..lower.kir import Kernel
 from ..lower.printer import structural_key
@@ -208,6 +209,9 @@ def _optimize(b: Build) -> None:
 
 def _lower(b: Build) -> None:
     b.program = lower_graph(b.graph, b.target, b.options.lowering, state=b.state)
+    # every tensor fits, yet all of them at once may not: refuse here rather than die allocating the arena
+    check_fits(b.program.resident_bytes, f"model '{b.graph.name}': running it (weights, intermediates, inputs "
+               "and outputs)")  # fmt: skip
 
 
 def _vectorize(b: Build) -> None:

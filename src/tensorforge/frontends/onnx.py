@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.limits import check_fits, type_bytes
 from ..ops.fold import fold_node
 from ..ops.registry import Attr, attr_problem, describe_value, get_op, has_op, infer_node
 from .onnx_functions import expand_function, has_function
@@ -332,6 +333,7 @@ class Importer:
             name = vi.name if vi.name and vi.name not in self.used_names else self.fresh_name(vi.name)
             self.used_names.add(name)
             v = Value(name, self.value_type(vi))
+            check_fits(type_bytes(v.type), f"model '{self.name}': input '{vi.name}' {v.type}")
             self.env[vi.name] = v
             inputs.append(v)
         problems: list[str] = []

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import InvalidAttributeError, NotConstantError, ShapeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Dim, Node, TensorType, Value
+from ..ir.limits import check_fits, type_bytes
 
 
 class Pattern(enum.IntEnum):
@@ -266,7 +267,7 @@ def with_defaults(opdef: OpDef, attrs: Mapping[str, Any]) -> dict[str, Any]:
 def infer_node(node: Node, model: str | None = None) -> list[TensorType]:
     """Run the op's type rule for ``node`` and return the output types. Every node of every graph passes
     here (import, specialization, graph builders), so this is where attributes are checked against their
-    declarations."""
+    declarations and output sizes against the machine's memory."""
     opdef = get_op(node.op)
     ctx = InferCtx(node, model)
     opdef.check_arity(ctx)
@@ -274,6 +275,8 @@ def infer_node(node: Node, model: str | None = None) -> list[TensorType]:
     types = list(opdef.infer(ctx))
     if len(types) < len(node.outputs):
         ctx.fail(f"op produces {len(types)} outputs but node declares {len(node.outputs)}")
+    for v, t in zip(node.outputs, types):  # a tensor that can never exist fails here, not in an allocation
+        check_fits(type_bytes(t), f"{node_context(model, node.name, node.op)}: output '{v.name}' {t}")
     return types[: len(node.outputs)]
 
 
