@@ -34,6 +34,7 @@ from ..lower.rules import has_lowering
 from ..lower.vectorize import vectorize_kernel
 from ..ops.registry import get_op
 from ..passes import PassManager, pipeline_for, specialize
+from ..passes.specialize import bind_dims
 from ..runtime.artifact import Artifact
 
 
@@ -190,6 +191,8 @@ def _import(b: Build) -> None:
 
 def _specialize(b: Build) -> None:
     g, shapes = b.graph, b.options.input_shapes
+    if shapes:
+        bind_dims(g, shapes)  # checks every shape given, those of fixed inputs too (never silently ignored)
     if shapes and not all(v.type.is_static for v in g.inputs) and not needs_dynamic_values(g):
         g = specialize(g, shapes)
     if b.options.symbolic_as_one and not all(v.type.is_static for v in g.inputs):
