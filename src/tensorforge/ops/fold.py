@@ -22,12 +22,10 @@ def fold_node(node: Node, model: str | None = None, shapes_only: bool = True, li
     Size) and small integer-valued ops on constants. Otherwise any all-constant node is folded.
     """
     opdef = get_op(node.op)
-    if not within_fold_budget(node):
-        return None
     vals = None
-    if opdef.value is not None:
+    if opdef.value is not None:  # cheap by contract: a folded ConstantOfShape stores one element
         vals = opdef.value(InferCtx(node, model))
-    if vals is None and node.inputs and all(v is None or v.is_const for v in node.inputs):
+    if vals is None and node.inputs and all(v is None or v.is_const for v in node.inputs) and within_fold_budget(node):
         if shapes_only:
             small = all(v is None or v.const.size <= limit for v in node.inputs)
             int_out = all(not v.type.dtype.is_float for v in node.outputs)
@@ -57,6 +55,6 @@ def within_fold_budget(node: Node) -> bool:
     (the node then runs at run time). Decided from the output types, before any memory is taken."""
     sizes = [None if v.type is None else type_bytes(v.type) for v in node.outputs]
     if None in sizes:
-        return True  # symbolic: an input is not constant, and value rules (Shape, Size) give small results
+        return True  # untyped or symbolic: some input is not a constant, so nothing is evaluated
     read = sum(stored_bytes(v.const) for v in node.inputs if v is not None and v.is_const)
     return sum(sizes) <= max(max_fold_bytes(), read)

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..ir.dtype import DType
 from ..ir.graph import TensorType
+from .fold import within_fold_budget
 from .registry import Attr, InferCtx, OpDef, Pattern, register
 
 
@@ -152,7 +153,7 @@ def _mel_ref(attrs, *vals):
 
 
 def _mel_value(ctx: InferCtx):
-    if any(ctx.const(i) is None for i in range(5)):
+    if any(ctx.const(i) is None for i in range(5)) or not within_fold_budget(ctx.node):  # a dense matrix
         return None
     return list(_mel_ref(ctx.attrs, *(ctx.const(i) for i in range(5))))
 

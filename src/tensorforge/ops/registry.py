@@ -198,7 +198,8 @@ class OpDef:
     # Per attribute a plain default, or an ``Attr`` declaration; ``defaults`` and ``specs`` are derived.
     attrs: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[int, int] = (1, 1)  # (min, max) number of inputs; max -1 = variadic
-    # Values that are computable from input *types* alone (Shape, Size): returns outputs or None.
+    # Values that are computable from input *types* alone (Shape, Size): returns outputs or None. They must
+    # take little memory (ConstantOfShape's is a broadcast view): fold_node's size budget does not apply.
     value: Callable[[InferCtx], Sequence[np.ndarray] | None] | None = None
     flops: Callable[[Node], int] | None = None
     doc: str = ""
