@@ -219,3 +219,16 @@ def test_help_documents_debug(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--debug" in capsys.readouterr().out
+
+
+def test_a_list_of_problems_is_one_line(tmp_path, capsys):
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("FancyOp", ["x"], ["a"], name="first"),
+             helper.make_node("OtherOp", ["a"], ["y"], name="second")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])  # fmt: skip
+    p = tmp_path / "u.onnx"
+    p.write_bytes(helper.make_model(g).SerializeToString())
+    line = fails(["info", str(p)], capsys, "uses 2 unsupported construct(s): node 'first' (FancyOp): op FancyOp")
+    assert "; node 'second' (OtherOp)" in line
