@@ -213,6 +213,8 @@ def test_folding_never_materializes_a_broadcast(monkeypatch):
     inits = [_init("s", np.array([1 << 14, 1 << 14], np.int64)), _init("one", np.ones(1, np.float32))]
     g = fold(to_graph(model(nodes, inits=inits)), {})
     assert [n.op for n in g.nodes] == ["Add"] and g.nodes[0].inputs[0].const.strides == (0, 0)
+    program = Build(g, get_target(None), Options()).run("lower").program  # nor does lowering
+    assert sum(c.nbytes for c in program.consts) < 64
 
 
 def test_a_large_weight_still_folds(monkeypatch):
