@@ -34,6 +34,12 @@ class ShapeError(TensorforgeError):
     """A node's inputs have shapes or dtypes its op does not accept."""
 
 
+class InvalidAttributeError(ShapeError):
+    """A node's attribute has the wrong type, or a value its op does not accept (``group=0``, a string
+    where an int belongs). A ShapeError because the model is invalid, not merely unsupported; unlike
+    other ShapeErrors it is never deferred until symbolic dims are known: no shape can make it right."""
+
+
 class NotConstantError(ShapeError):
     """A value that must be known at compile time (a shape, axes, pads) is computed at run time.
 
@@ -51,6 +57,11 @@ class DataError(InputError):
     outside its valid range (a run-time check, ``lower/checks.py``). The inputs had the right names, dtypes
     and shapes, so this is found only while running; nothing after the failing check ran, and the outputs of
     the call are not returned. An ``InputError``: the data given caused it."""
+
+
+class MemoryLimitError(TensorforgeError):
+    """A tensor (or a compiled model's tensors together) could never be allocated: larger than this
+    machine's memory. Raised from types before any memory is taken, instead of a MemoryError or an OOM kill."""
 
 
 class TargetError(TensorforgeError):

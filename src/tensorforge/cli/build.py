@@ -6,8 +6,20 @@ import os
 import time
 
 from ..errors import TensorforgeError
-from ..util.files import atomic_write
-from .common import add_model, add_opt, add_shapes, add_target, command, load_model, note, parse_shapes
+from .common import (
+    StagedDir,
+    add_model,
+    add_opt,
+    add_shapes,
+    add_target,
+    check_output,
+    command,
+    file_stem,
+    load_model,
+    note,
+    parse_shapes,
+    write_file,
+)
 
 
 def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
@@ -44,19 +56,20 @@ def cmd_compile(args) -> int:
 
     t0 = time.perf_counter()
     print_after = "all" if args.print_ir_after_all else (set(args.print_ir_after) or None)
-    art = _artifact(args, "llvm", verify=args.verify, print_ir_after=print_after)
-    target = art.target
-    asm = art.assembly() if target.is_gpu else format_listing(art.assembly(), art.program, None, art.aliases)
-    files = {
-        f"model.{'ptx' if target.is_gpu else 's'}": asm,
-        "graph.txt": str(art.graph) + "\n",
-        "graph.dot": to_dot(art.graph),
-        "kernels.txt": art.kernel_ir() + "\n",
-        "model.ll": art.llvm_ir,
-        "report.txt": format_report(art),
-    }
-    for name, text in files.items():
-        atomic_write(os.path.join(args.output, name), text)
+    with StagedDir(args.output) as out:
+        art = _artifact(args, "llvm", verify=args.verify, print_ir_after=print_after)
+        target = art.target
+        asm = art.assembly() if target.is_gpu else format_listing(art.assembly(), art.program, None, art.aliases)
+        files = {
+            f"model.{'ptx' if target.is_gpu else 's'}": asm,
+            "graph.txt": str(art.graph) + "\n",
+            "graph.dot": to_dot(art.graph),
+            "kernels.txt": art.kernel_ir() + "\n",
+            "model.ll": art.llvm_ir,
+            "report.txt": format_report(art),
+        }
+        for name, text in files.items():
+            out.write(name, text)
     dt = time.perf_counter() - t0
     print(f"compiled {art.name} for {target.name} in {dt:.2f} s -> {args.output}/ ({', '.join(files)})")
     return 0
@@ -77,10 +90,12 @@ def cmd_asm(args) -> int:
 
     from ..compiler import assembly
 
+    if args.output:
+        check_output(args.output, "-o")
     text = assembly(load_model(args.model), target=args.target, kernel=args.kernel, opt_level=args.opt_level,
                     input_shapes=parse_shapes(args.input_shape))  # fmt: skip
     if args.output:
-        atomic_write(args.output, text)
+        write_file(args.output, text, "-o")
     else:
         sys.stdout.write(text)
     return 0
@@ -142,6 +157,9 @@ def cmd_graph(args) -> int:
     fmt = ext.lstrip(".").lower()
     if fmt not in ("dot", "gv", "svg", "png", "pdf"):
         raise TensorforgeError(f"--output {out!r}: use a .dot, .svg, .png or .pdf file name")
+    dot_path = out if fmt in ("dot", "gv") else stem + ".dot"
+    check_output(out, "--output")
+    check_output(dot_path, "--output")
     opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape),
                    symbolic_as_one=True)  # fmt: skip
     b = Build(load_model(args.model), get_target(None), opts).run("optimize")
@@ -149,8 +167,7 @@ def cmd_graph(args) -> int:
         note(text)
     og = b.graph
     text = to_dot(og)
-    dot_path = out if fmt in ("dot", "gv") else stem + ".dot"
-    atomic_write(dot_path, text)
+    write_file(dot_path, text, "--output")
     if fmt not in ("dot", "gv"):
         try:
             render(text, out, fmt)
@@ -165,8 +182,9 @@ def cmd_graph(args) -> int:
 def _export_args(p):
     add_model(p)
     p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
-    p.add_argument("--name", default="model", help="library name: writes lib<NAME>.so and <NAME>.h (default: model)")
-    p.add_argument("--target", default="host",
+    p.add_argument("--name", default="model", type=file_stem,
+                   help="library name: writes lib<NAME>.so and <NAME>.h (default: model)")  # fmt: skip
+    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512"],
                    help="host (default: this CPU's ISA) or x86_64 / x86_64-avx512 for a portable build")  # fmt: skip
     add_opt(p)
     add_shapes(p)
@@ -176,7 +194,9 @@ def _export_args(p):
 def cmd_export(args) -> int:
     from ..runtime.aot import export_library
 
-    art = _artifact(args, "llvm", symbolic_as_one=False)
-    files = export_library(art, args.output, args.name)
-    print(f"exported {art.name} for {art.target.name}: {files['library']}, {files['header']}")
+    with StagedDir(args.output) as out:
+        art = _artifact(args, "llvm", symbolic_as_one=False)
+        files = export_library(art, out.tmp, args.name)
+    lib, header = (os.path.join(args.output, os.path.basename(files[k])) for k in ("library", "header"))
+    print(f"exported {art.name} for {art.target.name}: {lib}, {header}")
     return 0

@@ -1,14 +1,20 @@
-"""What every command shares: the command registry, the common flags, and reading models and inputs."""
+"""What every command shares: the command registry, the common flags, reading models and inputs, and
+writing outputs (checked before any long work starts; a directory's files replaced all at once)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import TensorforgeError
+from ..util.files import atomic_write
 
 COMMANDS: dict[str, tuple[Callable, str]] = {}
 ARGS: dict[str, Callable] = {}  # command name -> function adding its flags to an argparse parser
@@ -47,8 +53,33 @@ def add_target(p: argparse.ArgumentParser, what: str = "non-host targets emit as
                    help=f"host (default), x86_64, x86_64-avx512, aarch64, nvptx-sm90; {what}")  # fmt: skip
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: counts (threads, repeats, epochs, batch sizes) below 1 are mistakes, not defaults."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return n
+
+
+def seed(text: str) -> int:
+    """An argparse type: numpy's generators take seeds >= 0."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def file_stem(text: str) -> str:
+    """An argparse type: a name that becomes part of file names (no directories, not hidden)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", text):
+        raise argparse.ArgumentTypeError(f"must be letters, digits, '_', '.' or '-' (no '/'), got {text!r}")
+    return text
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")  # fmt: skip
 
 
@@ -115,3 +146,86 @@ def static_model(m, what: str):
 
 def note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
+
+
+def _existing_dir(path: str, flag: str, shown: str) -> str:
+    """The nearest existing ancestor of ``path`` (itself included), which must be a writable directory."""
+    d = path
+    while not os.path.exists(d):
+        d = os.path.dirname(d)
+    if not os.path.isdir(d):
+        raise TensorforgeError(f"{flag} {shown!r}: {d!r} is a file, not a directory")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise TensorforgeError(f"{flag} {shown!r}: directory {d!r} is not writable")
+    return d
+
+
+def check_output(path: str, flag: str, directory: bool = False) -> None:
+    """Fail now, before a compile or a training run, when ``path`` (a file, or a directory to write files
+    into) could not be written: it is a directory where a file belongs or the reverse, sits under a file,
+    or under a directory that is not writable. A full disk can only show when writing (``write_file``)."""
+    full = os.path.abspath(path)
+    if directory and os.path.exists(full) and not os.path.isdir(full):
+        raise TensorforgeError(f"{flag} {path!r} exists and is not a directory")
+    if not directory and os.path.isdir(full):
+        raise TensorforgeError(f"{flag} {path!r} is a directory; give a file name")
+    _existing_dir(full if directory else os.path.dirname(full), flag, path)
+
+
+def check_input(path: str, flag: str) -> None:
+    """Fail now, not after a training run, when a file to read later does not exist."""
+    if not os.path.isfile(path):
+        raise TensorforgeError(f"{flag} {path!r}: {'is a directory' if os.path.isdir(path) else 'no such file'}")
+
+
+def write_file(path: str, data: bytes | str, flag: str) -> None:
+    """``atomic_write`` with an OSError (a full disk, a permission) as one line naming the output."""
+    try:
+        atomic_write(path, data)
+    except OSError as e:
+        raise TensorforgeError(f"{flag} {path!r}: cannot write: {e.strerror or e}") from None
+
+
+class StagedDir:
+    """Files for directory ``path``, written into a temporary directory next to it and moved into place
+    only when the ``with`` block completes: a failure half-way (an error, a full disk) leaves ``path`` as
+    it was, instead of half new and half old files."""
+
+    def __init__(self, path: str, flag: str = "-o"):
+        check_output(path, flag, directory=True)
+        self.path, self.flag = path, flag
+        self.full = os.path.abspath(path)
+        base = _existing_dir(self.full, flag, path)
+        try:
+            self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.full)}.tmp-", dir=base)
+        except OSError as e:
+            raise TensorforgeError(f"{flag} {path!r}: cannot write: {e.strerror or e}") from None
+
+    def __enter__(self) -> StagedDir:
+        return self
+
+    def write(self, name: str, data: bytes | str) -> None:
+        try:
+            with open(os.path.join(self.tmp, name), "w" if isinstance(data, str) else "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise TensorforgeError(f"{self.flag} {os.path.join(self.path, name)!r}: cannot write: "
+                                   f"{e.strerror or e}") from None  # fmt: skip
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            if exc_type is None:
+                self._commit()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _commit(self) -> None:
+        try:
+            if not os.path.exists(self.full):
+                os.makedirs(os.path.dirname(self.full), exist_ok=True)
+                os.rename(self.tmp, self.full)
+                return
+            for name in sorted(os.listdir(self.tmp)):
+                os.replace(os.path.join(self.tmp, name), os.path.join(self.full, name))
+        except OSError as e:
+            raise TensorforgeError(f"{self.flag} {self.path!r}: cannot write: {e.strerror or e}") from None

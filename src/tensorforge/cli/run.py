@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
 import time
 
 import numpy as np
 
 from ..errors import TensorforgeError
-from ..util.files import atomic_write
 from .common import (
+    StagedDir,
     add_model,
     add_opt,
     add_shapes,
@@ -18,8 +18,10 @@ from .common import (
     command,
     load_model,
     parse_shapes,
+    positive_int,
     random_inputs,
     read_inputs,
+    seed,
     static_model,
 )
 
@@ -38,9 +40,9 @@ def _run_args(p):
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="input array from a .npy file (repeatable); see --random")  # fmt: skip
     p.add_argument("--random", action="store_true", help="fill missing inputs with random data (seeded)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed for --random (default 0)")
     p.add_argument("-o", "--output", default=None, help="directory to save outputs as NAME.npy")
-    p.add_argument("--repeat", type=int, default=1, help="run N times and print the median latency")
+    p.add_argument("--repeat", type=positive_int, default=1, help="run N times and print the median latency")
     add_threads(p)
     add_opt(p)
     add_shapes(p)
@@ -48,6 +50,11 @@ def _run_args(p):
 
 @command("run", "run a model on inputs from .npy files (or random ones)", _run_args)
 def cmd_run(args) -> int:
+    with StagedDir(args.output) if args.output else contextlib.nullcontext() as out:
+        return _run(args, out)
+
+
+def _run(args, out: StagedDir | None) -> int:
     feeds = read_inputs(args.input)
     m = _compile(args, args.threads)
     if args.random:
@@ -58,7 +65,7 @@ def cmd_run(args) -> int:
         feeds = random_inputs(m.inputs, args.seed, feeds)
     times = []
     outs = {}
-    for _ in range(max(1, args.repeat)):
+    for _ in range(args.repeat):
         t0 = time.perf_counter()
         outs = m.run(feeds)
         times.append(time.perf_counter() - t0)
@@ -66,10 +73,10 @@ def cmd_run(args) -> int:
         flat = arr.reshape(-1)
         preview = np.array2string(flat[:8], precision=5, separator=", ")
         print(f"{name}: {arr.dtype}{list(arr.shape)} {preview}{' ...' if flat.size > 8 else ''}")
-        if args.output:
+        if out is not None:
             buf = io.BytesIO()
             np.save(buf, arr)
-            atomic_write(os.path.join(args.output, f"{_safe(name)}.npy"), buf.getvalue())
+            out.write(f"{_safe(name)}.npy", buf.getvalue())
     if args.repeat > 1:
         print(f"latency: median {np.median(times) * 1e6:.1f} us over {len(times)} runs")
     return 0
@@ -81,9 +88,10 @@ def _safe(name: str) -> str:
 
 def _bench_args(p):
     add_model(p)
-    p.add_argument("--threads", type=int, default=1, help="threads for both tensorforge and ONNX Runtime (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="threads for both tensorforge and ONNX Runtime (default 1)")  # fmt: skip
     p.add_argument("--no-ort", action="store_true", help="time tensorforge only (no ONNX Runtime comparison)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the random inputs (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed for the random inputs (default 0)")
     add_opt(p)
     add_shapes(p)
 
@@ -130,8 +138,9 @@ def _profile_args(p):
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                    help="input array from a .npy file (repeatable); missing inputs are random (seeded)")  # fmt: skip
     add_threads(p)
-    p.add_argument("--repeat", type=int, default=20, help="runs to take the per-kernel medians over (default 20)")
-    p.add_argument("--top", type=int, default=None, help="show only the N slowest kernels")
+    p.add_argument("--repeat", type=positive_int, default=20,
+                   help="runs to take the per-kernel medians over (default 20)")  # fmt: skip
+    p.add_argument("--top", type=positive_int, default=None, help="show only the N slowest kernels")
     p.add_argument("--peak", action="store_true", help="re-measure the machine's peak (clock, FMA, memory) first")
     add_opt(p)
     add_shapes(p)
@@ -145,7 +154,7 @@ def cmd_profile(args) -> int:
     peak = machine_peak(refresh=args.peak)
     m = static_model(_compile(args, args.threads), "profile")
     feeds = random_inputs(m.inputs, 0, read_inputs(args.input))
-    rows, total = m.profile(feeds, repeat=max(1, args.repeat))
+    rows, total = m.profile(feeds, repeat=args.repeat)
     print(f"model {m.name}: {peak.describe()}")
     print(format_profile(rows, total, m.num_threads, peak, args.top))
     return 0

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from ..errors import TensorforgeError
-from .common import add_opt, command
+from .common import add_opt, check_input, check_output, command, positive_int, seed
 
 
 def _train_args(p):
@@ -23,8 +23,8 @@ def _train_args(p):
     src.add_argument("--data", default=None, metavar="FILE.npz",
                      help="training data: arrays 'x' (inputs) and 'y' (class indices or targets)")  # fmt: skip
     p.add_argument("--test-data", default=None, metavar="FILE.npz", help="held-out data (arrays 'x' and 'y')")
-    p.add_argument("--epochs", type=int, default=20, help="passes over the training data (default 20)")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per step (default 32); the last partial "
+    p.add_argument("--epochs", type=positive_int, default=20, help="passes over the training data (default 20)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="rows per step (default 32); the last partial "
                    "batch of each epoch is dropped")  # fmt: skip
     p.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy",
                    help="cross_entropy (logits, or a Softmax output) or mse (default cross_entropy)")  # fmt: skip
@@ -35,8 +35,8 @@ def _train_args(p):
     p.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     p.add_argument("--weight-decay", type=float, default=None,
                    help="L2 weight decay (sgd, adam; default 0) or decoupled decay (adamw; default 0.01)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="seed for the shuffling and the built-in model (default 0)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--seed", type=seed, default=0, help="seed for the shuffling and the built-in model (default 0)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")  # fmt: skip
     p.add_argument("-o", "--output", default=None, metavar="FILE.onnx", help="write the trained model as ONNX")
     p.add_argument("--save-state", default=None, metavar="FILE.npz",
@@ -55,6 +55,11 @@ def cmd_train(args) -> int:
 
     from ..train import datasets, trainer
 
+    for path, flag in ((args.output, "-o"), (args.save_state, "--save-state")):
+        if path:
+            check_output(path, flag)  # now, not after the whole training run
+    if args.resume:
+        check_input(args.resume, "--resume")
     if args.dataset:
         ds = datasets.load(args.dataset, seed=args.seed)
         if args.builtin == "cnn":
@@ -96,10 +101,12 @@ def cmd_train(args) -> int:
         print(f"held-out {kind}: {value}")
     if args.profile:
         print(step.profile(x[:batch], y[:batch]))
-    if args.save_state:
-        step.save(args.save_state)
-        print(f"state written to {args.save_state}")
-    if args.output:
-        step.export_onnx(args.output)
-        print(f"trained model written to {args.output}")
+    for path, flag, write, what in ((args.save_state, "--save-state", step.save, "state"),
+                                    (args.output, "-o", step.export_onnx, "trained model")):  # fmt: skip
+        if path:
+            try:
+                write(path)
+            except OSError as e:  # a disk filled during training
+                raise TensorforgeError(f"{flag} {path!r}: cannot write: {e.strerror or e}") from None
+            print(f"{what} written to {path}")
     return 0

@@ -25,6 +25,7 @@ from ..codegen.emit import build_module, compile_object
 from ..codegen.targets import Target
 from ..errors import CompileError, UnsupportedError
 from ..ir.graph import Graph
+from ..ir.limits import check_fits
 from ..lower import lower_graph
 from ..lower.kir import Kernel
 from ..lower.printer import structural_key
@@ -33,6 +34,7 @@ from ..lower.rules import has_lowering
 from ..lower.vectorize import vectorize_kernel
 from ..ops.registry import get_op
 from ..passes import PassManager, pipeline_for, specialize
+from ..passes.specialize import bind_dims
 from ..runtime.artifact import Artifact
 
 
@@ -189,6 +191,8 @@ def _import(b: Build) -> None:
 
 def _specialize(b: Build) -> None:
     g, shapes = b.graph, b.options.input_shapes
+    if shapes:
+        bind_dims(g, shapes)  # checks every shape given, those of fixed inputs too (never silently ignored)
     if shapes and not all(v.type.is_static for v in g.inputs) and not needs_dynamic_values(g):
         g = specialize(g, shapes)
     if b.options.symbolic_as_one and not all(v.type.is_static for v in g.inputs):
@@ -208,6 +212,9 @@ def _optimize(b: Build) -> None:
 
 def _lower(b: Build) -> None:
     b.program = lower_graph(b.graph, b.target, b.options.lowering, state=b.state)
+    # every tensor fits, yet all of them at once may not: refuse here rather than die allocating the arena
+    check_fits(b.program.resident_bytes, f"model '{b.graph.name}': running it (weights, intermediates, inputs "
+               "and outputs)")  # fmt: skip
 
 
 def _vectorize(b: Build) -> None:

@@ -11,47 +11,63 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..errors import ModelLoadError, NotConstantError, ShapeError, TensorforgeError, UnsupportedError, node_context
+from ..errors import (
+    InvalidAttributeError,
+    ModelLoadError,
+    NotConstantError,
+    ShapeError,
+    TensorforgeError,
+    UnsupportedError,
+    node_context,
+)
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.limits import check_fits, type_bytes
 from ..ops.fold import fold_node
-from ..ops.registry import get_op, has_op, infer_node
+from ..ops.registry import Attr, attr_problem, describe_value, get_op, has_op, infer_node
 from .onnx_functions import expand_function, has_function
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
-MIN_OPSET, MAX_OPSET = 1, 23
+# The opsets implemented, per domain whose ops change meaning across versions: a model importing a newer one
+# may use semantics this importer does not know, so it is refused rather than read by older rules. 28 is
+# onnx 1.23's newest, the opset at which the conformance suite (tests/test_onnx_backend.py) builds its tests.
+MIN_OPSET, MAX_OPSET = 1, 28
+ML_DOMAIN = "ai.onnx.ml"
+OPSET_RANGES = {"": (MIN_OPSET, MAX_OPSET), ML_DOMAIN: (1, 5)}
 
-# (op_type) -> list of (until_version, fn); fn(imp, node, inputs, attrs) -> list[Value] (the outputs)
-_CONVERTERS: dict[str, list[tuple[int, Callable]]] = {}
+# (op_type) -> list of (until_version, fn, attribute declarations); fn(imp, node, inputs, attrs) -> list[Value]
+_CONVERTERS: dict[str, list[tuple[int, Callable, Mapping[str, Attr]]]] = {}
 
 
 def _key(op_type: str, domain: str) -> str:
     return op_type if domain in DEFAULT_DOMAINS else f"{domain}.{op_type}"
 
 
-def converter(op_type: str, until: int = 10**6, domain: str = ""):
-    """Register a conversion for ``op_type`` nodes of opset <= ``until`` (newest matching entry wins)."""
+def converter(op_type: str, until: int = 10**6, domain: str = "", attrs: Mapping[str, Attr] | None = None):
+    """Register a conversion for ``op_type`` nodes of opset <= ``until`` (newest matching entry wins).
+    ``attrs`` declares value ranges of the ONNX attributes it reads, checked before it runs, as an IR op's
+    are: an op that exists only as a conversion (LpPool) has no OpDef to declare them on."""
 
     def deco(fn):
         key = _key(op_type, domain)
-        _CONVERTERS.setdefault(key, []).append((until, fn))
+        _CONVERTERS.setdefault(key, []).append((until, fn, attrs or {}))
         _CONVERTERS[key].sort(key=lambda t: t[0])
         return fn
 
     return deco
 
 
-def _find_converter(key: str, opset: int):
-    for until, fn in _CONVERTERS.get(key, []):
+def _find_converter(key: str, opset: int) -> tuple[Callable, Mapping[str, Attr]] | None:
+    for until, fn, specs in _CONVERTERS.get(key, []):
         if opset <= until:
-            return fn
+            return fn, specs
     return None
 
 
@@ -67,8 +83,11 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
         src = os.fspath(model)
         if not os.path.exists(src):
             raise ModelLoadError(f"model file {src!r} does not exist")
-        with open(src, "rb") as f:
-            data = f.read()
+        try:
+            with open(src, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ModelLoadError(f"model file {src!r} cannot be read: {e.strerror or e}") from None
     if not data:
         raise ModelLoadError(f"model {src!r} is empty")
     try:
@@ -100,6 +119,48 @@ def _dtype(elem_type: int, what: str) -> DType:
             onnx.TensorProto.DataType.Name(elem_type) if elem_type in onnx.TensorProto.DataType.values() else elem_type
         )
         raise UnsupportedError(f"{what}: element type {name} is not supported") from None
+
+
+_A = onnx.AttributeProto
+_ATTR_KINDS = {_A.FLOAT: "a float", _A.INT: "an int", _A.STRING: "a string", _A.TENSOR: "a tensor", _A.GRAPH: "a graph",
+               _A.SPARSE_TENSOR: "a sparse tensor", _A.TYPE_PROTO: "a type", _A.FLOATS: "a list of floats",
+               _A.INTS: "a list of ints", _A.STRINGS: "a list of strings", _A.TENSORS: "a list of tensors",
+               _A.GRAPHS: "a list of graphs", _A.SPARSE_TENSORS: "a list of sparse tensors",
+               _A.TYPE_PROTOS: "a list of types"}  # fmt: skip
+_WIDENING = {(_A.INT, _A.FLOAT), (_A.INTS, _A.FLOATS)}  # exact, and what onnx.helper writes for alpha=1
+
+
+def _schema(n: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
+    try:
+        return onnx.defs.get_schema(n.op_type, opset, "" if n.domain in DEFAULT_DOMAINS else n.domain)
+    except onnx.defs.SchemaError:
+        return None
+
+
+def check_attributes(n: onnx.NodeProto, opset: int, where: str) -> None:
+    """A node's attributes against its op's ONNX schema at the model's opset: no unknown name (a typo such
+    as ``stride`` would otherwise be ignored), every required one present, each of its declared kind. This
+    runs before any converter reads them; value ranges are the IR ops' declarations (``ops/registry.py``).
+    Ops without an ONNX schema (custom domains, model-local functions) are checked by their converters."""
+    schema = _schema(n, opset)
+    if schema is None:
+        return
+    for a in n.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is None:
+            known = ", ".join(sorted(schema.attributes)) or "none"
+            raise InvalidAttributeError(f"{where}: {n.op_type} (opset {opset}) has no attribute {a.name!r}; "
+                                        f"its attributes are: {known}")  # fmt: skip
+        want = int(spec.type)
+        if a.type != want and (a.type, want) not in _WIDENING:
+            got = _ATTR_KINDS.get(a.type, "an attribute without a type")
+            if a.type in (_A.FLOAT, _A.INT, _A.STRING, _A.FLOATS, _A.INTS, _A.STRINGS):
+                got = describe_value(_attr_value(a))
+            raise InvalidAttributeError(f"{where}: attribute {a.name!r} must be {_ATTR_KINDS[want]}, got {got}")
+    given = {a.name for a in n.attribute}
+    missing = sorted(k for k, spec in schema.attributes.items() if spec.required and k not in given)
+    if missing:
+        raise InvalidAttributeError(f"{where}: required attribute(s) {', '.join(map(repr, missing))} missing")
 
 
 def _attr_value(a: onnx.AttributeProto) -> Any:
@@ -177,6 +238,9 @@ class Importer:
         dims = []
         for i, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value"):
+                if d.dim_value < 0:
+                    raise ModelLoadError(f"model '{self.name}': input {vi.name!r} declares dim {i} as {d.dim_value}; "
+                                         "dims must be >= 0 (or symbolic)")  # fmt: skip
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param:
                 dims.append(_sanitize(d.dim_param))
@@ -231,9 +295,23 @@ class Importer:
         finally:
             self.env = outer
 
+    def check_opsets(self) -> None:
+        if not self.proto.opset_import:  # the last field an exporter writes: a file cut just before it parses
+            raise ModelLoadError(f"model '{self.name}' declares no opset (opset_import is empty): a truncated file, "
+                                 "or not written by an ONNX exporter")  # fmt: skip
+        for o in self.proto.opset_import:
+            domain = "" if o.domain in DEFAULT_DOMAINS else o.domain
+            if domain not in OPSET_RANGES:
+                continue  # a custom domain: its ops are model-local functions or reported as unsupported
+            lo, hi = OPSET_RANGES[domain]
+            if not lo <= o.version <= hi:
+                shown = f"domain {domain!r}" if domain else "the default ONNX domain"
+                raise UnsupportedError(f"model '{self.name}' imports opset {o.version} of {shown}; tensorforge "
+                                       f"implements opsets {lo} to {hi} (onnx.version_converter can convert a "
+                                       "model to another opset)")  # fmt: skip
+
     def run(self) -> Graph:
-        if self.opset < MIN_OPSET:
-            raise UnsupportedError(f"model '{self.name}' uses opset {self.opset}; tensorforge supports {MIN_OPSET}+")
+        self.check_opsets()
         self.check_supported()
         inits = {t.name for t in self.g.initializer}
         for t in self.g.initializer:
@@ -245,6 +323,8 @@ class Importer:
                 raise UnsupportedError(f"model '{self.name}': initializer {t.name!r} holds strings")
             _dtype(t.data_type, f"model '{self.name}': initializer {t.name!r}")
             self.env[t.name] = Value(self.fresh_name(t.name), const=arr)
+        _check_unique(self.name, "inputs", [vi.name for vi in self.g.input if vi.name not in inits])
+        _check_unique(self.name, "outputs", [vi.name for vi in self.g.output])
         inputs = []
         for vi in self.g.input:
             if vi.name in inits:
@@ -253,6 +333,7 @@ class Importer:
             name = vi.name if vi.name and vi.name not in self.used_names else self.fresh_name(vi.name)
             self.used_names.add(name)
             v = Value(name, self.value_type(vi))
+            check_fits(type_bytes(v.type), f"model '{self.name}': input '{vi.name}' {v.type}")
             self.env[vi.name] = v
             inputs.append(v)
         problems: list[str] = []
@@ -289,6 +370,7 @@ class Importer:
 
     def convert(self, n: onnx.NodeProto, i: int) -> None:
         name = self.node_name(n, i)
+        check_attributes(n, self.opset_for(n.domain), node_context(self.name, name, n.op_type))
         inputs: list[Value | None] = []
         for x in n.input:
             if x == "":
@@ -304,8 +386,12 @@ class Importer:
                 attrs[a.name] = _attr_value(a)
             except UnsupportedError as e:
                 raise UnsupportedError(f"{node_context(self.name, name, n.op_type)}: {e}") from None
-        fn = _find_converter(_key(n.op_type, n.domain), self.opset_for(n.domain))
-        if fn is not None:
+        found = _find_converter(_key(n.op_type, n.domain), self.opset_for(n.domain))
+        if found is not None:
+            fn, specs = found
+            problem = attr_problem(specs, attrs)
+            if problem:
+                raise InvalidAttributeError(f"{node_context(self.name, name, n.op_type)}: {problem}")
             outs = fn(self, name, n, inputs, attrs)
         elif n.domain in DEFAULT_DOMAINS and has_op(n.op_type):
             outs = self.emit(n.op_type, inputs, attrs, name, [o for o in n.output])
@@ -323,7 +409,7 @@ class Importer:
         if isinstance(out_names, int):
             out_names = [f"{name}_out{k}" for k in range(out_names)]
         opdef = get_op(op)
-        for k, v in opdef.attrs.items():
+        for k, v in opdef.defaults.items():
             attrs.setdefault(k, v)
         outs = tuple(Value(self.fresh_name(o or f"{name}_unused{k}")) for k, o in enumerate(out_names))
         node = Node(op, tuple(inputs), outs, attrs, name)
@@ -349,8 +435,8 @@ class Importer:
             return infer_node(node, self.name)
         except NotConstantError:
             return None
-        except ShapeError:
-            if all(v is None or v.type.is_static for v in node.inputs):
+        except ShapeError as e:
+            if isinstance(e, InvalidAttributeError) or all(v is None or v.type.is_static for v in node.inputs):
                 raise
             return None  # may hold once the symbolic dims are known
 
@@ -493,6 +579,15 @@ def _legacy_broadcast(op):
 
 for _op in ("Add", "Sub", "Mul", "Div", "Pow"):
     converter(_op, until=6)(_legacy_broadcast(_op))
+
+
+def _check_unique(model: str, what: str, names: list[str]) -> None:
+    """Two graph inputs (or outputs) of one name: a caller could feed (or read) only one of them."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise ModelLoadError(f"model '{model}': graph {what} {first[name]} and {i} are both named {name!r}")
+        first[name] = i
 
 
 def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Graph:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.registry import Attr
 from .onnx import Importer, converter
 
 
@@ -103,7 +104,7 @@ def _group_norm_18(imp: Importer, name, n, inputs, attrs):
     return imp.emit("GroupNormalization", [x, *per], attrs, name, list(n.output))
 
 
-@converter("LpPool")
+@converter("LpPool", attrs={"p": Attr(2, min=1)})
 def _lp_pool(imp: Importer, name, n, inputs, attrs):
     # sum of |x|^p over each window is a depthwise convolution with a kernel of ones (pads add zeros)
     x = inputs[0]

@@ -139,6 +139,17 @@ class _Parser:
         raise ParseError(f"line {line}: expected a number, string or bool, got {tok!r}")
 
     def attr_value(self):
+        if self.t.at("const"):  # a tensor attribute, written out in full
+            self.t.next()
+            type_ = self.type_()
+            self.t.expect("[")
+            items = []
+            while not self.t.at("]"):
+                items.append(self.scalar())
+                if self.t.at(","):
+                    self.t.next()
+            self.t.next()
+            return self.const_data("attribute", type_, items)
         if self.t.at("["):
             self.t.next()
             items = []

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Graph, Node, Value
+from .dtype import DType
+from .graph import Graph, Node, TensorType, Value
 
 
 def format_attr(v) -> str:
-    if isinstance(v, np.ndarray):
-        return f"tensor<{v.dtype}{list(v.shape)}>"
+    if isinstance(v, np.ndarray):  # every element (attribute tensors are small): the text parses back
+        body = ", ".join(_fmt_scalar(x) for x in v.reshape(-1))
+        return f"const {TensorType(DType.from_numpy(v.dtype), v.shape)} [{body}]"
     if isinstance(v, float):
         return repr(float(v))
     if isinstance(v, tuple | list):

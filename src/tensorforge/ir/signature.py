@@ -30,6 +30,8 @@ def check_shape(model: str, spec: InputSpec, shape: Sequence[int], dims: dict[st
     """``shape`` fits ``spec.shape``: same rank, equal fixed dims, symbolic dims consistent with ``dims``
     (which is filled with the dims bound here)."""
     shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise InputError(f"model '{model}': input '{spec.name}' is given shape {list(shape)}; dims must be >= 0")
     if len(shape) != len(spec.shape):
         raise InputError(f"model '{model}': input '{spec.name}' has shape {list(shape)}, expected rank "
                          f"{len(spec.shape)} ({list(spec.shape)})")  # fmt: skip
@@ -80,6 +82,14 @@ def bind_args(model: str, names: Sequence[str], args: Sequence, kwargs: Mapping)
     return list(args)
 
 
+def check_feeds(model: str, feeds) -> Mapping:
+    """``run``'s argument: a mapping of input names to arrays (a list would fail deep inside, on ``.get``)."""
+    if not isinstance(feeds, Mapping):
+        raise InputError(f"model '{model}': run() takes a dict {{input name: array}}, got {type(feeds).__name__}; "
+                         "to pass arrays in input order, call the model itself: model(x, ...)")  # fmt: skip
+    return feeds
+
+
 def check_inputs(model: str, specs: Sequence[InputSpec], args: Sequence, kwargs: Mapping
                  ) -> tuple[list[np.ndarray], dict[str, int]]:  # fmt: skip
     """Bind and check every input; returns the arrays and the symbolic dims they bound."""
@@ -88,4 +98,4 @@ def check_inputs(model: str, specs: Sequence[InputSpec], args: Sequence, kwargs:
     return [check_array(model, s, x, dims) for s, x in zip(specs, xs)], dims
 
 
-__all__ = ["InputSpec", "bind_args", "check_array", "check_inputs", "check_shape"]
+__all__ = ["InputSpec", "bind_args", "check_array", "check_feeds", "check_inputs", "check_shape"]

@@ -156,8 +156,8 @@ def _lrn(ctx: LowerCtx, node, ins):
     x = ins[0]
     size = int(node.attrs["size"])
     alpha, beta, bias = (float(node.attrs.get(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
-    before, after = lrn_window(size)
     c = x.shape[1]
+    before, after = (min(w, c - 1) for w in lrn_window(size))  # taps c or more channels away read nothing
     cdt = x.dtype.compute
 
     def fn(idx):

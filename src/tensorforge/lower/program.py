@@ -149,8 +149,13 @@ class ProgramBuilder:
         t = self.const_cache.get(v.id)
         if t is None:
             data = v.const
+            # a broadcast constant (a folded ConstantOfShape: zero strides) keeps only the elements it
+            # stores, read through zero strides; add_const would copy out all of them
+            stored = data[tuple(slice(0, 1) if st == 0 else slice(None) for st in data.strides)]
             if data.size == 1:
                 t = TExpr.scalar(data.reshape(-1)[0], v.dtype, data.shape)
+            elif stored.size < data.size:
+                t = TExpr.from_view(self.add_const(stored, v.name).broadcast_to(data.shape), data)
             else:
                 view = self.add_const(data, v.name)
                 t = TExpr.from_view(view, data)

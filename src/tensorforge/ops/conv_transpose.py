@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import TensorType
-from .registry import InferCtx, OpDef, Pattern, register
+from .nn import WINDOW_ATTRS
+from .registry import Attr, InferCtx, OpDef, Pattern, register
 
 
 def transpose_geometry(x_shape, w_shape, attrs) -> tuple[tuple[int, ...], list[int]]:
@@ -70,10 +71,15 @@ def _infer(ctx: InferCtx):
     if x[1] != w[0] or x[1] % group:
         ctx.fail(f"W{list(w)} expects {w[0]} input channels (divisible by group={group}), X{list(x)} has {x[1]}")
     sp = len(x) - 2
-    for name in ("strides", "dilations", "output_padding"):
+    for name, n in (("strides", sp), ("dilations", sp), ("output_padding", sp), ("kernel_shape", sp), ("pads", 2 * sp)):
         v = ctx.attr(name)
-        if v is not None and len(v) != sp:
-            ctx.fail(f"{name}={list(v)} must have {sp} entries")
+        if v is not None and len(v) != n:
+            ctx.fail(f"{name}={list(v)} must have {n} entries for {sp} spatial dims")
+    ks, shape = ctx.attr("kernel_shape"), ctx.attr("output_shape")
+    if ks is not None and tuple(ks) != tuple(w[2:]):
+        ctx.fail(f"kernel_shape={list(ks)} does not match W{list(w)}")
+    if shape is not None and len(shape) not in (sp, sp + 2):
+        ctx.fail(f"output_shape={list(shape)} must have {sp} (spatial) or {sp + 2} entries")
     out, pads = transpose_geometry(x, w, ctx.attrs)
     strides = ctx.attr("strides") or [1] * sp
     for i, o in enumerate(out):
@@ -102,5 +108,7 @@ def _flops(node) -> int:
     return 2 * int(np.prod(x)) * int(np.prod(w[1:])) if all(isinstance(d, int) for d in (*x, *w)) else 0
 
 
-register(OpDef("ConvTranspose", Pattern.OPAQUE, _infer, _reference, {"auto_pad": "NOTSET", "group": 1}, (2, 3),
+_ATTRS = {**WINDOW_ATTRS, "group": Attr(1, min=1), "output_padding": Attr(kind="ints", min=0),
+          "output_shape": Attr(kind="ints", min=1)}  # fmt: skip
+register(OpDef("ConvTranspose", Pattern.OPAQUE, _infer, _reference, _ATTRS, (2, 3),
                flops=_flops))  # fmt: skip

@@ -1,5 +1,7 @@
-"""Compile-time evaluation of a node whose result is known (used by the importer, specialization and
-the constant-folding pass)."""
+"""Compile-time evaluation of a node whose result is known (used by the importer, specialization, the
+constant-folding pass and the dynamic-shape runtime). It is the one place constants are created from
+nodes, so it is where their size is bounded (``ir/limits.py``): from the output types, before anything is
+evaluated."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import numpy as np
 
 from ..errors import TensorforgeError
 from ..ir.graph import Node, TensorType, Value
+from ..ir.limits import max_fold_bytes, stored_bytes, type_bytes
 from .registry import InferCtx, evaluate, get_op
 
 SHAPE_FOLD_LIMIT = 4096  # elements: above this, integer constants are left to the fold pass
@@ -20,9 +23,9 @@ def fold_node(node: Node, model: str | None = None, shapes_only: bool = True, li
     """
     opdef = get_op(node.op)
     vals = None
-    if opdef.value is not None:
+    if opdef.value is not None:  # cheap by contract: a folded ConstantOfShape stores one element
         vals = opdef.value(InferCtx(node, model))
-    if vals is None and node.inputs and all(v is None or v.is_const for v in node.inputs):
+    if vals is None and node.inputs and all(v is None or v.is_const for v in node.inputs) and within_fold_budget(node):
         if shapes_only:
             small = all(v is None or v.const.size <= limit for v in node.inputs)
             int_out = all(not v.type.dtype.is_float for v in node.outputs)
@@ -44,3 +47,14 @@ def fold_node(node: Node, model: str | None = None, shapes_only: bool = True, li
         arr = np.asarray(arr).astype(v.type.dtype.np, copy=False)
         out.append(Value(v.name, TensorType(v.type.dtype, tuple(int(d) for d in arr.shape)), const=arr))
     return out
+
+
+def within_fold_budget(node: Node) -> bool:
+    """Whether folding ``node`` creates at most ``TENSORFORGE_MAX_FOLD_BYTES`` more than the constant data
+    it reads: a weight transposed or scaled folds at any size, a few bytes expanded to a gigabyte do not
+    (the node then runs at run time). Decided from the output types, before any memory is taken."""
+    sizes = [None if v.type is None else type_bytes(v.type) for v in node.outputs]
+    if None in sizes:
+        return True  # untyped or symbolic: some input is not a constant, so nothing is evaluated
+    read = sum(stored_bytes(v.const) for v in node.inputs if v is not None and v.is_const)
+    return sum(sizes) <= max(max_fold_bytes(), read)

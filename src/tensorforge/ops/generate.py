@@ -11,7 +11,8 @@ import numpy as np
 
 from ..ir.dtype import DType
 from ..ir.graph import TensorType
-from .registry import InferCtx, OpDef, Pattern, register
+from .fold import within_fold_budget
+from .registry import Attr, InferCtx, OpDef, Pattern, register
 
 
 def _fill_value(attrs) -> np.ndarray:
@@ -105,7 +106,8 @@ def _eyelike_value(ctx: InferCtx):
     return list(_eyelike_ref(ctx.attrs, np.empty(s, ctx.dtype(0).np)))
 
 
-register(OpDef("EyeLike", Pattern.INJECTIVE, _eyelike_infer, _eyelike_ref, {"k": 0}, (1, 1), value=_eyelike_value))
+register(OpDef("EyeLike", Pattern.INJECTIVE, _eyelike_infer, _eyelike_ref, {"k": 0, "dtype": Attr(kind="dtype")},
+               (1, 1), value=_eyelike_value))  # fmt: skip
 
 
 # -- MelWeightMatrix -------------------------------------------------------------------------------
@@ -151,10 +153,10 @@ def _mel_ref(attrs, *vals):
 
 
 def _mel_value(ctx: InferCtx):
-    if any(ctx.const(i) is None for i in range(5)):
+    if any(ctx.const(i) is None for i in range(5)) or not within_fold_budget(ctx.node):  # a dense matrix
         return None
     return list(_mel_ref(ctx.attrs, *(ctx.const(i) for i in range(5))))
 
 
-register(OpDef("MelWeightMatrix", Pattern.OPAQUE, _mel_infer, _mel_ref, {"output_datatype": 1}, (5, 5),
-               value=_mel_value))  # fmt: skip
+register(OpDef("MelWeightMatrix", Pattern.OPAQUE, _mel_infer, _mel_ref, {"output_datatype": Attr(1, kind="dtype")},
+               (5, 5), value=_mel_value))  # fmt: skip

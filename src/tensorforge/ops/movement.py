@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir.graph import TensorType
 from .common import norm_axes, norm_axis
-from .registry import InferCtx, OpDef, Pattern, register
+from .registry import Attr, InferCtx, OpDef, Pattern, flag, register
 
 
 def _int_list(a) -> list[int]:
@@ -60,7 +60,8 @@ def _split_ref(attrs, x, split=None):
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
-register(OpDef("Split", Pattern.INJECTIVE, _split_infer, _split_ref, {"axis": 0}, (1, 2)))
+register(OpDef("Split", Pattern.INJECTIVE, _split_infer, _split_ref,
+               {"axis": 0, "num_outputs": Attr(kind="int", min=1)}, (1, 2)))  # fmt: skip
 
 
 # -- Tile ------------------------------------------------------------------------------------------
@@ -139,7 +140,8 @@ def _pad_ref(attrs, x, pads, value=None, axes=None):
     return (np.pad(x, widths, mode=mode),)
 
 
-register(OpDef("Pad", Pattern.INJECTIVE, _pad_infer, _pad_ref, {"mode": "constant"}, (2, 4)))
+register(OpDef("Pad", Pattern.INJECTIVE, _pad_infer, _pad_ref,
+               {"mode": Attr("constant", choices=("constant", "reflect", "edge", "wrap"))}, (2, 4)))  # fmt: skip
 
 
 # -- Trilu -----------------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def _trilu_ref(attrs, x, k=None):
     return ((np.triu(x, k) if attrs.get("upper", 1) else np.tril(x, k)).astype(x.dtype),)
 
 
-register(OpDef("Trilu", Pattern.INJECTIVE, _trilu_infer, _trilu_ref, {"upper": 1}, (1, 2)))
+register(OpDef("Trilu", Pattern.INJECTIVE, _trilu_infer, _trilu_ref, {"upper": flag(1)}, (1, 2)))
 
 
 # -- DepthToSpace / SpaceToDepth -------------------------------------------------------------------
@@ -201,8 +203,9 @@ def _s2d_ref(a, x):
     return (space_to_depth(x, int(a["blocksize"]), a.get("mode", "DCR")),)
 
 
-register(OpDef("DepthToSpace", Pattern.INJECTIVE, _d2s_infer, _d2s_ref, {"mode": "DCR"}))
-register(OpDef("SpaceToDepth", Pattern.INJECTIVE, _d2s_infer, _s2d_ref, {"mode": "DCR"}))
+_BLOCK_ATTRS = {"blocksize": Attr(kind="int", min=1), "mode": Attr("DCR", choices=("DCR", "CRD"))}
+register(OpDef("DepthToSpace", Pattern.INJECTIVE, _d2s_infer, _d2s_ref, _BLOCK_ATTRS))
+register(OpDef("SpaceToDepth", Pattern.INJECTIVE, _d2s_infer, _s2d_ref, _BLOCK_ATTRS))
 
 
 # -- ReverseSequence -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import Node, TensorType
 from .common import broadcast_shapes, norm_axis, prod
-from .registry import InferCtx, OpDef, Pattern, register
+from .registry import Attr, InferCtx, OpDef, Pattern, flag, register
 
 
 def _static(shape) -> bool:
@@ -74,7 +74,7 @@ def _gemm_flops(node: Node) -> int:
 
 
 register(OpDef("Gemm", Pattern.OUT_FUSABLE, _gemm_infer, _gemm_ref,
-               {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}, (2, 3), flops=_gemm_flops))  # fmt: skip
+               {"alpha": 1.0, "beta": 1.0, "transA": flag(), "transB": flag()}, (2, 3), flops=_gemm_flops))  # fmt: skip
 
 
 def matmul_shape(ctx: InferCtx, a, b):
@@ -115,6 +115,16 @@ register(OpDef("MatMul", Pattern.OUT_FUSABLE, _matmul_infer,
 # ---------------------------------------------------------------------------------------------------
 # Convolution and pooling geometry
 # ---------------------------------------------------------------------------------------------------
+# The attributes every sliding-window op shares (Conv, ConvTranspose, the poolings): declared once.
+WINDOW_ATTRS = {
+    "auto_pad": Attr("NOTSET", choices=("NOTSET", "", "SAME_UPPER", "SAME_LOWER", "VALID")),
+    "kernel_shape": Attr(kind="ints", min=1),
+    "strides": Attr(kind="ints", min=1),
+    "dilations": Attr(kind="ints", min=1),
+    "pads": Attr(kind="ints", min=0),
+}
+
+
 @dataclass(frozen=True)
 class Window:
     """Resolved sliding-window geometry: per spatial dim kernel, stride, dilation, pads, output size."""
@@ -235,7 +245,7 @@ def _conv_flops(node: Node) -> int:
 
 
 register(OpDef("Conv", Pattern.OUT_FUSABLE, _conv_infer, conv_reference,
-               {"auto_pad": "NOTSET", "group": 1}, (2, 3), flops=_conv_flops))  # fmt: skip
+               {**WINDOW_ATTRS, "group": Attr(1, min=1)}, (2, 3), flops=_conv_flops))  # fmt: skip
 
 
 def pool_window(ctx: InferCtx | None, x_shape, attrs) -> Window:
@@ -318,9 +328,9 @@ def _avgpool_ref(attrs, x):
 
 
 register(OpDef("MaxPool", Pattern.OPAQUE, _pool_infer, _maxpool_ref,
-               {"auto_pad": "NOTSET", "ceil_mode": 0, "storage_order": 0}, (1, 1)))  # fmt: skip
+               {**WINDOW_ATTRS, "ceil_mode": flag(), "storage_order": flag()}, (1, 1)))  # fmt: skip
 register(OpDef("AveragePool", Pattern.OPAQUE, _pool_infer, _avgpool_ref,
-               {"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0}, (1, 1)))  # fmt: skip
+               {**WINDOW_ATTRS, "ceil_mode": flag(), "count_include_pad": flag()}, (1, 1)))  # fmt: skip
 
 
 def _global_pool_infer(ctx: InferCtx):
@@ -364,7 +374,7 @@ def _bn_ref(attrs, x, scale, b, mean, var):
 
 
 register(OpDef("BatchNormalization", Pattern.BROADCAST, _bn_infer, _bn_ref,
-               {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0}, (5, 5)))  # fmt: skip
+               {"epsilon": 1e-5, "momentum": 0.9, "training_mode": flag()}, (5, 5)))  # fmt: skip
 
 
 def _softmax_infer(ctx: InferCtx):

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir.graph import TensorType
 from .common import norm_axis
-from .registry import InferCtx, OpDef, Pattern, register
+from .registry import Attr, InferCtx, OpDef, Pattern, register
 
 
 def _float_input(ctx: InferCtx):
@@ -176,4 +176,5 @@ def _lrn_ref(attrs, x):
     return ((xs / d).astype(x.dtype),)
 
 
-register(OpDef("LRN", Pattern.INJECTIVE, _lrn_infer, _lrn_ref, {"alpha": 1e-4, "beta": 0.75, "bias": 1.0}))
+register(OpDef("LRN", Pattern.INJECTIVE, _lrn_infer, _lrn_ref,
+               {"alpha": 1e-4, "beta": 0.75, "bias": 1.0, "size": Attr(kind="int", min=1)}))  # fmt: skip

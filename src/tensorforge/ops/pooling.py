@@ -11,8 +11,8 @@ import numpy as np
 
 from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import TensorType
-from .nn import _pool_infer, pool_window, resolve_window
-from .registry import InferCtx, OpDef, Pattern, register
+from .nn import WINDOW_ATTRS, _pool_infer, pool_window, resolve_window
+from .registry import InferCtx, OpDef, Pattern, flag, register
 
 
 def flat_position(n: int, c: int, channels: int, pos, size, storage_order: int) -> int:
@@ -46,7 +46,7 @@ def _maxpool_idx_ref(attrs, x):
 
 
 register(OpDef("MaxPoolWithIndices", Pattern.OPAQUE, _pool_infer, _maxpool_idx_ref,
-               {"auto_pad": "NOTSET", "ceil_mode": 0, "storage_order": 0}, (1, 1)))  # fmt: skip
+               {**WINDOW_ATTRS, "ceil_mode": flag(), "storage_order": flag()}, (1, 1)))  # fmt: skip
 
 
 # -- MaxUnpool -------------------------------------------------------------------------------------

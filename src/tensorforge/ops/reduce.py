@@ -12,7 +12,7 @@ from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import Node, TensorType
 from .common import norm_axes, prod
 from .handler import NUMPY
-from .registry import InferCtx, OpDef, Pattern, register
+from .registry import InferCtx, OpDef, Pattern, flag, register
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ REDUCERS: dict[str, Reducer] = {}
 def _reg(r: Reducer):
     REDUCERS[r.name] = r
     register(OpDef(r.name, Pattern.REDUCTION, _reduce_infer, _make_ref(r),
-                   {"keepdims": 1, "noop_with_empty_axes": 0}, (1, 2), flops=_reduce_flops))  # fmt: skip
+                   {"keepdims": flag(1), "noop_with_empty_axes": flag()}, (1, 2), flops=_reduce_flops))  # fmt: skip
 
 
 def reduce_axes(ctx_or_none, rank: int, axes_value, noop: bool) -> tuple[int, ...] | None:

@@ -9,15 +9,17 @@ chain.
 from __future__ import annotations
 
 import enum
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import NotConstantError, ShapeError, UnsupportedError, node_context
+from ..errors import InvalidAttributeError, NotConstantError, ShapeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Dim, Node, TensorType, Value
+from ..ir.limits import check_fits, type_bytes
 
 
 class Pattern(enum.IntEnum):
@@ -86,6 +88,102 @@ class InferCtx:
         self.fail(msg, UnsupportedError)
 
 
+_KINDS = {"int": "an int", "float": "a float", "str": "a string", "ints": "a list of ints",
+          "floats": "a list of floats", "strs": "a list of strings", "tensor": "a tensor",
+          "dtype": "an ONNX element type tensorforge supports (1 = float, 7 = int64, ...)"}  # fmt: skip
+
+
+def _kind_of(default: Any) -> str | None:
+    """The kind a plain default implies (None: unchecked, e.g. a default of None or an empty list)."""
+    if isinstance(default, numbers.Integral):
+        return "int"
+    if isinstance(default, numbers.Real):
+        return "float"
+    if isinstance(default, str):
+        return "str"
+    if isinstance(default, np.ndarray):
+        return "tensor"
+    if isinstance(default, list | tuple) and default:
+        kinds = {_kind_of(x) for x in default}
+        return {frozenset({"int"}): "ints", frozenset({"float"}): "floats", frozenset({"int", "float"}): "floats",
+                frozenset({"str"}): "strs"}.get(frozenset(kinds))  # fmt: skip
+    return None
+
+
+def _fits(kind: str, v: Any) -> bool:
+    if kind == "int":
+        return isinstance(v, numbers.Integral)
+    if kind == "float":  # an int where a float belongs is exact: accepted, as by onnx.helper
+        return isinstance(v, numbers.Real)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind == "tensor":
+        return isinstance(v, np.ndarray)
+    if kind == "dtype":  # an ONNX TensorProto element type code (graph builders pass a DType)
+        try:
+            return isinstance(v, DType) or (isinstance(v, numbers.Integral) and DType.from_onnx(int(v)) is not None)
+        except TypeError:
+            return False
+    if isinstance(v, np.ndarray):
+        return v.ndim == 1 and _fits(kind[:-1], v.dtype.type(0))
+    return isinstance(v, list | tuple) and all(_fits(kind[:-1], x) for x in v)
+
+
+def describe_value(v: Any) -> str:
+    """'the string '1.5'', 'the int 1', 'the list [1, 2]': what an attribute holds, for messages."""
+    if isinstance(v, np.ndarray):
+        return f"a {v.dtype} array of shape {list(v.shape)}"
+    if isinstance(v, list | tuple):
+        return f"the list {list(v)!r}"
+    word = {str: "string", float: "float", int: "int", bool: "bool"}.get(type(v), type(v).__name__)
+    return f"the {word} {v!r}"
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute's declaration on an OpDef, where a plain default does not say enough: no default
+    (Conv's ``strides``: the type rule knows it from the rank), a kind, a lower bound for every element,
+    or the values allowed. ``infer_node`` checks every node against its op's declarations before the type
+    rule runs, so rules and references never meet a string where they expect an int."""
+
+    default: Any = None
+    kind: str | None = None  # one of _KINDS; by default the kind of ``default``
+    min: int | float | None = None  # every element (of a list too) is >= min
+    choices: tuple | None = None  # every element is one of these
+
+    def __post_init__(self):
+        if self.kind is None:
+            object.__setattr__(self, "kind", _kind_of(self.default))
+
+    def problem(self, name: str, v: Any) -> str | None:
+        """What is wrong with value ``v`` of attribute ``name``, or None."""
+        if self.kind is None or v is None:
+            return None
+        if not _fits(self.kind, v):
+            return f"attribute '{name}' must be {_KINDS[self.kind]}, got {describe_value(v)}"
+        elems = list(np.asarray(v).reshape(-1)) if self.kind in ("ints", "floats", "strs") else [v]
+        if self.min is not None and any(x < self.min for x in elems):
+            return f"attribute '{name}' must be >= {self.min}, got {describe_value(v)}"
+        if self.choices is not None and any(x not in self.choices for x in elems):
+            return f"attribute '{name}' must be one of {', '.join(map(repr, self.choices))}, got {describe_value(v)}"
+        return None
+
+
+def attr_problem(specs: Mapping[str, Attr], attrs: Mapping[str, Any]) -> str | None:
+    """The first attribute in ``attrs`` that breaks its declaration in ``specs``, described; else None."""
+    for name, v in attrs.items():
+        spec = specs.get(name)
+        problem = spec and spec.problem(name, v)
+        if problem:
+            return problem
+    return None
+
+
+def flag(default: int = 0) -> Attr:
+    """A 0/1 attribute (keepdims, ceil_mode, transA): any other value is a mistake, not a 'true'."""
+    return Attr(default, choices=(0, 1))
+
+
 InferFn = Callable[[InferCtx], Sequence[TensorType]]
 # reference(attrs, *inputs) -> tuple of outputs
 RefFn = Callable[..., Sequence[np.ndarray]]
@@ -97,9 +195,11 @@ class OpDef:
     pattern: Pattern
     infer: InferFn
     reference: RefFn | None
+    # Per attribute a plain default, or an ``Attr`` declaration; ``defaults`` and ``specs`` are derived.
     attrs: Mapping[str, Any] = field(default_factory=dict)
     inputs: tuple[int, int] = (1, 1)  # (min, max) number of inputs; max -1 = variadic
-    # Values that are computable from input *types* alone (Shape, Size): returns outputs or None.
+    # Values that are computable from input *types* alone (Shape, Size): returns outputs or None. They must
+    # take little memory (ConstantOfShape's is a broadcast view): fold_node's size budget does not apply.
     value: Callable[[InferCtx], Sequence[np.ndarray] | None] | None = None
     flops: Callable[[Node], int] | None = None
     doc: str = ""
@@ -109,6 +209,20 @@ class OpDef:
     # Ops that are specialized away (deferred control flow): expand(node, model, taken_names) -> (nodes,
     # outputs) once the node's inputs are known well enough; raises NotConstantError until then.
     expand: Callable | None = None
+    defaults: Mapping[str, Any] = field(init=False, repr=False)
+    specs: Mapping[str, Attr] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        specs = {k: v if isinstance(v, Attr) else Attr(v) for k, v in self.attrs.items()}
+        defaults = {k: v.default if isinstance(v, Attr) else v for k, v in self.attrs.items()
+                    if not (isinstance(v, Attr) and v.default is None)}  # fmt: skip
+        object.__setattr__(self, "specs", specs)
+        object.__setattr__(self, "defaults", defaults)
+
+    def check_attrs(self, ctx: InferCtx) -> None:
+        problem = attr_problem(self.specs, ctx.node.attrs)
+        if problem:
+            ctx.fail(problem, InvalidAttributeError)
 
     def check_arity(self, ctx: InferCtx) -> None:
         n = len(ctx.node.inputs)
@@ -146,19 +260,24 @@ def all_ops() -> dict[str, OpDef]:
 
 
 def with_defaults(opdef: OpDef, attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(opdef.attrs)
+    out = dict(opdef.defaults)
     out.update(attrs)
     return out
 
 
 def infer_node(node: Node, model: str | None = None) -> list[TensorType]:
-    """Run the op's type rule for ``node`` and return the output types."""
+    """Run the op's type rule for ``node`` and return the output types. Every node of every graph passes
+    here (import, specialization, graph builders), so this is where attributes are checked against their
+    declarations and output sizes against the machine's memory."""
     opdef = get_op(node.op)
     ctx = InferCtx(node, model)
     opdef.check_arity(ctx)
+    opdef.check_attrs(ctx)
     types = list(opdef.infer(ctx))
     if len(types) < len(node.outputs):
         ctx.fail(f"op produces {len(types)} outputs but node declares {len(node.outputs)}")
+    for v, t in zip(node.outputs, types):  # a tensor that can never exist fails here, not in an allocation
+        check_fits(type_bytes(t), f"{node_context(model, node.name, node.op)}: output '{v.name}' {t}")
     return types[: len(node.outputs)]
 
 

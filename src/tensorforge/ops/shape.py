@@ -8,7 +8,7 @@ import numpy as np
 from ..ir.dtype import DType
 from ..ir.graph import Dim, TensorType
 from .common import broadcast_shapes, norm_axes, norm_axis, prod
-from .registry import InferCtx, OpDef, Pattern, register
+from .registry import Attr, InferCtx, OpDef, Pattern, flag, register
 
 
 def _static(shape) -> bool:
@@ -80,7 +80,7 @@ def _reshape_ref(attrs, x, shape):
     return (x.reshape(target),)
 
 
-register(OpDef("Reshape", Pattern.INJECTIVE, _reshape_infer, _reshape_ref, {"allowzero": 0}, (2, 2)))
+register(OpDef("Reshape", Pattern.INJECTIVE, _reshape_infer, _reshape_ref, {"allowzero": flag()}, (2, 2)))
 
 
 # -- Flatten ---------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def _transpose_infer(ctx: InferCtx):
 
 
 register(OpDef("Transpose", Pattern.INJECTIVE, _transpose_infer,
-               lambda attrs, x: (np.transpose(x, attrs.get("perm")),)))  # fmt: skip
+               lambda attrs, x: (np.transpose(x, attrs.get("perm")),), {"perm": Attr(kind="ints")}))  # fmt: skip
 
 
 # -- Concat ----------------------------------------------------------------------------------------
@@ -160,7 +160,8 @@ def _concat_infer(ctx: InferCtx):
 
 
 register(OpDef("Concat", Pattern.INJECTIVE, _concat_infer,
-               lambda attrs, *xs: (np.concatenate(xs, axis=int(attrs["axis"])),), {}, (1, -1)))  # fmt: skip
+               lambda attrs, *xs: (np.concatenate(xs, axis=int(attrs["axis"])),), {"axis": Attr(kind="int")},
+               (1, -1)))  # fmt: skip
 
 
 # -- Squeeze / Unsqueeze ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 from ..ir.dtype import DType, is_float_dtype
 from ..ir.graph import TensorType
 from .common import norm_axis
-from .registry import InferCtx, OpDef, Pattern, register
+from .registry import InferCtx, OpDef, Pattern, flag, register
 
 
 def scalar_int(a) -> int:
@@ -43,7 +43,8 @@ def topk_reference(attrs, x, k):
     return np.take_along_axis(x, idx, axis=axis), idx.astype(np.int64)
 
 
-register(OpDef("TopK", Pattern.OPAQUE, _topk_infer, topk_reference, {"axis": -1, "largest": 1, "sorted": 1}, (2, 2)))
+register(OpDef("TopK", Pattern.OPAQUE, _topk_infer, topk_reference, {"axis": -1, "largest": flag(1), "sorted": flag(1)},
+               (2, 2)))  # fmt: skip
 
 
 # -- ArgMax / ArgMin -------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def _arg_ref(fn):
     return ref
 
 
-_ARG_ATTRS = {"axis": 0, "keepdims": 1, "select_last_index": 0}
+_ARG_ATTRS = {"axis": 0, "keepdims": flag(1), "select_last_index": flag()}
 register(OpDef("ArgMax", Pattern.REDUCTION, _arg_infer, _arg_ref(np.argmax), _ARG_ATTRS))
 register(OpDef("ArgMin", Pattern.REDUCTION, _arg_infer, _arg_ref(np.argmin), _ARG_ATTRS))
 
@@ -118,5 +119,6 @@ def _cum_ref(fn):
     return ref
 
 
-register(OpDef("CumSum", Pattern.OPAQUE, _cum_infer, _cum_ref(np.cumsum), {"exclusive": 0, "reverse": 0}, (2, 2)))
-register(OpDef("CumProd", Pattern.OPAQUE, _cum_infer, _cum_ref(np.cumprod), {"exclusive": 0, "reverse": 0}, (2, 2)))
+_CUM_ATTRS = {"exclusive": flag(), "reverse": flag()}
+register(OpDef("CumSum", Pattern.OPAQUE, _cum_infer, _cum_ref(np.cumsum), _CUM_ATTRS, (2, 2)))
+register(OpDef("CumProd", Pattern.OPAQUE, _cum_infer, _cum_ref(np.cumprod), _CUM_ATTRS, (2, 2)))

@@ -26,7 +26,11 @@ def _attr_key(v) -> object:
 
 def _const_key(v: Value) -> tuple:
     data = np.asarray(v.const)  # not ascontiguousarray: it turns a 0-d array into shape (1,)
-    return (data.dtype.str, data.shape, hashlib.blake2b(data.tobytes(), digest_size=16).digest())
+    # a broadcast constant (zero strides: a folded ConstantOfShape) is hashed by the elements it stores;
+    # tobytes() would materialize all of them
+    stored = data[tuple(slice(0, 1) if s == 0 else slice(None) for s in data.strides)]
+    broadcast = tuple(s == 0 for s in data.strides)
+    return (data.dtype.str, data.shape, broadcast, hashlib.blake2b(stored.tobytes(), digest_size=16).digest())
 
 
 @register_pass("cse")

@@ -5,12 +5,14 @@ constant subgraphs (weight preprocessing, shape arithmetic) disappear before low
 from __future__ import annotations
 
 from ..ir.graph import Graph, Value
+from ..ir.limits import stored_bytes
 from ..ops.fold import fold_node
 from .manager import register_pass
 
 # A folded result may be larger than its inputs (Expand, Tile, ConstantOfShape). Such results are kept
 # as computations when they would grow the constant data by more than this many elements: a broadcast
-# costs nothing at run time, a materialized one costs memory.
+# costs nothing at run time, a materialized one costs memory. A broadcast constant counts the elements it
+# stores (ConstantOfShape folds to one element), not its size. (Memory safety is ``fold_node``'s budget.)
 MAX_GROWTH = 1 << 16
 
 
@@ -28,7 +30,7 @@ def fold(g: Graph, options: dict) -> Graph:
             n = n.replace(inputs=tuple(None if v is None else env.get(v.id, v) for v in n.inputs))
         folded = None
         if n.inputs and all(v is None or v.is_const for v in n.inputs):
-            in_size = sum(v.const.size for v in n.inputs if v is not None)
+            in_size = sum(stored_bytes(v.const) // v.const.itemsize for v in n.inputs if v is not None)
             if all(_numel(v) is not None and _numel(v) <= in_size + MAX_GROWTH for v in n.outputs):
                 folded = fold_node(n, g.name, shapes_only=False)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ..errors import InputError
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ir.signature import InputSpec, check_shape
 from ..ops.fold import fold_node
@@ -13,7 +14,12 @@ from .manager import register_pass
 
 
 def bind_dims(g: Graph, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
-    """Resolve symbolic dim names from concrete input shapes (checked like any input, ``ir/signature.py``)."""
+    """Resolve symbolic dim names from concrete input shapes (checked like any input, ``ir/signature.py``;
+    a shape for an input the model does not have is an error, not ignored)."""
+    unknown = sorted(set(shapes) - {v.name for v in g.inputs})
+    if unknown:
+        raise InputError(f"model '{g.name}': input shapes given for unknown input(s) {unknown}; inputs are "
+                         f"{[v.name for v in g.inputs]}")  # fmt: skip
     dims: dict[str, int] = {}
     for v in g.inputs:
         if v.name in shapes:

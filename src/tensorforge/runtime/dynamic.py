@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import NotConstantError, ShapeError, UnsupportedError, node_context
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
-from ..ir.signature import InputSpec, check_inputs
+from ..ir.signature import InputSpec, check_feeds, check_inputs
 from ..ops.fold import fold_node
 from ..ops.registry import evaluate, get_op, infer_node
 from ..util.forksafe import renew_in_child
@@ -117,7 +117,7 @@ class DynamicModel:
         return vals[0] if len(vals) == 1 else tuple(vals)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._run(check_inputs(self.name, self.inputs, (), feeds)[0])
+        return self._run(check_inputs(self.name, self.inputs, (), check_feeds(self.name, feeds))[0])
 
     def _run(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
         arrays = {v.id: x for v, x in zip(self.graph.inputs, xs)}

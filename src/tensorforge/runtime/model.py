@@ -14,7 +14,7 @@ import numpy as np
 
 from ..codegen.emit import split_assembly
 from ..ir.graph import Graph
-from ..ir.signature import check_inputs
+from ..ir.signature import check_feeds, check_inputs
 from ..lower.program import Program
 from .artifact import Artifact
 from .executable import Executable
@@ -38,7 +38,7 @@ class CompiledModel(Executable):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run with named inputs; returns {output name: array}."""
-        return dict(zip(self.output_names, self.call(self._checked((), feeds))))
+        return dict(zip(self.output_names, self.call(self._checked((), check_feeds(self.name, feeds)))))
 
     def _checked(self, args, kwargs) -> list[np.ndarray]:
         """The inputs, checked. C-contiguous arrays of exactly the compiled dtype and shape, all passed

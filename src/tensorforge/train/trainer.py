@@ -85,6 +85,9 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
             x, y = f["x"], f["y"]
     except (OSError, ValueError) as e:
         raise TensorforgeError(f"cannot read {path!r}: {e}") from None
+    if x.ndim == 0 or y.ndim == 0 or len(x) == 0:
+        raise TensorforgeError(f"{path}: 'x' and 'y' must hold at least one row, got shapes {list(x.shape)} and "
+                               f"{list(y.shape)}")  # fmt: skip
     if len(x) != len(y):
         raise TensorforgeError(f"{path}: 'x' has {len(x)} rows but 'y' has {len(y)}")
     if not is_float_dtype(x.dtype):
