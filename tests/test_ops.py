@@ -285,13 +285,13 @@ def test_pool(op, case, rng):
 
 
 BAD_POOLS = [
-    ({"kernel_shape": [0, 2]}, r"kernel_shape must be positive, got \[0, 2\]"),
-    ({"kernel_shape": [2, -1]}, r"kernel_shape must be positive, got \[2, -1\]"),
+    ({"kernel_shape": [0, 2]}, r"attribute 'kernel_shape' must be >= 1, got the list \[0, 2\]"),
+    ({"kernel_shape": [2, -1]}, r"attribute 'kernel_shape' must be >= 1, got the list \[2, -1\]"),
     ({"kernel_shape": [2, 2], "pads": [2, 0, 0, 0]}, r"pads \[2, 0, 0, 0\] must be smaller than kernel_shape "
      r"\[2, 2\]: pad 2 at the start of spatial dim 0 >= kernel 2"),
     ({"kernel_shape": [3, 2], "pads": [0, 0, 0, 5]}, r"pads \[0, 0, 0, 5\] must be smaller than kernel_shape "
      r"\[3, 2\]: pad 5 at the end of spatial dim 1 >= kernel 2"),
-    ({"kernel_shape": [2, 2], "pads": [0, -1, 0, 0]}, r"pads must be non-negative, got \[0, -1, 0, 0\]"),
+    ({"kernel_shape": [2, 2], "pads": [0, -1, 0, 0]}, r"attribute 'pads' must be >= 0, got the list \[0, -1, 0, 0\]"),
 ]
 
 

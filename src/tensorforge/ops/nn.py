@@ -262,9 +262,7 @@ def pool_window(ctx: InferCtx | None, x_shape, attrs) -> Window:
         fail("kernel_shape is required")
     kernel = tuple(int(k) for k in ks)
     pads = [int(p) for p in attrs.get("pads") or ()]
-    if pads and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", ""):
-        if any(p < 0 for p in pads):
-            fail(f"pads must be non-negative, got {pads}")
+    if pads and attrs.get("auto_pad", "NOTSET") in ("NOTSET", b"NOTSET", ""):  # (pads >= 0: the op's Attr)
         sp = len(kernel)
         big = [i for i, p in enumerate(pads) if i < 2 * sp and p >= kernel[i % sp]]
         if big:
