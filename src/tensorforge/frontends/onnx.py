@@ -137,14 +137,21 @@ def _schema(n: onnx.NodeProto, opset: int) -> onnx.defs.OpSchema | None:
         return None
 
 
-def check_attributes(n: onnx.NodeProto, opset: int, where: str) -> None:
-    """A node's attributes against its op's ONNX schema at the model's opset: no unknown name (a typo such
-    as ``stride`` would otherwise be ignored), every required one present, each of its declared kind. This
+def check_schema(n: onnx.NodeProto, opset: int, where: str) -> None:
+    """A node against its op's ONNX schema at the model's opset: as many inputs and outputs as that version
+    of the op takes (ReduceMean-1 has no axes input), and the attributes: no unknown name (a typo such as
+    ``stride`` would otherwise be ignored), every required one present, each of its declared kind. This
     runs before any converter reads them; value ranges are the IR ops' declarations (``ops/registry.py``).
     Ops without an ONNX schema (custom domains, model-local functions) are checked by their converters."""
     schema = _schema(n, opset)
     if schema is None:
         return
+    for what, given, lo, hi in (("inputs", n.input, schema.min_input, schema.max_input),
+                                ("outputs", n.output, schema.min_output, schema.max_output)):  # fmt: skip
+        count = max((i + 1 for i, name in enumerate(given) if name), default=0)  # trailing "" = omitted
+        if not lo <= count <= hi:
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi < 2**30 else f"at least {lo}"
+            raise ModelLoadError(f"{where}: {n.op_type} (opset {opset}) takes {want} {what}, the node has {count}")
     for a in n.attribute:
         spec = schema.attributes.get(a.name)
         if spec is None:
@@ -370,7 +377,7 @@ class Importer:
 
     def convert(self, n: onnx.NodeProto, i: int) -> None:
         name = self.node_name(n, i)
-        check_attributes(n, self.opset_for(n.domain), node_context(self.name, name, n.op_type))
+        check_schema(n, self.opset_for(n.domain), node_context(self.name, name, n.op_type))
         inputs: list[Value | None] = []
         for x in n.input:
             if x == "":
