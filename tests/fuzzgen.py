@@ -201,7 +201,8 @@ def _mutate_attribute(m: onnx.ModelProto, rng) -> str:
     elif how == 2:
         new = helper.make_attribute(a.name, str(rng.choice(["1.5", "", "NOTSET", "x"])))
     elif how == 3:
-        new = helper.make_attribute(a.name, [int(v) for v in rng.integers(-3, 5, size=rng.integers(0, 6))])
+        new = helper.make_attribute(a.name, [int(v) for v in rng.integers(-3, 5, size=rng.integers(0, 6))],
+                                    attr_type=onnx.AttributeProto.INTS)  # fmt: skip
     elif how == 4:
         node.attribute.remove(a)
         return f"removed attribute {a.name} of {node.op_type}"
@@ -340,6 +341,20 @@ def _close(got, want, what: str) -> None:
         raise Finding(f"{what}: differs from the reference (max abs diff {diff:.3g})")
 
 
+def _agrees(got: list, refs: list[list], what: str) -> None:
+    """``got`` matches one of the references (ONNX's evaluator and ONNX Runtime disagree now and then, e.g.
+    on asymmetric pooling pads: each has bugs of its own; matching neither is the finding)."""
+    errors = []
+    for ref in refs:
+        try:
+            for i, (g, w) in enumerate(zip(got, ref)):
+                _close(g, w, f"{what} output {i}")
+            return
+        except Finding as e:
+            errors.append(str(e))
+    raise Finding("; ".join(errors))
+
+
 def run_case(kind: str, seed: int) -> str:
     """Run one case; returns a one-line description, raises ``Finding`` on a finding."""
     import tensorforge as tfg
@@ -347,16 +362,15 @@ def run_case(kind: str, seed: int) -> str:
     repro = f"(reproduce: python tools/fuzz.py --kind {kind} --seed {seed})"
     if kind == "valid":
         model, feeds = valid_model(seed)
-        want = _reference(model, feeds) or _ort(model.SerializeToString(), feeds)  # (the evaluator has bugs)
-        if want is None:
+        refs = [r for r in (_reference(model, feeds), _ort(model.SerializeToString(), feeds)) if r is not None]
+        if not refs:
             raise Finding(f"the generator made a model both references reject {repro}")
         for level in (0, 2):
             try:
                 got = tfg.compile(model, opt_level=level).run(feeds)
             except tfg.TensorforgeError as e:
                 raise Finding(f"-O{level} rejected a valid model: {e} {repro}") from e
-            for (name, g), w in zip(got.items(), want):
-                _close(g, w, f"-O{level} output {name} {repro}")
+            _agrees(list(got.values()), refs, f"-O{level} {repro}")
         return f"valid model of {len(model.graph.node)} nodes agrees at -O0 and -O2"
     if kind == "mutant":
         data, feeds, what = mutant_model(seed)
@@ -371,11 +385,10 @@ def run_case(kind: str, seed: int) -> str:
             model = onnx.load_from_string(data)
         except Exception:  # noqa: BLE001
             model = None
-        want = (_reference(model, feeds) if model is not None else None) or _ort(data, feeds)
-        if want is None:
+        refs = [r for r in (_reference(model, feeds) if model is not None else None, _ort(data, feeds)) if r]
+        if not refs:
             raise Finding(f"{what}: accepted and run, but both references reject it {repro}")
-        for (name, g), w in zip(got.items(), want):
-            _close(g, w, f"{what}: output {name} {repro}")
+        _agrees(list(got.values()), refs, f"{what}: {repro}")
         return f"{what}: accepted, results agree"
     if kind == "artifact":
         model, feeds = valid_model(seed)

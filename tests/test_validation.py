@@ -251,3 +251,24 @@ def test_all_tensors_at_once_must_fit(monkeypatch):
     m = model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])], [("x", [256, 1024])])
     with pytest.raises(MemoryLimitError, match=r"model 'm': running it \(weights, intermediates, inputs and outputs\)"):
         Build(m, get_target(None), Options()).run("lower")
+
+
+def test_declared_output_dtype_must_match():
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2, 3])])
+    m.graph.output[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    with pytest.raises(tfg.ShapeError, match=r"model 'm': graph output 'y' is declared f64 but computes f32"):
+        tfg.compile(m)
+
+
+def test_input_count_follows_the_opset():
+    axes = ("axes", np.array([1], np.int64))
+    with pytest.raises(tfg.ModelLoadError, match=r"ReduceMean \(opset 13\) takes 1 inputs, the node has 2"):
+        tfg.compile(one("ReduceMean", {}, inputs=(("x", [2, 3]),), inits=(axes,), opset=13))
+    assert tfg.compile(one("ReduceMean", {}, inputs=(("x", [2, 3]),), inits=(axes,), opset=18))
+
+
+def test_empty_window_lists_are_not_the_default():
+    m = one("MaxPool", {"kernel_shape": [2, 2]})
+    m.graph.node[0].attribute.append(helper.make_attribute("strides", [], attr_type=onnx.AttributeProto.INTS))
+    with pytest.raises(tfg.ShapeError, match=r"strides/dilations/pads do not match 2 spatial dims"):
+        tfg.compile(m)

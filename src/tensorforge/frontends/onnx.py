@@ -365,6 +365,7 @@ class Importer:
             raise UnsupportedError(f"model '{self.name}' uses {len(problems)} unsupported construct(s)", problems)
         outputs = []
         for vi in self.g.output:
+            self._check_declared_output(vi)
             if vi.name not in self.env:
                 raise ModelLoadError(f"model '{self.name}': graph output {vi.name!r} is not produced by any node")
             outputs.append(self.env[vi.name])
@@ -372,6 +373,18 @@ class Importer:
                      output_names=[vi.name for vi in self.g.output])  # fmt: skip
 
     # -- nodes --------------------------------------------------------------------------------------
+    def _check_declared_output(self, vi: onnx.ValueInfoProto) -> None:
+        """A graph output declared with an element type must compute that type (ONNX Runtime refuses the model
+        otherwise; running it would hand the caller arrays of another dtype than the model promises)."""
+        v = self.env.get(vi.name)
+        tt = vi.type.tensor_type
+        if v is None or v.type is None or not vi.type.HasField("tensor_type") or not tt.elem_type:
+            return
+        declared = _dtype(tt.elem_type, f"model '{self.name}': graph output {vi.name!r}")
+        if declared != v.type.dtype:
+            raise ShapeError(f"model '{self.name}': graph output {vi.name!r} is declared {declared} but computes "
+                             f"{v.type.dtype}")  # fmt: skip
+
     def node_name(self, n: onnx.NodeProto, i: int) -> str:
         return n.name or f"{n.op_type}_{i}"
 

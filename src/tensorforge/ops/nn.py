@@ -140,9 +140,10 @@ class Window:
 
 def resolve_window(ctx: InferCtx | None, in_size, kernel, attrs, ceil_mode: bool = False) -> Window:
     sp = len(kernel)
-    strides = tuple(int(s) for s in (attrs.get("strides") or [1] * sp))
-    dil = tuple(int(d) for d in (attrs.get("dilations") or [1] * sp))
-    pads = [int(p) for p in (attrs.get("pads") or [0] * (2 * sp))]
+    # absent means the default; given, even as an empty list, it must have one entry per spatial dim
+    strides = tuple(int(s) for s in (attrs.get("strides") if attrs.get("strides") is not None else [1] * sp))
+    dil = tuple(int(d) for d in (attrs.get("dilations") if attrs.get("dilations") is not None else [1] * sp))
+    pads = [int(p) for p in (attrs.get("pads") if attrs.get("pads") is not None else [0] * (2 * sp))]
     auto_pad = attrs.get("auto_pad", "NOTSET")
     if isinstance(auto_pad, bytes):
         auto_pad = auto_pad.decode()

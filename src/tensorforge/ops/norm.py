@@ -3,13 +3,15 @@ LpNormalization, LRN.
 
 The first four normalize *lines* — groups of elements that share a mean and variance — and then apply a
 per-element scale and bias; they share one lowering (``lower/norm.py``). Statistics are computed in
-float32 for float16 inputs (ONNX's ``stash_type`` = 1) and in the input type otherwise.
+float32 for float16 inputs and in the input type otherwise; LayerNormalization's Mean and InvStdDev
+outputs have the dtype ``stash_type`` names (float32 by default), as ONNX types them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..ir.dtype import DType
 from ..ir.graph import TensorType
 from .common import norm_axis
 from .registry import Attr, InferCtx, OpDef, Pattern, register
@@ -39,8 +41,14 @@ def _layer_norm_infer(ctx: InferCtx):
     _broadcastable_to(ctx, 1, inner, "scale")
     if ctx.has(2):
         _broadcastable_to(ctx, 2, inner, "bias")
-    stat = TensorType(ctx.dtype(0), (*s[:axis], *([1] * len(inner))))
+    stat = TensorType(_stash_dtype(ctx.attr("stash_type", 1)), (*s[:axis], *([1] * len(inner))))
     return [ctx.type(0), stat, stat]
+
+
+def _stash_dtype(code) -> DType:
+    """The dtype of LayerNormalization's Mean and InvStdDev outputs: ``stash_type`` (float32 by default, for
+    every input type), as the ONNX schema types them."""
+    return DType.from_onnx(int(code))
 
 
 def _layer_norm_ref(attrs, x, scale, bias=None):
@@ -52,11 +60,12 @@ def _layer_norm_ref(attrs, x, scale, bias=None):
     y = (xs - mean) * inv * scale
     if bias is not None:
         y = y + bias
-    return y.astype(x.dtype), mean.astype(x.dtype), inv.astype(x.dtype)
+    stash = _stash_dtype(attrs.get("stash_type", 1)).np
+    return y.astype(x.dtype), mean.astype(stash), inv.astype(stash)
 
 
 register(OpDef("LayerNormalization", Pattern.REDUCTION, _layer_norm_infer, _layer_norm_ref,
-               {"axis": -1, "epsilon": 1e-5, "stash_type": 1}, (2, 3)))  # fmt: skip
+               {"axis": -1, "epsilon": 1e-5, "stash_type": Attr(1, choices=(1, 16))}, (2, 3)))  # float, bfloat16
 
 
 def _rms_norm_infer(ctx: InferCtx):
