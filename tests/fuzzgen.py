@@ -303,9 +303,18 @@ def _feeds_for(model: onnx.ModelProto, feeds: dict, rng) -> dict[str, np.ndarray
 
 
 # -- oracles -----------------------------------------------------------------------------------------
+_LEGACY_SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
+
+
 def _reference(model, feeds) -> list[np.ndarray] | None:
-    """ONNX's reference evaluator's outputs, or None when it rejects the model or the inputs."""
+    """ONNX's reference evaluator's outputs, or None when it rejects the model or the inputs, or when the
+    model uses what the evaluator gets wrong: the softmax family before opset 13 (it ignores their coercion
+    of the input into 2-D at ``axis``; ONNX Runtime is the reference there)."""
     from onnx.reference import ReferenceEvaluator
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), OPSET)
+    if opset < 13 and any(n.op_type in _LEGACY_SOFTMAX for n in model.graph.node):
+        return None
 
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
@@ -387,6 +396,8 @@ def run_case(kind: str, seed: int) -> str:
             model = None
         refs = [r for r in (_reference(model, feeds) if model is not None else None, _ort(data, feeds)) if r]
         if not refs:
+            if all(np.asarray(g).size == 0 for g in got.values()):
+                return f"{what}: accepted, empty results (the references refuse empty tensors)"
             raise Finding(f"{what}: accepted and run, but both references reject it {repro}")
         _agrees(list(got.values()), refs, f"{what}: {repro}")
         return f"{what}: accepted, results agree"

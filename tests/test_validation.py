@@ -272,3 +272,15 @@ def test_empty_window_lists_are_not_the_default():
     m.graph.node[0].attribute.append(helper.make_attribute("strides", [], attr_type=onnx.AttributeProto.INTS))
     with pytest.raises(tfg.ShapeError, match=r"strides/dilations/pads do not match 2 spatial dims"):
         tfg.compile(m)
+
+
+def test_old_opsets_do_not_broadcast():
+    """Before opset 7 (Add ... Pow without broadcast=1) and 8 (Max, Min, Sum, Mean) inputs must have equal
+    shapes; numpy-style broadcasting there would run a model ONNX Runtime refuses."""
+    two = (("a", [2, 3]), ("b", [3]))
+    with pytest.raises(tfg.ShapeError, match=r"without broadcast=1 the shapes must be equal"):
+        tfg.compile(one("Add", {}, inputs=two, opset=6))
+    assert tfg.compile(one("Add", {"broadcast": 1}, inputs=two, opset=6))
+    with pytest.raises(tfg.ShapeError, match=r"Max broadcasts its inputs only from opset 8 on"):
+        tfg.compile(one("Max", {}, inputs=two, opset=6))
+    assert tfg.compile(one("Max", {}, inputs=two, opset=8))

@@ -579,12 +579,20 @@ def _maxpool(imp: Importer, name, n, inputs, attrs):
     return imp.emit("MaxPool", inputs, attrs, name, [n.output[0]])
 
 
+def _same_shapes(imp: Importer, name: str, n, inputs, why: str) -> None:
+    shapes = [list(v.type.shape) for v in inputs if v is not None]
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"{node_context(imp.name, name, n.op_type)}: inputs of shapes {shapes} at opset "
+                         f"{imp.opset}: {why}")  # fmt: skip
+
+
 def _legacy_broadcast(op):
     def conv(imp: Importer, name, n, inputs, attrs):
         # opset < 7: 'broadcast'/'axis' attributes; with axis, align B to A starting at axis
         a, b = inputs
         axis = attrs.pop("axis", None)
-        attrs.pop("broadcast", None)
+        if not attrs.pop("broadcast", 0):
+            _same_shapes(imp, name, n, inputs, "without broadcast=1 the shapes must be equal (before opset 7)")
         attrs.pop("consumed_inputs", None)
         if axis is not None and b.type.rank < a.type.rank:
             axis = int(axis) % a.type.rank
@@ -599,6 +607,19 @@ def _legacy_broadcast(op):
 
 for _op in ("Add", "Sub", "Mul", "Div", "Pow"):
     converter(_op, until=6)(_legacy_broadcast(_op))
+
+
+def _no_broadcast(op):
+    def conv(imp: Importer, name, n, inputs, attrs):
+        _same_shapes(imp, name, n, inputs, f"{op} broadcasts its inputs only from opset 8 on")
+        attrs.pop("consumed_inputs", None)
+        return imp.emit(op, inputs, attrs, name, list(n.output))
+
+    return conv
+
+
+for _op in ("Max", "Min", "Sum", "Mean"):
+    converter(_op, until=7)(_no_broadcast(_op))
 
 
 def _check_unique(model: str, what: str, names: list[str]) -> None:
