@@ -108,22 +108,9 @@ class Emitter:
 
     # -- statements -------------------------------------------------------------------------------
     def _deps_of(self, e: Expr) -> tuple[frozenset, frozenset]:
-        """(uids of the variables, ids of the buffers) that ``e`` reads."""
-
-        def deps(x: Expr, kids: tuple) -> tuple[frozenset, frozenset, Expr]:
-            d = self._deps.get(id(x))
-            if d is not None and d[2] is x:
-                return d
-            vs: set[int] = {x.uid} if isinstance(x, Var) else set()
-            bufs: set[int] = {id(x.buf)} if isinstance(x, Load) else set()
-            for cv, cb, _ in kids:
-                vs |= cv
-                bufs |= cb
-            d = (frozenset(vs), frozenset(bufs), x)  # x kept alive: ids of freed expressions are reused
-            self._deps[id(x)] = d
-            return d
-
-        d = transform(e, deps, {}, lambda x: self._deps.get(id(x), (None, None, None))[2] is not x)
+        """(uids of the variables, ids of the buffers) that ``e`` reads. Remembered per node in ``_deps``,
+        whose entries keep their nodes alive (so an id there is never another node's)."""
+        d = transform(e, _deps, self._deps)
         return d[0], d[1]
 
     def _invalidate(self, var_uid: int | None = None, buf: Buffer | None = None) -> None:
@@ -265,3 +252,13 @@ class Emitter:
 
 
 _COMPUTED = (Bin, Cmp, Un, Select, Cast, Fma, Broadcast, HReduce)  # emitted from their operands' values
+
+
+def _deps(x: Expr, kids: tuple) -> tuple[frozenset, frozenset, Expr]:
+    """What ``x`` reads (variable uids, buffer ids), from what its operands read; ``x`` kept alive."""
+    vs: set[int] = {x.uid} if isinstance(x, Var) else set()
+    bufs: set[int] = {id(x.buf)} if isinstance(x, Load) else set()
+    for cv, cb, _ in kids:
+        vs |= cv
+        bufs |= cb
+    return frozenset(vs), frozenset(bufs), x

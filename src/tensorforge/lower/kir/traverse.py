@@ -41,19 +41,30 @@ T = TypeVar("T")
 
 
 def children(e: Expr) -> tuple[Expr, ...]:
-    if isinstance(e, Load):
-        return (e.index,) if e.mask is None else (e.index, e.mask)
-    if isinstance(e, Bin | Cmp):
-        return (e.a, e.b)
-    if isinstance(e, Un | Cast | Broadcast | HReduce):
-        return (e.a,)
-    if isinstance(e, Select):
-        return (e.cond, e.a, e.b)
-    if isinstance(e, Fma):
-        return (e.a, e.b, e.c)
-    if isinstance(e, Ramp):
-        return (e.base,)
-    return ()
+    """The operands of ``e``, in order (what every walk follows; looked up by the node's class)."""
+    f = _OPERANDS.get(type(e))
+    if f is None:
+        f = _OPERANDS[type(e)] = _operands_of(type(e))
+    return f(e)
+
+
+def _operands_of(cls: type) -> Callable[[Expr], tuple[Expr, ...]]:
+    if issubclass(cls, Load):
+        return lambda e: (e.index,) if e.mask is None else (e.index, e.mask)
+    if issubclass(cls, Bin | Cmp):
+        return lambda e: (e.a, e.b)
+    if issubclass(cls, Un | Cast | Broadcast | HReduce):
+        return lambda e: (e.a,)
+    if issubclass(cls, Select):
+        return lambda e: (e.cond, e.a, e.b)
+    if issubclass(cls, Fma):
+        return lambda e: (e.a, e.b, e.c)
+    if issubclass(cls, Ramp):
+        return lambda e: (e.base,)
+    return lambda e: ()
+
+
+_OPERANDS: dict[type, Callable[[Expr], tuple[Expr, ...]]] = {}
 
 
 def walk_expr(e: Expr, seen: set[int] | None = None) -> Iterator[Expr]:
@@ -71,7 +82,7 @@ def walk_expr(e: Expr, seen: set[int] | None = None) -> Iterator[Expr]:
             continue
         seen.add(id(x))
         yield x
-        stack.extend(c for c in children(x) if id(c) not in seen)
+        stack.extend(children(x))
 
 
 def transform(e: Expr, fn: Callable[[Expr, tuple], T], memo: dict[int, T] | None = None,
@@ -82,17 +93,24 @@ def transform(e: Expr, fn: Callable[[Expr, tuple], T], memo: dict[int, T] | None
     between calls on expressions that stay alive meanwhile (the statements of one kernel). Where
     ``descend(node)`` is false the node's operands are left alone and ``fn`` gets no results for them."""
     memo = {} if memo is None else memo
-    stack: list[tuple[Expr, tuple[Expr, ...] | None]] = [(e, None)]  # (node, its operands once expanded)
+    stack = [e]
+    operands: dict[int, tuple[Expr, ...]] = {}  # of the nodes expanded, whose operands come first
     while stack:
-        x, kids = stack.pop()
-        if id(x) in memo:
+        x = stack[-1]
+        k = id(x)
+        if k in memo:
+            stack.pop()
             continue
+        kids = operands.get(k)
         if kids is None:
-            kids = children(x) if descend is None or descend(x) else ()
-            stack.append((x, kids))
-            stack.extend((c, None) for c in reversed(kids) if id(c) not in memo)
-        else:
-            memo[id(x)] = fn(x, tuple(memo[id(c)] for c in kids))
+            kids = operands[k] = children(x) if descend is None or descend(x) else ()
+            for c in reversed(kids):
+                if id(c) not in memo:
+                    stack.append(c)
+            if stack[-1] is not x:
+                continue
+        stack.pop()
+        memo[k] = fn(x, tuple([memo[id(c)] for c in kids]))
     return memo[id(e)]
 
 
