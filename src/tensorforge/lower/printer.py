@@ -9,11 +9,13 @@ Expressions are DAGs: a subexpression used twice is one node (Relu reads its inp
 of n Relus has 2^n paths, and printed as a tree its text would be that long). A node other than a constant
 or variable that a statement uses more than once is printed once, as ``let t0 = ...`` before the
 statement, and named at its uses (only within that statement: across statements the same node may have
-another value, e.g. after a store). Everything here is linear in the number of distinct nodes and walks
-expressions without recursion.
+another value, e.g. after a store); so is a node whose text would be longer than ``LONG``. Everything here
+is linear in the number of distinct nodes and walks expressions without recursion.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from .kir import (
     SCALAR_OPS,
@@ -44,13 +46,14 @@ from .kir import (
     transform,
 )
 
-SLOT = "\0"  # stands for an operand's text in a node's text
+LONG = 500  # a longer text is named too: a character is then copied into a bounded number of parent texts
 
 
 class _Names:
     def __init__(self, canonical: bool = False):
         self.names: dict[int, str] = {}
         self.used: set[str] = set()
+        self.last: dict[str, int] = {}  # the last number given to a name: numbering goes on from there
         self.canonical = canonical  # name variables and buffers by first appearance (structural keys)
         self.bufs: dict[int, str] = {}
 
@@ -71,18 +74,26 @@ class _Names:
         return n
 
     def fresh(self, base: str) -> str:
-        """A name not used yet in this kernel: ``base``, else ``base`` with the first free number."""
+        """A name not used yet in this kernel: ``base``, else ``base`` with the next free number."""
         n = base
-        k = 1
+        k = self.last.get(base, 0)
         while n in self.used:
-            n = f"{base}{k}"
             k += 1
+            n = f"{base}{k}"
+        self.last[base] = k
         self.used.add(n)
         return n
 
 
-def format_node(e: Expr, ops: list[str], names: _Names) -> str:
+def format_node(e: Expr, ops: Sequence[str], names: _Names) -> str:
     """The text of node ``e`` whose operands (``children(e)``, in order) have the texts ``ops``."""
+    if isinstance(e, Bin | Cmp | Un):
+        return SCALAR_OPS[e.op].format(*ops)
+    if isinstance(e, Load):
+        suffix = f"<{e.lanes}>" if e.lanes > 1 else ""
+        if e.mask is not None:
+            suffix += f" if {ops[1]}"
+        return f"{names.buf(e.buf)}[{ops[0]}]{suffix}"
     if isinstance(e, Const):
         s = repr(e.value) if not isinstance(e.value, bool) else str(e.value).lower()
         if names.canonical:  # the text of a key must determine the node: 1 may be an i32 or an i64
@@ -90,13 +101,6 @@ def format_node(e: Expr, ops: list[str], names: _Names) -> str:
         return s if e.lanes == 1 else f"{s}x{e.lanes}"
     if isinstance(e, Var):
         return names(e)
-    if isinstance(e, Load):
-        suffix = f"<{e.lanes}>" if e.lanes > 1 else ""
-        if e.mask is not None:
-            suffix += f" if {ops[1]}"
-        return f"{names.buf(e.buf)}[{ops[0]}]{suffix}"
-    if isinstance(e, Bin | Cmp | Un):
-        return SCALAR_OPS[e.op].format(*ops)
     if isinstance(e, Select):
         return f"select({ops[0]}, {ops[1]}, {ops[2]})"
     if isinstance(e, Cast):
@@ -119,43 +123,35 @@ class _Texts:
         self.names = names
 
     def __call__(self, roots: list[Expr]) -> tuple[list[str], list[str]]:
-        """(let lines, the text of each root)."""
-        order: list[Expr] = []  # distinct nodes, operands first
-        memo: dict[int, Expr] = {}
-        for r in roots:
-            transform(r, lambda x, _: order.append(x) or x, memo)
-        uses = dict.fromkeys(map(id, roots), 1)
-        for x in order:
-            for c in children(x):
-                uses[id(c)] = uses.get(id(c), 0) + 1
-        self.pieces = {id(x): format_node(x, [SLOT] * len(children(x)), self.names).split(SLOT) for x in order}
-        self.bound: dict[int, str] = {}
-        lets = []
-        for x in order:
-            if uses[id(x)] > 1 and not isinstance(x, Const | Var):
-                text = self.text(x)
-                self.bound[id(x)] = name = self.names.fresh("t")
-                lets.append(f"let {name} = {text}")
-        return lets, [self.text(r) for r in roots]
-
-    def text(self, e: Expr) -> str:
-        """``e`` written out, its shared operands by name: each node's text is written once (an explicit stack
-        of pieces and operands, not recursion and not nested string concatenation)."""
-        out: list[str] = []
-        stack: list[str | Expr] = [e]
+        """(let lines, the text of each root). One walk with an explicit stack lists the distinct nodes
+        operands first and counts their uses; then each node's text is written from its operands'.
+        Constants and variables (never named) are written where they are used."""
+        names = self.names
+        order: list[tuple[Expr, tuple[Expr, ...]]] = []
+        uses: dict[int, int] = {}
+        stack: list[tuple[Expr, tuple[Expr, ...] | None]] = [(r, None) for r in reversed(roots)]
         while stack:
-            x = stack.pop()
-            if isinstance(x, str):
-                out.append(x)
-            elif id(x) in self.bound:
-                out.append(self.bound[id(x)])
+            x, kids = stack.pop()
+            k = id(x)
+            if kids is not None:
+                order.append((x, kids))
+            elif k in uses:
+                uses[k] += 1
             else:
-                p = self.pieces[id(x)]
-                items: list[str | Expr] = [p[0]]
-                for c, piece in zip(children(x), p[1:]):
-                    items += [c, piece]
-                stack.extend(reversed(items))
-        return "".join(out)
+                uses[k] = 1
+                kids = children(x)
+                stack.append((x, kids))
+                stack += [(c, None) for c in reversed(kids) if not isinstance(c, Const | Var)]
+        lets: list[str] = []
+        texts: dict[int, str] = {}
+        for x, kids in order:
+            t = format_node(x, [texts.get(id(c)) or format_node(c, (), names) for c in kids], names)
+            if (uses[id(x)] > 1 or len(t) > LONG) and not isinstance(x, Const | Var):
+                name = names.fresh("t")
+                lets.append(f"let {name} = {t}")
+                t = name
+            texts[id(x)] = t
+        return lets, [texts[id(r)] for r in roots]
 
 
 class _KeyTexts:
