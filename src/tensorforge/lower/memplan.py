@@ -153,7 +153,7 @@ def reuse_in_place(kernels: list[Kernel], arena: dict[int, object], single_store
                     kern.body = _replace_buffer(kern.body, out, src)
                     params = [src if b is out else b for b in kern.params]
                     kern.params = list(dict.fromkeys(params))
-                uses[id(src)] = sorted(set(uses[id(src)]) | set(uses.pop(id(out))))
+                uses[id(src)] += uses.pop(id(out))[1:]  # src's uses end at ki, out's start there
                 del arena[id(out)]
                 srcs.remove(src)
                 merged += 1
