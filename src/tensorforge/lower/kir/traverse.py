@@ -147,7 +147,7 @@ def reaching(roots: Iterable[Expr], pred: Callable[[Expr], bool]) -> set[int]:
     hit: set[int] = set()
 
     def mark(x: Expr, kids: tuple[Expr, ...]) -> Expr:
-        if pred(x) or any(id(c) in hit for c in children(x)):
+        if pred(x) or any(id(c) in hit for c in kids):
             hit.add(id(x))
         return x
 
@@ -252,21 +252,18 @@ def linear_in(e: Expr, v: Var) -> tuple[int, Expr] | None:
     """If ``e == coef * v + rest`` with ``rest`` independent of ``v``, return ``(coef, rest)``.
 
     Decomposed bottom-up over the nodes that use ``v`` (each once), the others being ``(0, node)``."""
-    uses = reaching((e,), lambda x: x is v)
-    if id(e) not in uses:
-        return 0, e
-    parts: dict[int, tuple[int, Expr] | None] = {}
+    parts: dict[int, tuple[int, Expr] | None] = {}  # of the nodes that use v
 
     def part(x: Expr) -> tuple[int, Expr] | None:
-        return parts[id(x)] if id(x) in uses else (0, x)
+        return parts[id(x)] if id(x) in parts else (0, x)
 
     def decompose(x: Expr, kids: tuple[Expr, ...]) -> Expr:
-        if id(x) in uses:
+        if x is v or any(id(c) in parts for c in kids):
             parts[id(x)] = _linear_step(x, v, part)
         return x
 
     transform(e, decompose)
-    return parts[id(e)]
+    return part(e)
 
 
 def _linear_step(e: Expr, v: Var, part: Callable[[Expr], tuple[int, Expr] | None]) -> tuple[int, Expr] | None:
