@@ -93,8 +93,9 @@ def lower_fused(b: ProgramBuilder, node: Node) -> None:
                            f"{type(e).__name__}: {e}") from e  # fmt: skip
 
 
-def _inline(b: ProgramBuilder, n: Node) -> list[TExpr]:
-    """A member's outputs as expressions (a view when the op is a view of a stored tensor)."""
+def _inline(b: ProgramBuilder, n: Node, memo: dict) -> list[TExpr]:
+    """A member's outputs as expressions (a view when the op is a view of a stored tensor); computed ones
+    through ``memo`` (see ``_shared``)."""
     ctx = R.LowerCtx(b.target, b.g.name, n, b, b.options)
     ins = [None if v is None else b.lookup(v) for v in n.inputs]
     if n.op in R.VIEW_RULES:
@@ -106,16 +107,36 @@ def _inline(b: ProgramBuilder, n: Node) -> list[TExpr]:
             return outs
     if n.op not in R.INDEX_RULES:
         raise CompileError(f"{node_context(b.g.name, n.name, n.op)}: op {n.op} cannot be fused into a loop")
-    outs = R.INDEX_RULES[n.op](ctx, n, ins)
+    outs = [_shared(t, memo) for t in R.INDEX_RULES[n.op](ctx, n, ins)]
     for v, t in zip(n.outputs, outs):
         b.env[v.id] = t
     return outs
 
 
+def _shared(t: TExpr, memo: dict) -> TExpr:
+    """``t`` building its element at an index once: a member read by two others (SiLU's x, read by Sigmoid
+    and by Mul) gives both one expression, not a copy each, so a chain of such members is a DAG of linear
+    size instead of a tree that doubles at each member. ``memo`` is per group (cleared where the same index
+    may stand for another element, as in an epilogue); an index is known by its expressions' identities
+    (and constants by value), kept alive in the entry."""
+    if t.view is not None or t.const is not None:
+        return t
+
+    def fn(idx: Sequence[Expr]) -> Expr:
+        key = (id(t), *(("c", i.value, i.dtype) if isinstance(i, Const) else id(i) for i in idx))
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = (idx, t.fn(idx))
+        return hit[1]
+
+    return TExpr.compute(t.shape, t.dtype, fn)
+
+
 # -- loop groups -----------------------------------------------------------------------------------
 def _loop(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
+    memo: dict = {}
     for n in body:
-        _inline(b, n)
+        _inline(b, n, memo)
     labels = [_label(n) for n in body]
     outs = list(node.outputs)
     shape = tuple(outs[0].shape)
@@ -145,8 +166,9 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     at = anchors[0]
     anchor = body[at]
     rule = R.KERNEL_RULES[anchor.op]
+    prologue: dict = {}
     for n in body[:at]:  # prologue: composed into the kernel's input expressions
-        _inline(b, n)
+        _inline(b, n, prologue)
     ctx = R.LowerCtx(b.target, b.g.name, anchor, b, b.options)
     ins = [None if v is None else b.lookup(v) for v in anchor.inputs]
     (out,) = node.outputs
@@ -156,13 +178,15 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     if at + 1 < len(body):
         current: list[Expr | None] = [None]
         b.env[raw.id] = TExpr.compute(raw.shape, raw.dtype, lambda idx: current[0])
+        memo: dict = {}
         for n in body[at + 1 :]:
-            _inline(b, n)
+            _inline(b, n, memo)
         final = b.lookup(out)
 
         def epilogue(idx: Sequence[Expr], v: Expr) -> Expr:
             calls[0] += 1
             current[0] = K.cast(v, raw.dtype)  # a float16 GEMM accumulates in float32: round like a store
+            memo.clear()  # the same index expressions may come with another value
             return final(idx)
 
     view = View.of(b.output_buffer(out), out.shape)
@@ -199,6 +223,7 @@ def _rows(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     at_red = [*o_idx, *([Const(0)] * k)]  # index of this row's reduced value
     stmts: list[Stmt] = []
     passes = 1
+    memo: dict = {}
     for n in body:
         out = n.outputs[0]
         if n.op in _REDUCE_OPS:
@@ -215,7 +240,7 @@ def _rows(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
             res = red.post(KIR, acc, row_len) if red.post is not None else acc
             passes += 1
         else:
-            (t,) = _inline(b, n)
+            (t,) = _inline(b, n, memo)
             if tuple(out.shape) != reduced:
                 continue
             res = t(at_red)  # a per-row value: computed once, kept in a local

@@ -15,10 +15,23 @@ Two steps, both on the finished kernel list (so they see exactly which buffers e
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from .kir import Buffer, Const, Expr, Kernel, Load, Stmt, Store, Var, children, stmt_exprs, walk_stmt
+from .kir import (
+    Buffer,
+    Expr,
+    Kernel,
+    Load,
+    Stmt,
+    Store,
+    Var,
+    map_stmt,
+    rebuild,
+    stmt_exprs,
+    transform,
+    walk_expr,
+    walk_stmt,
+)
 
 ALIGN = 64
 
@@ -35,35 +48,31 @@ class ArenaPlan:
     in_place: int  # buffers merged into the buffer they were computed from
 
 
-def same(a, b) -> bool:
-    """Structural equality of kernel-IR trees (variables and buffers by identity)."""
-    if a is b:
-        return True
-    if type(a) is not type(b) or isinstance(a, Var | Buffer):
-        return False
-    if dataclasses.is_dataclass(a):
-        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if isinstance(a, tuple | list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
+def same(a: Expr, b: Expr) -> bool:
+    """Structural equality of kernel-IR expressions (variables and buffers by identity), each pair of nodes
+    compared once and without recursion."""
+    done: set[tuple[int, int]] = set()
+    stack = [(a, b)]
+    while stack:
+        x, y = stack.pop()
+        if x is y or (id(x), id(y)) in done:
+            continue
+        done.add((id(x), id(y)))
+        if type(x) is not type(y) or isinstance(x, Var):
+            return False
+        fields = [getattr(x, f.name) for f in dataclasses.fields(x)]
+        others = [getattr(y, f.name) for f in dataclasses.fields(y)]
+        for p, q in zip(fields, others):
+            if isinstance(p, Expr) and isinstance(q, Expr):
+                stack.append((p, q))
+            elif not (p is q or (not isinstance(p, Expr | Buffer) and not isinstance(q, Expr | Buffer) and p == q)):
+                return False
+    return True
 
 
 def _loads(e: Expr | None) -> list[Load]:
     """The loads in ``e`` (each shared subexpression visited once)."""
-    out: list[Load] = []
-    if e is None:
-        return out
-    seen: set[int] = set()
-    stack = [e]
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, Load):
-            out.append(x)
-        stack.extend(children(x))
-    return out
+    return [] if e is None else [x for x in walk_expr(e) if isinstance(x, Load)]
 
 
 class _Access:
@@ -95,28 +104,16 @@ class _Access:
                    for ld, st in self.in_store.get(id(src), ()))  # fmt: skip
 
 
-def _map_buffers(x, fn: Callable[[Buffer], Buffer], memo: dict[int, object]):
-    """Rebuild a kernel-IR tree with every buffer replaced by ``fn(buffer)`` (unchanged parts shared)."""
-    key = id(x)
-    if key in memo:
-        return memo[key]
-    if isinstance(x, Buffer):
-        res = fn(x)
-    elif isinstance(x, tuple):
-        items = tuple(_map_buffers(i, fn, memo) for i in x)
-        res = x if all(a is b for a, b in zip(items, x)) else items
-    elif isinstance(x, Expr | Stmt) and not isinstance(x, Var | Const) and dataclasses.is_dataclass(x):
-        changes = {}
-        for f in dataclasses.fields(x):
-            old = getattr(x, f.name)
-            new = _map_buffers(old, fn, memo)
-            if new is not old:
-                changes[f.name] = new
-        res = dataclasses.replace(x, **changes) if changes else x
-    else:
-        res = x
-    memo[key] = res
-    return res
+def _replace_buffer(s: Stmt, old: Buffer, new: Buffer) -> Stmt:
+    """``s`` with buffer ``old`` replaced by ``new`` everywhere (unchanged expressions shared)."""
+    memo: dict[int, Expr] = {}
+
+    def load(x: Expr, kids: tuple[Expr, ...]) -> Expr:
+        if isinstance(x, Load) and x.buf is old:
+            return Load(new, kids[0], x.lanes, kids[1] if len(kids) > 1 else None)
+        return rebuild(x, kids)
+
+    return map_stmt(s, lambda e: transform(e, load, memo), lambda b: new if b is old else b)
 
 
 def buffer_uses(kernels: list[Kernel]) -> dict[int, list[int]]:
@@ -153,10 +150,10 @@ def reuse_in_place(kernels: list[Kernel], arena: dict[int, object], single_store
                     continue
                 for kj in uses[id(out)]:
                     kern = kernels[kj]
-                    kern.body = _map_buffers(kern.body, lambda b, out=out, src=src: src if b is out else b, {})
+                    kern.body = _replace_buffer(kern.body, out, src)
                     params = [src if b is out else b for b in kern.params]
                     kern.params = list(dict.fromkeys(params))
-                uses[id(src)] = sorted(set(uses[id(src)]) | set(uses.pop(id(out))))
+                uses[id(src)] += uses.pop(id(out))[1:]  # src's uses end at ki, out's start there
                 del arena[id(out)]
                 srcs.remove(src)
                 merged += 1

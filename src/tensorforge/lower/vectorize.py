@@ -43,9 +43,11 @@ from .kir import (
     binop,
     const,
     linear_in,
+    reaching,
     seq,
     stmt_exprs,
     substitute_stmt,
+    transform,
     uses_var,
     walk_expr,
     walk_stmt,
@@ -84,23 +86,17 @@ class _VecBody:
         self.outer_locals = outer_locals
         self.reductions: dict[Var, tuple[str, Var]] = {} if reductions is None else reductions
         self.mask = mask  # the lanes of a masked tail iteration
+        self.memo: dict[int, Expr] = {}  # id of a scalar node of the body -> its vector form
 
     # -- expressions ------------------------------------------------------------------------------
-    def varying(self, e: Expr) -> bool:
-        return e.lanes > 1
-
     def expr(self, e: Expr) -> Expr:
-        # the same scalar subexpression gives the same vector expression object, so the code generator
-        # can emit it once (e.g. softmax's exp(x - m), both stored and summed)
-        memo = self.__dict__.setdefault("_memo", {})
-        hit = memo.get(id(e))
-        if hit is not None and hit[0] is e:
-            return hit[1]
-        r = self._expr(e)
-        memo[id(e)] = (e, r)
-        return r
+        # each scalar node is vectorized once, bottom-up without recursion, and the same scalar subexpression
+        # gives the same vector expression object, so the code generator can emit it once (e.g. softmax's
+        # exp(x - m), both stored and summed); loads vectorize their index themselves
+        return transform(e, self._lane, self.memo, _descends)
 
-    def _expr(self, e: Expr) -> Expr:
+    def _lane(self, e: Expr, kids: tuple[Expr, ...]) -> Expr:
+        """The vector form of ``e`` given those of its operands (``kids``, none for loads and leaves)."""
         W = self.W
         if isinstance(e, Var):
             if e is self.v:
@@ -113,49 +109,51 @@ class _VecBody:
         if isinstance(e, Const | Ramp | Broadcast):
             return e
         if isinstance(e, Load):
-            if e.lanes > 1:
-                raise _Cannot("vector load inside vector loop")
-            idx = self.expr(e.index)
-            if idx.lanes == 1:
-                return Load(e.buf, idx)
-            lin = linear_in(e.index, self.v)
-            if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
-                return Load(e.buf, binop("add", lin[1], self.vb), W, self.mask)
-            if lin is not None and lin[0] > 1 and not self._uses_vector_locals(lin[1]):
-                # constant stride: a Ramp index (code generation may load contiguously and shuffle)
-                base = binop("add", lin[1], binop("mul", self.vb, lin[0]))
-                return Load(e.buf, Ramp(base, lin[0], W), W, self.mask)
-            return Load(e.buf, idx, W, self.mask)  # gather
+            return self._load(e)
         if isinstance(e, Bin):
-            a, b = self.expr(e.a), self.expr(e.b)
+            a, b = kids
             if a.lanes == 1 and b.lanes == 1:
                 return binop(e.op, a, b) if (a is not e.a or b is not e.b) else e
             return Bin(e.op, _bcast(a, W), _bcast(b, W))
         if isinstance(e, Cmp):
-            a, b = self.expr(e.a), self.expr(e.b)
+            a, b = kids
             if a.lanes == 1 and b.lanes == 1:
                 return Cmp(e.op, a, b)
             return Cmp(e.op, _bcast(a, W), _bcast(b, W))
         if isinstance(e, Un):
-            return Un(e.op, self.expr(e.a))
+            return Un(e.op, kids[0])
         if isinstance(e, Cast):
-            return type(e)(self.expr(e.a), e.dtype)
+            return type(e)(kids[0], e.dtype)
         if isinstance(e, Select):
-            c, a, b = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
-            if c.lanes == 1 and a.lanes == 1 and b.lanes == 1:
-                return Select(c, a, b)
-            return Select(_bcast(c, W), _bcast(a, W), _bcast(b, W))
+            if all(x.lanes == 1 for x in kids):
+                return Select(*kids)
+            return Select(*(_bcast(x, W) for x in kids))
         if isinstance(e, Fma):
-            a, b, c = self.expr(e.a), self.expr(e.b), self.expr(e.c)
-            if a.lanes == 1 and b.lanes == 1 and c.lanes == 1:
-                return Fma(a, b, c)
-            return Fma(_bcast(a, W), _bcast(b, W), _bcast(c, W))
+            if all(x.lanes == 1 for x in kids):
+                return Fma(*kids)
+            return Fma(*(_bcast(x, W) for x in kids))
         if isinstance(e, HReduce):
             raise _Cannot("horizontal reduction inside vector loop")
         raise _Cannot(f"expression {type(e).__name__}")
 
+    def _load(self, e: Load) -> Expr:
+        W = self.W
+        if e.lanes > 1:
+            raise _Cannot("vector load inside vector loop")
+        idx = self.expr(e.index)
+        if idx.lanes == 1:
+            return Load(e.buf, idx)
+        lin = linear_in(e.index, self.v)
+        if lin is not None and lin[0] == 1 and not self._uses_vector_locals(lin[1]):
+            return Load(e.buf, binop("add", lin[1], self.vb), W, self.mask)
+        if lin is not None and lin[0] > 1 and not self._uses_vector_locals(lin[1]):
+            # constant stride: a Ramp index (code generation may load contiguously and shuffle)
+            base = binop("add", lin[1], binop("mul", self.vb, lin[0]))
+            return Load(e.buf, Ramp(base, lin[0], W), W, self.mask)
+        return Load(e.buf, idx, W, self.mask)  # gather
+
     def _uses_vector_locals(self, e: Expr) -> bool:
-        return any(uses_var(e, x) for x in self.vmap)
+        return any(isinstance(x, Var) and x in self.vmap for x in walk_expr(e))
 
     # -- statements -------------------------------------------------------------------------------
     def stmt(self, s: Stmt) -> Stmt:
@@ -239,15 +237,20 @@ def _const_int(e: Expr) -> int | None:
 def _maskable(body: Stmt, v: Var) -> bool:
     """Whether the tail of a vector loop may run as one masked vector iteration: masked-off lanes must
     have no effect, so no integer division (a garbage divisor could trap) and no nested vector loops."""
-    for st in walk_stmt(body):
-        if isinstance(st, For) and st.kind is LoopKind.VECTOR:
-            return False
-        for e in stmt_exprs(st):
-            for x in walk_expr(e):
-                if isinstance(x, Bin) and SCALAR_OPS[x.op].int_division and not x.dtype.is_float:
-                    if uses_var(x.b, v) or any(isinstance(y, Load) for y in walk_expr(x.b)):
-                        return False
-    return True
+    stmts = list(walk_stmt(body))
+    if any(isinstance(st, For) and st.kind is LoopKind.VECTOR for st in stmts):
+        return False
+    exprs = [e for st in stmts for e in stmt_exprs(st)]
+    lane_dependent = reaching(exprs, lambda x: x is v or isinstance(x, Load))
+    seen: set[int] = set()
+    return not any(isinstance(x, Bin) and SCALAR_OPS[x.op].int_division and not x.dtype.is_float
+                   and id(x.b) in lane_dependent for e in exprs for x in walk_expr(e, seen))  # fmt: skip
+
+
+def _descends(e: Expr) -> bool:
+    """Whether ``_VecBody.expr`` vectorizes the operands of ``e`` before ``e`` (a load's index is its own
+    business; constants, ramps and broadcasts are kept as they are)."""
+    return not isinstance(e, Load | Const | Ramp | Broadcast | HReduce)
 
 
 def vectorize_loop(loop: For, outer_locals: set[Var], masked: bool = False) -> Stmt:

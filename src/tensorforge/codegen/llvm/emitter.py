@@ -40,7 +40,7 @@ from ...lower.kir import (
     Store,
     Un,
     Var,
-    children,
+    transform,
 )
 from . import convert, loops, memory
 from .lltypes import I64, const_value, llty, memty, splat
@@ -108,19 +108,9 @@ class Emitter:
 
     # -- statements -------------------------------------------------------------------------------
     def _deps_of(self, e: Expr) -> tuple[frozenset, frozenset]:
-        """(uids of the variables, ids of the buffers) that ``e`` reads."""
-        d = self._deps.get(id(e))
-        if d is None or d[2] is not e:
-            vs: set[int] = set()
-            bufs: set[int] = {id(e.buf)} if isinstance(e, Load) else set()
-            if isinstance(e, Var):
-                vs.add(e.uid)
-            for c in children(e):
-                cv, cb = self._deps_of(c)
-                vs |= cv
-                bufs |= cb
-            d = (frozenset(vs), frozenset(bufs), e)  # e kept alive: ids of freed expressions are reused
-            self._deps[id(e)] = d
+        """(uids of the variables, ids of the buffers) that ``e`` reads. Remembered per node in ``_deps``,
+        whose entries keep their nodes alive (so an id there is never another node's)."""
+        d = transform(e, _deps, self._deps)
         return d[0], d[1]
 
     def _invalidate(self, var_uid: int | None = None, buf: Buffer | None = None) -> None:
@@ -201,19 +191,50 @@ class Emitter:
 
     # -- expressions ------------------------------------------------------------------------------
     def expr(self, e: Expr) -> ir.Value:
-        if isinstance(e, Const):
-            return const_value(e.value, e.dtype, e.lanes)
-        hit = self._memo.get(id(e))
+        """The value of ``e`` in the current block: operands first, in order, each distinct node once (without
+        recursion: a fused chain may be thousands of nodes deep). Values emitted earlier in the block are
+        reused, and so are their operands' (a remembered node's operands are not visited)."""
         block = self.b.block
-        if hit is not None and hit[0] is block and hit[4] is e:
-            return hit[1]
-        v = self._expr(e)
-        if self.b.block is block:
-            vs, mem = self._deps_of(e)
-            self._memo[id(e)] = (block, v, vs, mem, e)
-        return v
 
-    def _expr(self, e: Expr) -> ir.Value:
+        def remembered(x: Expr) -> ir.Value | None:
+            hit = self._memo.get(id(x))
+            return hit[1] if hit is not None and hit[0] is block and hit[4] is x else None
+
+        def value(x: Expr, ops: tuple) -> ir.Value:
+            if isinstance(x, Const):
+                return const_value(x.value, x.dtype, x.lanes)
+            v = remembered(x)
+            if v is not None:
+                return v
+            v = self._op(x, ops) if isinstance(x, _COMPUTED) else self._leaf(x)
+            if self.b.block is block:
+                vs, mem = self._deps_of(x)
+                self._memo[id(x)] = (block, v, vs, mem, x)
+            return v
+
+        return transform(e, value, {}, lambda x: isinstance(x, _COMPUTED) and remembered(x) is None)
+
+    def _op(self, e: Expr, ops: tuple) -> ir.Value:
+        """An operation on the values ``ops`` of its operands."""
+        b = self.b
+        if isinstance(e, Bin | Cmp):
+            return emit_scalar_op(self, e.op, ops[0], ops[1], e.a.dtype)
+        if isinstance(e, Un):
+            return emit_scalar_op(self, e.op, ops[0], e.a.dtype, e.a.lanes)
+        if isinstance(e, Select):
+            return b.select(*ops)
+        if isinstance(e, Bitcast):
+            return convert.bitcast(self, ops[0], e.a.dtype, e.dtype, e.lanes)
+        if isinstance(e, Cast):
+            return convert.cast(self, ops[0], e.a.dtype, e.dtype, e.lanes)
+        if isinstance(e, Fma):
+            return emit_fma(self, *ops, e.dtype)
+        if isinstance(e, Broadcast):
+            return ops[0] if e.lanes == 1 else splat(b, ops[0], e.lanes)
+        return emit_hreduce(self, e.op, ops[0], e.a.dtype)
+
+    def _leaf(self, e: Expr) -> ir.Value:
+        """Variables, and the nodes that emit their operands themselves (loads, ramps)."""
         b = self.b
         if isinstance(e, loops.GpuTid):
             return loops.gpu_tid(self)
@@ -224,24 +245,20 @@ class Emitter:
             return b.load(slot)
         if isinstance(e, Load):
             return memory.load(self, e)
-        if isinstance(e, Bin | Cmp):
-            return emit_scalar_op(self, e.op, self.expr(e.a), self.expr(e.b), e.a.dtype)
-        if isinstance(e, Un):
-            return emit_scalar_op(self, e.op, self.expr(e.a), e.a.dtype, e.a.lanes)
-        if isinstance(e, Select):
-            return b.select(self.expr(e.cond), self.expr(e.a), self.expr(e.b))
-        if isinstance(e, Bitcast):
-            return convert.bitcast(self, self.expr(e.a), e.a.dtype, e.dtype, e.lanes)
-        if isinstance(e, Cast):
-            return convert.cast(self, self.expr(e.a), e.a.dtype, e.dtype, e.lanes)
-        if isinstance(e, Fma):
-            return emit_fma(self, self.expr(e.a), self.expr(e.b), self.expr(e.c), e.dtype)
-        if isinstance(e, Broadcast):
-            x = self.expr(e.a)
-            return x if e.lanes == 1 else splat(b, x, e.lanes)
         if isinstance(e, Ramp):
             base = self.expr(Broadcast(e.base, e.lanes))
             return b.add(base, ir.Constant(ir.VectorType(I64, e.lanes), [i * e.stride for i in range(e.lanes)]))
-        if isinstance(e, HReduce):
-            return emit_hreduce(self, e.op, self.expr(e.a), e.a.dtype)
         raise CompileError(f"unknown expression {type(e).__name__}")
+
+
+_COMPUTED = (Bin, Cmp, Un, Select, Cast, Fma, Broadcast, HReduce)  # emitted from their operands' values
+
+
+def _deps(x: Expr, kids: tuple) -> tuple[frozenset, frozenset, Expr]:
+    """What ``x`` reads (variable uids, buffer ids), from what its operands read; ``x`` kept alive."""
+    vs: set[int] = {x.uid} if isinstance(x, Var) else set()
+    bufs: set[int] = {id(x.buf)} if isinstance(x, Load) else set()
+    for cv, cb, _ in kids:
+        vs |= cv
+        bufs |= cb
+    return frozenset(vs), frozenset(bufs), x

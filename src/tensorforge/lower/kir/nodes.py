@@ -118,49 +118,53 @@ class Load(Expr):
         return self.buf.dtype
 
 
-class _ScalarOpExpr(Expr):
-    """``op`` of the scalar-op table applied to ``a`` (and ``b``): the table gives the result dtype."""
-
-    __slots__ = ()
-    op: str
-    a: Expr
-
-    @property
-    def dtype(self) -> DType:  # type: ignore[override]
-        return BOOL if SCALAR_OPS[self.op].predicate else self.a.dtype
+def _set(node, **derived) -> None:
+    """Store the derived fields of a frozen node. ``dtype`` and ``lanes`` are computed once, when the node is
+    built from its (already built) operands: computed on demand they would walk the operands again at every
+    query, which is exponential on a DAG (Relu reads its input twice) and recursive on a long chain."""
+    for k, v in derived.items():
+        object.__setattr__(node, k, v)
 
 
-class _BinaryOpExpr(_ScalarOpExpr):
-    __slots__ = ()
-    b: Expr
-
-    @property
-    def lanes(self) -> int:  # type: ignore[override]
-        return max(self.a.lanes, self.b.lanes)
+def _op_dtype(op: str, a: Expr) -> DType:
+    return BOOL if SCALAR_OPS[op].predicate else a.dtype
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class Bin(_BinaryOpExpr):
+class Bin(Expr):
+    """``op`` of the scalar-op table applied to ``a`` and ``b`` (the table gives the result dtype)."""
+
     op: str
     a: Expr
     b: Expr
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
+
+    def __post_init__(self):
+        _set(self, dtype=_op_dtype(self.op, self.a), lanes=max(self.a.lanes, self.b.lanes))
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class Cmp(_BinaryOpExpr):
+class Cmp(Expr):
     op: str
     a: Expr
     b: Expr
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
+
+    def __post_init__(self):
+        _set(self, dtype=_op_dtype(self.op, self.a), lanes=max(self.a.lanes, self.b.lanes))
 
 
 @dataclass(frozen=True, eq=False, slots=True)
-class Un(_ScalarOpExpr):
+class Un(Expr):
     op: str
     a: Expr
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
 
-    @property
-    def lanes(self) -> int:  # type: ignore[override]
-        return self.a.lanes
+    def __post_init__(self):
+        _set(self, dtype=_op_dtype(self.op, self.a), lanes=self.a.lanes)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -168,24 +172,21 @@ class Select(Expr):
     cond: Expr
     a: Expr
     b: Expr
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
 
-    @property
-    def dtype(self) -> DType:  # type: ignore[override]
-        return self.a.dtype
-
-    @property
-    def lanes(self) -> int:  # type: ignore[override]
-        return max(self.cond.lanes, self.a.lanes, self.b.lanes)
+    def __post_init__(self):
+        _set(self, dtype=self.a.dtype, lanes=max(self.cond.lanes, self.a.lanes, self.b.lanes))
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Cast(Expr):
     a: Expr
     dtype: DType
+    lanes: int = field(init=False)
 
-    @property
-    def lanes(self) -> int:  # type: ignore[override]
-        return self.a.lanes
+    def __post_init__(self):
+        _set(self, lanes=self.a.lanes)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -200,24 +201,21 @@ class Fma(Expr):
     a: Expr
     b: Expr
     c: Expr
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
 
-    @property
-    def dtype(self) -> DType:  # type: ignore[override]
-        return self.c.dtype
-
-    @property
-    def lanes(self) -> int:  # type: ignore[override]
-        return max(self.a.lanes, self.b.lanes, self.c.lanes)
+    def __post_init__(self):
+        _set(self, dtype=self.c.dtype, lanes=max(self.a.lanes, self.b.lanes, self.c.lanes))
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Broadcast(Expr):
     a: Expr
     lanes: int
+    dtype: DType = field(init=False)
 
-    @property
-    def dtype(self) -> DType:  # type: ignore[override]
-        return self.a.dtype
+    def __post_init__(self):
+        _set(self, dtype=self.a.dtype)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -237,10 +235,10 @@ class HReduce(Expr):
     op: str
     a: Expr
     lanes = 1
+    dtype: DType = field(init=False)
 
-    @property
-    def dtype(self) -> DType:  # type: ignore[override]
-        return self.a.dtype
+    def __post_init__(self):
+        _set(self, dtype=self.a.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
