@@ -243,17 +243,25 @@ class TrainingStep:
                                     f"the output '{out.name}' has {classes} classes (0..{classes - 1})")  # fmt: skip
         return np.ascontiguousarray(y)
 
-    def __call__(self, x, y) -> float:
-        """Train on one batch; returns its loss (before the update)."""
+    def _batch(self, x, y) -> tuple[_Variant, list[np.ndarray], np.ndarray]:
+        """The checked batch and the step compiled for its shape."""
         xs = self._check_data(x)
         batch = xs[0].shape[0]
         y = self._check_target(y, batch, self._output_shape(batch))
-        v = self._variant(batch, y.dtype, tuple(y.shape))
+        return self._variant(batch, y.dtype, tuple(y.shape)), xs, y
+
+    def _bind(self, v: _Variant, xs: list[np.ndarray], y: np.ndarray) -> None:
+        """Point the step at the batch and the current learning rate (with the lock held)."""
+        for i, a in zip(v.data_index, xs):
+            v.prog.bind_input(i, a)
+        v.prog.bind_input(v.target_index, y)
+        self._lr[...] = self.optimizer.lr
+
+    def __call__(self, x, y) -> float:
+        """Train on one batch; returns its loss (before the update)."""
+        v, xs, y = self._batch(x, y)
         with self._lock:
-            for i, a in zip(v.data_index, xs):
-                v.prog.bind_input(i, a)
-            v.prog.bind_input(v.target_index, y)
-            self._lr[...] = self.optimizer.lr
+            self._bind(v, xs, y)
             v.prog.run_bound()
             loss = float(self._loss)
         if not math.isfinite(loss):
@@ -272,15 +280,9 @@ class TrainingStep:
         """A per-kernel time table of the step on this batch (it trains on the batch ``repeat`` + 2 times)."""
         from ..runtime.profile import format_profile
 
-        xs = self._check_data(x)
-        batch = xs[0].shape[0]
-        y = self._check_target(y, batch, self._output_shape(batch))
-        v = self._variant(batch, y.dtype, tuple(y.shape))
+        v, xs, y = self._batch(x, y)
         with self._lock:
-            for i, a in zip(v.data_index, xs):
-                v.prog.bind_input(i, a)
-            v.prog.bind_input(v.target_index, y)
-            self._lr[...] = self.optimizer.lr
+            self._bind(v, xs, y)
             rows, total = v.prog.profile_kernels(None, repeat)
             self.steps += repeat + 2
         return format_profile(rows, total, v.prog.num_threads)
