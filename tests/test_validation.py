@@ -284,3 +284,11 @@ def test_old_opsets_do_not_broadcast():
     with pytest.raises(tfg.ShapeError, match=r"Max broadcasts its inputs only from opset 8 on"):
         tfg.compile(one("Max", {}, inputs=two, opset=6))
     assert tfg.compile(one("Max", {}, inputs=two, opset=8))
+
+
+def test_an_op_newer_than_the_models_opset_is_refused():
+    """Found by fuzzing: Sin exists from opset 7 on; an opset-1 model that uses it is invalid (ONNX Runtime
+    and the reference evaluator refuse it)."""
+    with pytest.raises(tfg.ModelLoadError, match=r"Sin does not exist at opset 6 .*added in opset 7"):
+        tfg.compile(one("Sin", {}, inputs=(("x", [2, 3]),), opset=6))
+    assert tfg.compile(one("Sin", {}, inputs=(("x", [2, 3]),), opset=7))

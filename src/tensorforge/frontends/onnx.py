@@ -145,6 +145,11 @@ def check_schema(n: onnx.NodeProto, opset: int, where: str) -> None:
     Ops without an ONNX schema (custom domains, model-local functions) are checked by their converters."""
     schema = _schema(n, opset)
     if schema is None:
+        if n.domain in DEFAULT_DOMAINS and onnx.defs.has(n.op_type):  # an ONNX op, but a later one
+            first = min(s.since_version for s in onnx.defs.get_all_schemas_with_history() if s.name == n.op_type
+                        and s.domain in DEFAULT_DOMAINS)  # fmt: skip
+            raise ModelLoadError(f"{where}: {n.op_type} does not exist at opset {opset} (the model's "
+                                 f"opset_import); it was added in opset {first}")  # fmt: skip
         return
     for what, given, lo, hi in (("inputs", n.input, schema.min_input, schema.max_input),
                                 ("outputs", n.output, schema.min_output, schema.max_output)):  # fmt: skip
@@ -390,7 +395,8 @@ class Importer:
 
     def convert(self, n: onnx.NodeProto, i: int) -> None:
         name = self.node_name(n, i)
-        check_schema(n, self.opset_for(n.domain), node_context(self.name, name, n.op_type))
+        if (n.domain, n.op_type) not in self.local_functions:
+            check_schema(n, self.opset_for(n.domain), node_context(self.name, name, n.op_type))
         inputs: list[Value | None] = []
         for x in n.input:
             if x == "":
