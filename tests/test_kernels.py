@@ -9,6 +9,7 @@ option ``gemm`` (fields of ``GemmPlan``). Speed is measured in benchmarks/, neve
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from helpers import assert_close, one_node_model, rand, reference
@@ -79,6 +80,33 @@ def test_batched_matmul(blocking, rng):
         a, b = rand(rng, sa), rand(rng, sb)
         _check(one_node_model("MatMul", {"a": a, "b": b}), {"a": a, "b": b}, 2, gemm)
         _check(one_node_model("MatMul", {"a": a}, consts={"b": b}), {"a": a}, 2, gemm)
+
+
+@pytest.mark.parametrize("blocking", ["default", "tiles", "packA"])
+@pytest.mark.parametrize("perm", [None, (1, 0, 2), (0, 2, 1)], ids=["contiguous", "batch-transposed", "rows-strided"])
+def test_batch_folded_into_rows(blocking, perm, rng):
+    """A[batch..., M, K] @ B[K, N] runs as one GEMM of batch*M rows (ViT's [197, 1, 768] x [768, 2304]); A
+    read through a view whose strides do not chain, or as an expression, and a fused residual epilogue
+    indexed in the original [batch..., M, N] shape."""
+    gemm = BLOCKINGS[blocking]
+    for sx, k, n in [((19, 1, 40), 40, 33), ((5, 3, 40), 40, 17), ((2, 3, 7, 24), 24, 9)]:
+        x = rand(rng, sx if perm is None or len(sx) != 3 else tuple(sx[p] for p in perm))
+        b, r = rand(rng, (k, n)), rand(rng, (*sx[:-1], n))
+        nodes, a_name = [], "x"
+        if perm is not None and x.ndim == 3:
+            nodes.append(onnx.helper.make_node("Transpose", ["x"], ["xt"], perm=list(perm)))
+            a_name = "xt"
+        nodes += [onnx.helper.make_node("MatMul", [a_name, "b"], ["y0"]),
+                  onnx.helper.make_node("Add", ["y0", "r"], ["y"])]  # fmt: skip
+        for const_b in (True, False):
+            feeds = {"x": x, "r": r} if const_b else {"x": x, "r": r, "b": b}
+            g = onnx.helper.make_graph(
+                nodes, "fold", [onnx.helper.make_tensor_value_info(k_, onnx.TensorProto.FLOAT, v.shape)
+                                for k_, v in feeds.items()],
+                [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                [onnx.numpy_helper.from_array(b, "b")] if const_b else [])  # fmt: skip
+            model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+            _check(model, feeds, 2, gemm)
 
 
 def test_ksplit_with_f16_output_uses_workspace(rng):

@@ -472,6 +472,13 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
     batch_shape = list(np.broadcast_shapes(tuple(a_batch), tuple(b_batch)))
     batch = int(np.prod(batch_shape)) if batch_shape else 1
     out_rank = len(sink.shape)
+    # A[batch..., M, K] @ B[K, N]: one GEMM of batch*M rows (a ViT's A[197, 1, 768] is one 197-row product,
+    # not 197 products of one row); the output [batch..., M, N] is row-major [batch*M, N] either way
+    rows_per = 0  # M of one batch when folded
+    if batch > 1 and not a1 and not trans_a and int(np.prod(b_batch)) == 1 and int(np.prod(a_batch)) == batch:
+        rows_per = M
+        a = _fold_rows(a)
+        M, batch, a_batch = batch * M, 1, []
     plan = plan_gemm(ctx, cdt, M, N, Kd, batch)
     MR, NR = plan.MR, plan.NR
     work = 2 * batch * M * N * Kd
@@ -532,7 +539,12 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
     def store(bi, m, n, v):
         if alpha != 1.0:
             v = binop("mul", v, K.const(alpha, cdt))
-        oidx_full = [*_unflatten_batch(bi, batch_shape), m, n]
+        if rows_per == 1:
+            oidx_full = [*_unflatten_batch(m, batch_shape), Const(0), n]
+        elif rows_per:
+            oidx_full = [*_unflatten_batch(binop("floordiv", m, rows_per), batch_shape), binop("mod", m, rows_per), n]
+        else:
+            oidx_full = [*_unflatten_batch(bi, batch_shape), m, n]
         if c is not None:
             cv = c(_broadcast_c_index(oidx_full, c.shape))
             if cv.dtype != cdt:
@@ -553,6 +565,27 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
                     store, acc_at)  # fmt: skip
     stmts.append(emit_gemm(ctx, plan, spec, parallel))
     return K.seq(stmts)
+
+
+def _fold_rows(a: TExpr) -> TExpr:
+    """``a[batch..., M, K]`` read as ``[batch*M, K]``: a view when its batch and row strides chain (any
+    contiguous tensor; dims of extent 1 have no stride to respect), else an index expression."""
+    *lead, Kd = a.shape
+    rows = int(np.prod(lead))
+    const = None if a.const is None else a.const.reshape(rows, Kd)
+    v = a.view
+    if v is not None:
+        dims = [(d, s) for d, s in zip(v.shape[:-1], v.strides[:-1]) if d != 1]
+        if all(s0 == d1 * s1 for (_, s0), (d1, s1) in zip(dims, dims[1:])):
+            row_stride = dims[-1][1] if dims else 0
+            return TExpr.from_view(View(v.buf, (rows, Kd), (row_stride, v.strides[-1]), v.offset), const)
+    M = lead[-1]
+
+    def fn(idx):
+        m, k = idx
+        return a([*_unflatten_batch(binop("floordiv", m, M), lead[:-1]), binop("mod", m, M), k])
+
+    return TExpr((rows, Kd), a.dtype, fn, None, const)
 
 
 def _pack_a_at_run_time(a: TExpr, M: int, Kd: int, MR: int, panels: int, trans_a: bool, dt: DType) -> bool:
