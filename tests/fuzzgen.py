@@ -304,6 +304,8 @@ def _feeds_for(model: onnx.ModelProto, feeds: dict, rng) -> dict[str, np.ndarray
 
 # -- oracles -----------------------------------------------------------------------------------------
 _LEGACY_SOFTMAX = {"Softmax", "LogSoftmax", "Hardmax"}
+# "Reduction over an empty set of values yields undefined" (tensorforge: NaN, as numpy; ONNX Runtime: 0)
+_EMPTY_UNDEFINED = {"ReduceMean", "GlobalAveragePool", "AveragePool"}
 
 
 def _reference(model, feeds) -> list[np.ndarray] | None:
@@ -394,6 +396,9 @@ def run_case(kind: str, seed: int) -> str:
             model = onnx.load_from_string(data)
         except Exception:  # noqa: BLE001
             model = None
+        if model is not None and any(np.asarray(v).size == 0 for v in feeds.values()) and any(
+                n.op_type in _EMPTY_UNDEFINED for n in model.graph.node):  # fmt: skip
+            return f"{what}: accepted; ONNX leaves the mean of an empty set undefined"
         refs = [r for r in (_reference(model, feeds) if model is not None else None, _ort(data, feeds)) if r]
         if not refs:
             if all(np.asarray(g).size == 0 for g in got.values()):

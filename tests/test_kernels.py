@@ -29,6 +29,8 @@ BLOCKINGS = {
     "macro": {"MC": 0, "NC": 0, "KC": 12, "order": "pm"},
     "tiles": {"MR": 3, "nv": 1, "MC": 6, "NC": 0, "KC": 16},  # several macro tiles over M
     "packA": {"pack_a": True, "KC": 20},  # a run-time A copied into micro-panels first
+    "inplaceB": {"pack_b": False, "KC": 24, "MC": 8, "MR": 4},  # a run-time B read in place, K split
+    "packB": {"pack_b": True},  # a run-time B always packed
 }
 
 
@@ -46,14 +48,15 @@ def _check(model, feeds, threads=1, gemm=None, rtol=1e-4, atol=1e-4):
 
 
 @pytest.mark.parametrize("mnk", EDGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("const_b", [True, False], ids=["constB", "runtimeB"])
-def test_matmul_edges(mnk, const_b, rng):
+@pytest.mark.parametrize("b_kind", ["const", "packed", "in-place"])
+def test_matmul_edges(mnk, b_kind, rng):
     m, n, k = mnk
     a, b = rand(rng, (m, k)), rand(rng, (k, n))
-    if const_b:
+    if b_kind == "const":
         _check(one_node_model("MatMul", {"a": a}, consts={"b": b}), {"a": a}, threads=2)
     else:
-        _check(one_node_model("MatMul", {"a": a, "b": b}), {"a": a, "b": b}, threads=2)
+        gemm = {"pack_b": b_kind == "packed"}
+        _check(one_node_model("MatMul", {"a": a, "b": b}), {"a": a, "b": b}, threads=2, gemm=gemm)
 
 
 @pytest.mark.parametrize("blocking", list(BLOCKINGS), ids=list(BLOCKINGS))
@@ -72,7 +75,7 @@ def test_gemm_blockings(blocking, trans, threads, rng):
     _check(one_node_model("Gemm", {"a": a, "b": b, "c": c}, attrs), {"a": a, "b": b, "c": c}, threads, gemm)
 
 
-@pytest.mark.parametrize("blocking", ["default", "ksplit", "tiles", "packA"])
+@pytest.mark.parametrize("blocking", ["default", "ksplit", "tiles", "packA", "inplaceB", "packB"])
 def test_batched_matmul(blocking, rng):
     """Batched and broadcast-batched MatMul (attention-like shapes), weights constant and not."""
     gemm = BLOCKINGS[blocking]
@@ -82,7 +85,7 @@ def test_batched_matmul(blocking, rng):
         _check(one_node_model("MatMul", {"a": a}, consts={"b": b}), {"a": a}, 2, gemm)
 
 
-@pytest.mark.parametrize("blocking", ["default", "tiles", "packA"])
+@pytest.mark.parametrize("blocking", ["default", "tiles", "packA", "inplaceB"])
 @pytest.mark.parametrize("perm", [None, (1, 0, 2), (0, 2, 1)], ids=["contiguous", "batch-transposed", "rows-strided"])
 def test_batch_folded_into_rows(blocking, perm, rng):
     """A[batch..., M, K] @ B[K, N] runs as one GEMM of batch*M rows (ViT's [197, 1, 768] x [768, 2304]); A

@@ -292,3 +292,12 @@ def test_an_op_newer_than_the_models_opset_is_refused():
     with pytest.raises(tfg.ModelLoadError, match=r"Sin does not exist at opset 6 .*added in opset 7"):
         tfg.compile(one("Sin", {}, inputs=(("x", [2, 3]),), opset=6))
     assert tfg.compile(one("Sin", {}, inputs=(("x", [2, 3]),), opset=7))
+
+
+def test_names_must_be_utf8_text():
+    """Found by fuzzing: protobuf hands out the raw bytes of a text field that is not UTF-8."""
+    m = one("Relu", {}, inputs=(("x", [2, 3]),))
+    m.graph.node[0].name = "relu"
+    data = m.SerializeToString().replace(b"relu", b"re\xadu")
+    with pytest.raises(tfg.ModelLoadError, match=r"graph.node\[0\].name \('re.u'\) is not UTF-8 text"):
+        tfg.compile(data)

@@ -71,6 +71,28 @@ def _find_converter(key: str, opset: int) -> tuple[Callable, Mapping[str, Attr]]
     return None
 
 
+_STRING = 9  # FieldDescriptor.TYPE_STRING
+_MESSAGE = 11  # FieldDescriptor.TYPE_MESSAGE
+
+
+def _check_text(msg, where: str, path: str = "") -> None:
+    """Every text field of ``msg`` (names, op types, domains, string attributes...) is UTF-8: protobuf hands
+    out the bytes of one that is not, and a name that is not text would fail far from here."""
+    for fd, value in msg.ListFields():
+        at = f"{path}.{fd.name}" if path else fd.name
+        rep = fd.is_repeated
+        items = value if rep else [value]
+        if fd.type == _STRING:
+            for i, v in enumerate(items):
+                if isinstance(v, bytes):
+                    text = v.decode("utf-8", "replace")
+                    where_at = f"{at}[{i}]" if rep else at
+                    raise ModelLoadError(f"{where} is not a valid ONNX file: {where_at} ({text!r}) is not UTF-8 text")
+        elif fd.type == _MESSAGE:
+            for i, v in enumerate(items):
+                _check_text(v, where, f"{at}[{i}]" if rep else at)
+
+
 # -------------------------------------------------------------------------------------------------
 # loading
 # -------------------------------------------------------------------------------------------------
@@ -97,6 +119,7 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
         raise ModelLoadError(f"model {src!r} is not a valid ONNX file (truncated or corrupt?): {e}") from None
     if not proto.graph.node and not proto.graph.output:
         raise ModelLoadError(f"model {src!r} has no graph (is it an ONNX model?)")
+    _check_text(proto, f"model {src!r}")
     if not isinstance(model, bytes | bytearray):
         base = os.path.dirname(os.path.abspath(src))
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):

@@ -54,6 +54,7 @@ class GemmPlan:
     NC: int = 0  # columns per macro tile (a multiple of NR); 0: all columns
     order: str = "mp"  # inside a macro tile: "mp" = m-tiles outer, panels inner; "pm" = the reverse
     pack_a: bool | None = None  # pack a run-time A into micro-panels (None: decided by lower_matmul)
+    pack_b: bool | None = None  # pack a run-time B into panels, or read its rows in place (None: decided)
 
     @property
     def NR(self) -> int:
@@ -63,6 +64,9 @@ class GemmPlan:
 # Waking a sleeping worker (OMP_WAIT_POLICY=PASSIVE) costs ~10 us: a GEMM or conv runs on several threads
 # only with >= parallel_threshold x this many flops (~4M flops = ~40 us on one core at 100 GFLOP/s).
 PARALLEL_FLOPS_PER_ELEMENT = 32
+
+# A run-time B is read in place (not packed) when at most this many m-tiles reuse it (see _b_in_place)
+IN_PLACE_B_MAX_TILES = 4
 
 # -- the micro-tile -----------------------------------------------------------------------------------
 FMA_LATENCY = 4  # cycles; every accumulator chain gets one FMA per k step
@@ -160,6 +164,12 @@ def plan_gemm(ctx: LowerCtx, dtype: DType, M: int, N: int, Kd: int, batch: int =
     l3_tiles = max(1, (t.l3 // (2 * max(t.cores, 1))) // (max(kc, 1) * mr * es))
     mc_tiles = min(mc_tiles, l3_tiles)
     MC = 0 if mc_tiles >= mt_n else mc_tiles * mr
+    # few rows (a GEMV, a small batch): split the columns too, so that every thread gets panels
+    panels, ic_n = -(-N // NR), -(-mt_n // mc_tiles)
+    if batch * ic_n * -(-panels // (NC // NR if NC else panels)) < 2 * t.cores and panels > 1:
+        per = max(1, -(-panels * batch * ic_n // (2 * t.cores)))
+        NC = min(NC or panels * NR, per * NR)
+        NC = 0 if NC >= panels * NR else NC
     plan = GemmPlan(mr, nv, W, KU, KC, MC, NC)
     over = ctx.options.get("gemm")
     if over:
@@ -206,11 +216,14 @@ class GemmSpec:
     a_elem: Elem3 | None
     a_packed: Buffer | None  # [batchA][M/MR][K][MR]
     a_batch_stride: int  # elements between batches of a_packed (0 = shared)
-    b_packed: Buffer  # [batchB][N/NR][K][NR]
+    b_packed: Buffer  # [batchB][N/NR][K][NR]; with b_rows only the panels from b_rows[1] on
     b_batch_stride: int
     store: Callable[[Expr, Expr, Expr, Expr], Stmt]  # store(b, m, n, value): the final value, with epilogue
     # where partial sums of element (b, m, n) may live when K is split: (buffer, index); None: workspace
     acc_at: Callable[[Expr, Expr, Expr], tuple[Buffer, Expr]] | None = None
+    # B read in place: (buffer, index of element (b, k, n) with unit stride along n, full panels read so;
+    # the partial last panel, if any, is in b_packed)
+    b_rows: tuple[Buffer, Callable[[Expr, Expr, Expr], Expr], int] | None = None
 
 
 def _kloop(start: Expr, length: Expr, U: int, body: Callable[[Expr], list[Stmt]]) -> Stmt:
@@ -334,17 +347,24 @@ def _kernel_body(plan: GemmPlan, spec: GemmSpec, bvar: Var, mt: Var, p: Var, k0:
     MR, NR, W, nv = plan.MR, plan.NR, plan.W, plan.nv
     M, Kd = spec.M, spec.K
     dt = spec.dtype
-    b_base = binop("add", binop("mul", bvar, spec.b_batch_stride), binop("mul", p, Kd * NR))
+    first_packed = spec.b_rows[2] if spec.b_rows else 0
+    b_base = binop("add", binop("mul", bvar, spec.b_batch_stride), binop("mul", binop("sub", p, first_packed), Kd * NR))
     m0 = binop("mul", mt, MR)
+    n0 = binop("mul", p, NR)
 
-    def make(rows: list[Expr] | None) -> Stmt:
+    def make(rows: list[Expr] | None, in_place: bool) -> Stmt:
         if spec.a_packed is not None:
             a_base = binop("add", binop("mul", bvar, spec.a_batch_stride), binop("mul", mt, Kd * MR))
 
         def kstep(k: Expr) -> list[Stmt]:
             st: list[Stmt] = []
-            bv = [Load(spec.b_packed, binop("add", b_base, binop("add", binop("mul", k, NR), j * W)), W)
-                  for j in range(nv)]  # fmt: skip
+            if in_place:
+                buf, at, _ = spec.b_rows
+                row = at(bvar, k, n0)
+                bv = [Load(buf, binop("add", row, j * W), W) for j in range(nv)]
+            else:
+                bv = [Load(spec.b_packed, binop("add", b_base, binop("add", binop("mul", k, NR), j * W)), W)
+                      for j in range(nv)]  # fmt: skip
             for i in range(MR):
                 if spec.a_packed is not None:
                     a = Load(spec.a_packed, binop("add", a_base, binop("add", binop("mul", k, MR), i)))
@@ -359,15 +379,23 @@ def _kernel_body(plan: GemmPlan, spec: GemmSpec, bvar: Var, mt: Var, p: Var, k0:
 
         return _kloop(k0, klen, plan.KU if Kd > 8 else 1, kstep)
 
+    def for_b(rows: list[Expr] | None) -> Stmt:
+        if spec.b_rows is None:
+            return make(rows, False)
+        full = spec.b_rows[2]
+        if full * NR >= spec.N:
+            return make(rows, True)
+        return If(K.cmp("lt", p, Const(full)), make(rows, True), make(rows, False))
+
     if spec.a_packed is not None:
-        return make(None)
+        return for_b(None)
     affine = [binop("add", m0, i) for i in range(MR)]
     if M % MR == 0:
-        return make(affine)
+        return for_b(affine)
     # in-place A with a partial last m-tile: full tiles keep affine row addresses (one base register),
     # the edge tile clamps its rows
     clamped = [K.minimum(binop("add", m0, i), Const(M - 1)) for i in range(MR)]
-    return If(K.cmp("lt", mt, Const(M // MR)), make(affine), make(clamped))
+    return If(K.cmp("lt", mt, Const(M // MR)), for_b(affine), for_b(clamped))
 
 
 def emit_pack(ctx: LowerCtx, src: Elem3, batch: int, rows: int, Kd: int, R: int, dst: Buffer, parallel: bool,
@@ -498,6 +526,7 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
 
     stmts: list[Stmt] = []
     name = ctx.node.name
+    b_rows = None
     # B panels
     b_batches = int(np.prod(b_batch)) if b_batch else 1
     np_n = -(-N // NR)
@@ -511,10 +540,25 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
         bmat = np.ascontiguousarray(bmat).reshape(b_batches, Kd, N).astype(cdt.np)
         bp = ctx.const_view(pack_b_const(bmat, NR), f"{name}_Bpacked").buf
         b_stride = 0 if b_batches == 1 else np_n * Kd * NR
-    else:
+    elif not _b_in_place(b, trans_b, b1, M, plan, cdt):
         bp = ctx.workspace(cdt, batch * np_n * Kd * NR, f"{name}_Bpack")
         stmts.append(emit_pack(ctx, b_at, batch, N, Kd, NR, bp, parallel, "k" if trans_b else "r"))
         b_stride = np_n * Kd * NR
+    else:  # rows of B read in place; a partial last panel is packed (its vector loads would run past N)
+        full = N // NR
+        bv = b.view
+
+        def b_index(bi, k, n):
+            return bv.index([*_batch_index(bi, batch_shape, b_batch), k, n])
+
+        b_rows = (bv.buf, b_index, full)
+        b_stride = 0
+        bp = bv.buf
+        if N % NR:
+            bp = ctx.workspace(cdt, batch * Kd * NR, f"{name}_Bedge")
+            stmts.append(emit_pack(ctx, lambda bi, k, n: b_at(bi, k, binop("add", n, full * NR)), batch, N - full * NR,
+                                   Kd, NR, bp, parallel and batch > 1))  # fmt: skip
+            b_stride = Kd * NR
     # A micro-panels: constant -> packed now; otherwise packed at run time when several panels reuse it
     a_packed = None
     a_stride = 0
@@ -562,7 +606,7 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
             return out_buf, binop("add", binop("add", binop("mul", binop("add", binop("mul", bi, M), m), N), n), off)
 
     spec = GemmSpec(M, N, Kd, batch, cdt, None if a_packed is not None else a_at, a_packed, a_stride, bp, b_stride,
-                    store, acc_at)  # fmt: skip
+                    store, acc_at, b_rows)  # fmt: skip
     stmts.append(emit_gemm(ctx, plan, spec, parallel))
     return K.seq(stmts)
 
@@ -586,6 +630,21 @@ def _fold_rows(a: TExpr) -> TExpr:
         return a([*_unflatten_batch(binop("floordiv", m, M), lead[:-1]), binop("mod", m, M), k])
 
     return TExpr((rows, Kd), a.dtype, fn, None, const)
+
+
+def _b_in_place(b: TExpr, trans_b: bool, b1: bool, M: int, plan: GemmPlan, dt: DType) -> bool:
+    """Whether a run-time B is read in place rather than packed into panels first. Only a tensor in memory
+    whose rows are contiguous along N can be (a transposed B is packed); by default only when few m-tiles
+    reuse it (packing reads and writes all of B once; the product then reads it once per m-tile, in place
+    with a stride per k step). ``plan.pack_b`` overrides the default."""
+    if b1 or trans_b or b.view is None or b.view.dtype != dt:
+        return False
+    v = b.view
+    if v.shape[-1] > 1 and v.strides[-1] != 1:
+        return False
+    if plan.pack_b is not None:
+        return not plan.pack_b
+    return -(-M // plan.MR) <= IN_PLACE_B_MAX_TILES
 
 
 def _pack_a_at_run_time(a: TExpr, M: int, Kd: int, MR: int, panels: int, trans_a: bool, dt: DType) -> bool:
