@@ -12,6 +12,7 @@ import pytest
 import tensorforge as tfg
 from tensorforge.codegen.targets import get_target
 from tensorforge.compiler import api as compiler_api
+from tensorforge.compiler import cache as compiler_cache
 from tensorforge.examples import mlp, small_cnn
 from tensorforge.runtime.artifact import ArtifactError
 
@@ -24,6 +25,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def _entries(cache) -> list:
+    compiler_cache.wait()  # compile writes its cache entry in the background
     return sorted(cache.glob("*.tfa"))
 
 

@@ -43,7 +43,7 @@ def build_artifact(model, target: Target, options: Options, *, name: str | None 
     art = b.artifact()
     if key is not None:
         art.metadata["external_data"] = cache.external_data_digests(model)
-        cache.store(key, art)
+        cache.store(key, art, background=True)
     return art, False, b
 
 

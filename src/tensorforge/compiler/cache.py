@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import warnings
 
 import llvmlite
@@ -118,6 +119,7 @@ def _path(key: str) -> str | None:
 def load(key: str) -> Artifact | None:
     """The cached artifact for ``key``, or None. A damaged or foreign entry is deleted (with a warning) and
     reported as a miss, so the next compile replaces it."""
+    wait(key)
     path = _path(key)
     if path is None or not os.path.exists(path):
         return None
@@ -139,8 +141,36 @@ def load(key: str) -> Artifact | None:
     return art
 
 
-def store(key: str, artifact: Artifact) -> None:
-    """Save ``artifact`` under ``key`` (atomically; a full or read-only disk only costs the cache)."""
+_PENDING: dict[str, threading.Thread] = {}  # keys being written in the background
+
+
+def store(key: str, artifact: Artifact, background: bool = False) -> None:
+    """Save ``artifact`` under ``key`` (atomically; a full or read-only disk only costs the cache). In the
+    ``background`` the caller goes on at once (writing a large model's weights and texts takes a while): a
+    ``load`` of the key waits for the write, and the interpreter waits for it at exit (not a daemon)."""
+    if not background:
+        _store(key, artifact)
+        return
+
+    def run() -> None:
+        try:
+            _store(key, artifact)
+        finally:
+            _PENDING.pop(key, None)
+
+    t = threading.Thread(target=run, name=f"tensorforge-cache-{key[:8]}")
+    _PENDING[key] = t
+    t.start()
+
+
+def wait(key: str | None = None) -> None:
+    """Wait for the background write of ``key`` (of every key when None) to finish."""
+    for k, t in list(_PENDING.items()):
+        if (key is None or k == key) and t is not threading.current_thread():
+            t.join()
+
+
+def _store(key: str, artifact: Artifact) -> None:
     path = _path(key)
     if path is None:
         return

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..codegen.emit import build_module, compile_object
+from ..codegen.emit import build_module_parts, compile_object
 from ..codegen.targets import Target
 from ..errors import CompileError, UnsupportedError
 from ..ir.graph import Graph
@@ -134,7 +134,7 @@ class Build:
         self.program: Program | None = None
         self.code: list[Kernel | None] = []
         self.aliases: dict[str, str] = {}
-        self.llvm_ir = ""
+        self.llvm_parts: list[str] = []  # the LLVM IR: one module, or an entry module and parts
         self.object: bytes | None = None
         self.notes: list[str] = []  # what a stage decided that the user should know
 
@@ -181,7 +181,7 @@ class Build:
             "llvm_opt": self.options.llvm_opt,
             "notes": list(self.notes),
         }
-        return Artifact(g.name, self.target, self.program, self.llvm_ir, self.object, self.aliases, meta, graph=g)
+        return Artifact(g.name, self.target, self.program, self.llvm_parts, self.object, self.aliases, meta, graph=g)
 
 
 def _import(b: Build) -> None:
@@ -222,14 +222,14 @@ def _vectorize(b: Build) -> None:
 
 
 def _llvm(b: Build) -> None:
-    b.llvm_ir = build_module(b.program, b.code, b.aliases, b.target)
+    b.llvm_parts = build_module_parts(b.program, b.code, b.aliases, b.target)
 
 
 def _object(b: Build) -> None:
     if not b.target.is_host:
         raise CompileError(f"target {b.target.name} is not this machine: its code cannot be loaded here; stop at "
                            "the 'llvm' stage for its assembly")  # fmt: skip
-    b.object = compile_object(b.llvm_ir, b.target, b.options.llvm_opt)
+    b.object = compile_object(b.llvm_parts, b.target, b.options.llvm_opt)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ class Artifact:
     (cross targets, assembly listings). ``graph`` and ``llvm_ir`` of a loaded artifact are read from its
     file on first use."""
 
-    def __init__(self, name: str, target: Target, program: Program, llvm_ir: str | None, object: bytes | None,
+    def __init__(self, name: str, target: Target, program: Program, llvm_ir: str | list[str] | None,
+                 object: bytes | None,
                  aliases: dict[str, str] | None = None, metadata: dict | None = None, graph: Graph | None = None,
                  graph_text: str | None = None):  # fmt: skip
         self.name = name
@@ -80,7 +81,8 @@ class Artifact:
         self.metadata = dict(metadata or {})
         self.graph_text = graph_text if graph_text is not None else (str(graph) if graph is not None else "")
         self._graph = graph
-        self._llvm_ir = llvm_ir
+        self._llvm_parts = [llvm_ir] if isinstance(llvm_ir, str) else llvm_ir  # see codegen/parallel.py
+        self._llvm_ir: str | None = None
         self._reader: _Reader | None = None
         self._asm: str | None = None
 
@@ -94,10 +96,20 @@ class Artifact:
         return self._graph
 
     @property
+    def llvm_parts(self) -> list[str]:
+        """The LLVM IR before optimization, as the modules it was built in (one, or an entry module and parts
+        built side by side: ``codegen/parallel.py``)."""
+        if self._llvm_parts is None:
+            self._llvm_parts = self._reader.text("llvm_ir").split("\0") if self._reader is not None else [""]
+        return self._llvm_parts
+
+    @property
     def llvm_ir(self) -> str:
-        """The module's LLVM IR before optimization."""
+        """The module's LLVM IR before optimization (its parts linked into one module on first use)."""
         if self._llvm_ir is None:
-            self._llvm_ir = self._reader.text("llvm_ir") if self._reader is not None else ""
+            from ..codegen.emit import link_parts
+
+            self._llvm_ir = link_parts(self.llvm_parts)
         return self._llvm_ir
 
     def assembly(self) -> str:
@@ -127,7 +139,7 @@ class Artifact:
             const_outputs[str(i)] = {"dtype": c.dtype.name, "shape": list(c.shape)}
         if self.object is not None:
             blobs.append(("object", self.object))
-        texts = {"llvm_ir": self.llvm_ir, "kernel_ir": "\0".join(str(k) for k in self.program.kernels),
+        texts = {"llvm_ir": "\0".join(self.llvm_parts), "kernel_ir": "\0".join(str(k) for k in self.program.kernels),
                  "graph": self.graph_text}  # fmt: skip
         for name, text in texts.items():
             blobs.append((f"text/{name}", zlib.compress(text.encode(), 1)))

@@ -15,7 +15,7 @@ import threading
 
 import llvmlite.binding as llvm
 
-from ..codegen.emit import compile_object, target_machine
+from ..codegen.emit import compile_object, target_machine, unpack_objects
 from ..codegen.targets import Target, host
 from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
@@ -98,9 +98,13 @@ class NativeCode:
             raise CompileError(f"code for target {target.name} cannot run in this process (host only)")
         if not _runtime:
             load_runtime_libraries()
+        first, *more = unpack_objects(obj)  # a program built in parts is one object per part
         with _LOCK:
             self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), target_machine(target, jit=True))
-            self.engine.set_object_cache(lambda module, data: None, lambda module: obj)
+            self.engine.set_object_cache(lambda module, data: None, lambda module: first)
+            self._objects = [llvm.ObjectFileRef.from_data(o) for o in more]
+            for o in self._objects:  # before finalizing: the parts' symbols resolve against each other
+                self.engine.add_object_file(o)
             self.engine.finalize_object()
 
     def address(self, name: str) -> int:

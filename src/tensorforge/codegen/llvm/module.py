@@ -16,7 +16,9 @@ from .loops import GpuTid
 class ModuleBuilder:
     """Accumulates kernels (and an entry function) into one LLVM module for a target."""
 
-    def __init__(self, target: Target, name: str = "tensorforge"):
+    def __init__(self, target: Target, name: str = "tensorforge", owns_globals: bool = True):
+        """``owns_globals``: this module defines the program's globals (the thread count); a module that is
+        one part of a program (``codegen/parallel.py``) only declares them."""
         self.target = target
         self.module = ir.Module(name=name)
         self.module.triple = target.triple
@@ -24,7 +26,8 @@ class ModuleBuilder:
         self.nthreads = None
         if not target.is_gpu:
             self.nthreads = ir.GlobalVariable(self.module, I32, "tf_num_threads")
-            self.nthreads.initializer = ir.Constant(I32, 1)
+            if owns_globals:
+                self.nthreads.initializer = ir.Constant(I32, 1)
 
     # -- helpers ----------------------------------------------------------------------------------
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
@@ -42,14 +45,15 @@ class ModuleBuilder:
         fn.attributes.add("nounwind")
 
     # -- kernels ----------------------------------------------------------------------------------
-    def add_kernel(self, k: Kernel, internal: bool = True) -> ir.Function:
+    def add_kernel(self, k: Kernel, linkage: str = "internal") -> ir.Function:
+        """The kernel's function: ``internal`` to its module, ``hidden`` (called from another part of the
+        program, not exported from a library) or external (``""``, kernels tested one by one)."""
         fnty = ir.FunctionType(VOID, [PTR] * len(k.params))
         fn = ir.Function(self.module, fnty, k.name)
         if self.target.is_gpu:
             fn.calling_convention = "ptx_kernel"
         else:
-            if internal:
-                fn.linkage = "internal"
+            fn.linkage = linkage  # "hidden" is a visibility; LLVM reads it where the linkage goes
             fn.attributes.add("noinline")
         self.add_fn_attrs(fn)
         for a, b in zip(fn.args, k.params):
@@ -71,6 +75,12 @@ class ModuleBuilder:
         except Exception as e:  # a bug in lowering/codegen: say which kernel
             raise CompileError(f"code generation failed for kernel {k.name} ({'; '.join(k.labels)}): {e}") from e
         scope.builder.ret_void()
+        return fn
+
+    def declare_kernel(self, name: str, n_params: int) -> ir.Function:
+        """A kernel defined in another part of the program (hidden: never exported from a library)."""
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [PTR] * n_params), name)
+        fn.linkage = "hidden"
         return fn
 
     def add_entry(self, name: str, kernels: list[tuple[ir.Function, list[tuple[str, int]]]],
