@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tensorforge",
         description="A deep-learning compiler: ONNX models to native code through LLVM.",
         epilog="Environment: TENSORFORGE_NUM_THREADS (worker threads), TENSORFORGE_CACHE_DIR / "
-        "TENSORFORGE_CACHE=0 (compile cache), TENSORFORGE_MAX_FOLD_BYTES (the largest constant folding "
+        "TENSORFORGE_CACHE=0 (compile cache), TENSORFORGE_COMPILE_JOBS (processes that generate code, "
+        "default all cores), TENSORFORGE_MAX_FOLD_BYTES (the largest constant folding "
         "creates, 256 MiB by default). Run 'tensorforge COMMAND --help' for a command's flags.",
     )
     p.add_argument("--version", action="version", version=f"tensorforge {__version__}")
