@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 from . import lower as _lower  # noqa: E402,F401  (registers lowerings)
 from . import ops as _ops  # noqa: E402,F401  (registers ops)
 from .autodiff import grad  # noqa: E402
-from .compiler import Options, assembly, compile, load  # noqa: E402
+from .compiler import Options, TuningError, assembly, compile, load, tune  # noqa: E402
 from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
@@ -53,6 +53,7 @@ __all__ = [
     "TensorforgeError",
     "TrainingError",
     "TrainingStep",
+    "TuningError",
     "UnsupportedError",
     "assembly",
     "compile",
@@ -62,4 +63,5 @@ __all__ = [
     "optim",
     "torch_backend",
     "training_step",
+    "tune",
 ]

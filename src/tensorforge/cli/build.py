@@ -12,6 +12,7 @@ from .common import (
     add_opt,
     add_shapes,
     add_target,
+    add_tuning,
     check_output,
     command,
     file_stem,
@@ -27,10 +28,13 @@ def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
     go to stderr)."""
     from ..codegen.targets import get_target
     from ..compiler import Options, build_artifact
+    from ..compiler.api import tuning_lowering
 
+    target = get_target(getattr(args, "target", None))
+    lowering = tuning_lowering(getattr(args, "tuning_db", None), target)
     opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape),
-                   symbolic_as_one=symbolic_as_one, **options)  # fmt: skip
-    art, _, _ = build_artifact(load_model(args.model), get_target(getattr(args, "target", None)), opts, until=until)
+                   symbolic_as_one=symbolic_as_one, lowering=lowering, **options)  # fmt: skip
+    art, _, _ = build_artifact(load_model(args.model), target, opts, until=until)
     for text in art.metadata.get("notes", []):
         note(text)
     return art
@@ -42,6 +46,9 @@ def _compile_args(p):
     add_target(p)
     add_opt(p)
     add_shapes(p)
+    add_tuning(p)
+    p.add_argument("--tune", type=float, default=None, metavar="SECONDS",
+                   help="first tune the model's GEMMs on this machine for about SECONDS (as 'tensorforge tune')")
     p.add_argument("--print-ir-after-all", action="store_true", help="print the graph after every pass, with timings")
     p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
                    help="print the graph after the named pass (repeatable)")  # fmt: skip
@@ -56,6 +63,20 @@ def cmd_compile(args) -> int:
 
     t0 = time.perf_counter()
     print_after = "all" if args.print_ir_after_all else (set(args.print_ir_after) or None)
+    if args.tune is not None:
+        import sys
+
+        import tensorforge as tfg
+
+        from ..compiler.tuning import default_db_path
+
+        if args.tune <= 0:
+            raise TensorforgeError(f"--tune must be > 0 seconds, got {args.tune}")
+        if getattr(args, "target", "host") not in (None, "host"):
+            raise TensorforgeError("--tune measures on this machine: it needs --target host")
+        args.tuning_db = args.tuning_db or default_db_path()
+        tfg.tune(load_model(args.model), budget_seconds=args.tune, db_path=args.tuning_db,
+                 progress=lambda s: print(s, file=sys.stderr, flush=True))  # fmt: skip
     with StagedDir(args.output) as out:
         art = _artifact(args, "llvm", verify=args.verify, print_ir_after=print_after)
         target = art.target

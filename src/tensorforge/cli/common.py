@@ -48,6 +48,12 @@ def add_opt(p: argparse.ArgumentParser) -> None:
                    help="edit the pass list by name: '-fuse,-fold' switches passes off, '+cse' adds one")  # fmt: skip
 
 
+def add_tuning(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tuning-db", default=None, metavar="FILE",
+                   help="use the plans 'tensorforge tune' recorded in FILE for this CPU (default: the database "
+                        "in the compile-cache directory, if there is one)")  # fmt: skip
+
+
 def add_target(p: argparse.ArgumentParser, what: str = "non-host targets emit assembly only") -> None:
     p.add_argument("--target", default="host",
                    help=f"host (default), x86_64, x86_64-avx512, aarch64, nvptx-sm90; {what}")  # fmt: skip

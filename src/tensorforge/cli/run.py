@@ -1,4 +1,4 @@
-"""Commands that run a compiled model: run, bench, profile."""
+"""Commands that run a compiled model: run, bench, profile, tune."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from .common import (
     add_opt,
     add_shapes,
     add_threads,
+    add_tuning,
     command,
     load_model,
     parse_shapes,
@@ -32,7 +33,7 @@ def _compile(args, num_threads: int | None = None, model=None):
     model = load_model(args.model) if model is None else model
     shapes = parse_shapes(getattr(args, "input_shape", []))
     return tfg.compile(model, opt_level=args.opt_level, passes=args.passes, input_shapes=shapes,
-                       num_threads=num_threads)  # fmt: skip
+                       num_threads=num_threads, tuning_db=getattr(args, "tuning_db", None))  # fmt: skip
 
 
 def _run_args(p):
@@ -46,6 +47,7 @@ def _run_args(p):
     add_threads(p)
     add_opt(p)
     add_shapes(p)
+    add_tuning(p)
 
 
 @command("run", "run a model on inputs from .npy files (or random ones)", _run_args)
@@ -94,6 +96,7 @@ def _bench_args(p):
     p.add_argument("--seed", type=seed, default=0, help="seed for the random inputs (default 0)")
     add_opt(p)
     add_shapes(p)
+    add_tuning(p)
 
 
 @command("bench", "time a model against ONNX Runtime on random inputs (alternating, medians)", _bench_args)
@@ -144,6 +147,7 @@ def _profile_args(p):
     p.add_argument("--peak", action="store_true", help="re-measure the machine's peak (clock, FMA, memory) first")
     add_opt(p)
     add_shapes(p)
+    add_tuning(p)
 
 
 @command("profile", "per-kernel time, GFLOP/s and % of the machine's peak, slowest first", _profile_args)
@@ -157,4 +161,43 @@ def cmd_profile(args) -> int:
     rows, total = m.profile(feeds, repeat=args.repeat)
     print(f"model {m.name}: {peak.describe()}")
     print(format_profile(rows, total, m.num_threads, peak, args.top))
+    return 0
+
+
+def _tune_args(p):
+    add_model(p)
+    p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                   help="about how long to search, all GEMMs together (default 60)")  # fmt: skip
+    add_tuning(p)
+    add_threads(p)
+    add_opt(p)
+    add_shapes(p)
+
+
+@command("tune", "search the GEMM plans of a model on this machine; record the best in the tuning database",
+         _tune_args)  # fmt: skip
+def cmd_tune(args) -> int:
+    import sys
+
+    import tensorforge as tfg
+
+    from ..compiler import Options
+    from ..compiler.tuning import cpu_key, default_db_path
+
+    if args.budget <= 0:
+        raise TensorforgeError(f"--budget must be > 0 seconds, got {args.budget}")
+    path = args.tuning_db or default_db_path()
+    if path is None:
+        raise TensorforgeError("the compile cache is off (TENSORFORGE_CACHE=0): name a database with --tuning-db")
+    opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape))
+    results = tfg.tune(load_model(args.model), budget_seconds=args.budget, db_path=path, num_threads=args.threads,
+                       options=opts, progress=lambda s: print(s, file=sys.stderr, flush=True))  # fmt: skip
+    print(f"tuned on {cpu_key()}, {args.threads} thread(s); recorded in {path}")
+    print(f"{'GEMM':<44} {'plans':>5} {'default':>10} {'best':>10} {'speedup':>8}  best plan")
+    for r in results:
+        plan = ", ".join(f"{k}={v}" for k, v in sorted(r.plan.items())) or "the default"
+        print(f"{r.signature:<44} {r.candidates:>5} {r.default_seconds * 1e6:>8.1f}us {r.best_seconds * 1e6:>8.1f}us "
+              f"{r.speedup:>7.2f}x  {plan}")  # fmt: skip
+    if not results:
+        print("no GEMM to tune in this model")
     return 0

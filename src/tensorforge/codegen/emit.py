@@ -27,6 +27,11 @@ _LOCK = threading.Lock()  # llvmlite lets one thread into LLVM at a time
 renew_in_child(sys.modules[__name__], "_LOCK")
 
 
+def llvm_lock() -> threading.Lock:
+    """The lock every entry into LLVM takes (hold it to fork with no thread inside LLVM)."""
+    return _LOCK
+
+
 @functools.cache
 def _init_llvm() -> None:
     llvm.initialize_all_targets()

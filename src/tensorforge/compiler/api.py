@@ -80,22 +80,37 @@ def compile(
     name: str | None = None,
     verify: bool = False,
     print_ir_after: set[str] | str | None = None,
+    tuning_db: str | os.PathLike | None = None,
 ) -> CompiledModel | DynamicModel:
     """Compile an ONNX model (path, bytes, ``onnx.ModelProto``) or a ``Graph`` for this machine.
 
     Models with symbolic input dims return a ``DynamicModel`` that compiles per input shape on first
-    use (or pass ``input_shapes`` to fix them now)."""
+    use (or pass ``input_shapes`` to fix them now). Plans found by ``tensorforge tune`` for this CPU are
+    used: from ``tuning_db`` when given, else from the cache directory's database."""
     tgt = get_target(target)
     if not tgt.is_host:
         raise TensorforgeError(f"target {tgt.name} cannot run in this process; use tensorforge.assembly(model, "
                                f"target={tgt.name!r}) to see its code")  # fmt: skip
     options = Options(opt_level=opt_level, passes=passes, verify=verify, print_ir_after=print_ir_after,
-                      input_shapes=dict(input_shapes) if input_shapes else None)  # fmt: skip
+                      input_shapes=dict(input_shapes) if input_shapes else None,
+                      lowering=tuning_lowering(tuning_db, tgt))  # fmt: skip
     t0 = time.perf_counter()
     art, hit, b = build_artifact(model, tgt, options, name=name, dynamic_ok=True)
     if art is None:
         return _dynamic(b.graph, tgt, options, num_threads)
     return CompiledModel(art, num_threads, cache_hit=hit, load_seconds=time.perf_counter() - t0)
+
+
+def tuning_lowering(tuning_db: str | os.PathLike | None, target: Target) -> dict:
+    """Lowering options carrying the tuned plans for ``target``'s CPU (``compiler/tuning.py``): from the file
+    ``tuning_db`` (which must exist), else from the cache directory's database if there is one."""
+    from . import tuning
+
+    if tuning_db is not None and not os.path.exists(tuning_db):
+        raise tuning.TuningError(f"tuning database {os.fspath(tuning_db)!r} does not exist")
+    path = os.fspath(tuning_db) if tuning_db is not None else tuning.default_db_path()
+    plans = tuning.tuned_plans(path, target)
+    return {"gemm_tuned": plans} if plans else {}
 
 
 def _dynamic(g: Graph, target: Target, options: Options, num_threads: int | None) -> DynamicModel:

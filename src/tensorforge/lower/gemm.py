@@ -370,7 +370,12 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
         rows_per = M
         a = _fold_rows(a)
         M, batch, a_batch = batch * M, 1, []
-    plan = plan_gemm(ctx, cdt, M, N, Kd, batch)
+    sig = gemm_signature(cdt, batch, M, N, Kd, b.const is not None, trans_a, trans_b)
+    seen = ctx.options.get("gemm_signatures")
+    if seen is not None:  # the tuner asks which GEMMs a model has (compiler/tuning.py)
+        seen[sig] = {"dtype": cdt.short, "batch": batch, "M": M, "N": N, "K": Kd, "const_b": b.const is not None,
+                     "trans_a": trans_a, "trans_b": trans_b}  # fmt: skip
+    plan = plan_gemm(ctx, cdt, M, N, Kd, batch, sig)
     MR, NR = plan.MR, plan.NR
     work = 2 * batch * M * N * Kd
     parallel = work >= ctx.parallel_threshold * PARALLEL_FLOPS_PER_ELEMENT
@@ -474,6 +479,12 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
     return K.seq(stmts)
 
 
+def gemm_signature(dt: DType, batch: int, M: int, N: int, Kd: int, const_b: bool, trans_a: bool, trans_b: bool) -> str:
+    """What a tuned plan is looked up by: the product's shape, dtype and operand layout."""
+    return (f"matmul/{dt.short}/{batch}x{M}x{N}x{Kd}/B{'const' if const_b else 'run'}"
+            f"{'/tA' if trans_a else ''}{'/tB' if trans_b else ''}")  # fmt: skip
+
+
 def _fold_rows(a: TExpr) -> TExpr:
     """``a[batch..., M, K]`` read as ``[batch*M, K]``: a view when its batch and row strides chain (any
     contiguous tensor; dims of extent 1 have no stride to respect), else an index expression."""
@@ -553,4 +564,5 @@ def _matmul(ctx: LowerCtx, node, ins, outs):
 
 
 __all__ = ["PARALLEL_FLOPS_PER_ELEMENT", "GemmPlan", "GemmSpec", "View", "choose_tile", "emit_gemm", "emit_pack",
-           "emit_pack_b", "lower_matmul", "pack_a_const", "pack_b_const", "plan_gemm", "tile_cycles"]  # fmt: skip
+           "emit_pack_b", "gemm_signature", "lower_matmul", "pack_a_const", "pack_b_const", "plan_gemm",
+           "tile_cycles"]  # fmt: skip

@@ -107,16 +107,19 @@ def _ceil_to(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def plan_gemm(ctx: LowerCtx, dtype: DType, M: int, N: int, Kd: int, batch: int = 1) -> GemmPlan:
+def plan_gemm(ctx: LowerCtx, dtype: DType, M: int, N: int, Kd: int, batch: int = 1,
+              signature: str | None = None) -> GemmPlan:  # fmt: skip
     """The micro-tile from the register file, the blocking from the caches (see the module docstring).
 
     ``ctx.options["gemm"]`` may override any field (used by tests to force the blocked paths on small
-    shapes, and by benchmarks to explore)."""
+    shapes, and by benchmarks to explore); so may the plan the tuner found for this GEMM's ``signature``
+    (``ctx.options["gemm_tuned"]``, ``compiler/tuning.py``), unless ``gemm`` sets the field."""
     t = ctx.target
     if t.is_gpu:
         return GemmPlan(1, 1, 1, 1)
     W = t.lanes(dtype)
-    over = ctx.options.get("gemm") or {}
+    over = dict((ctx.options.get("gemm_tuned") or {}).get(signature) or {})
+    over.update(ctx.options.get("gemm") or {})
     mr, nv = choose_tile(t, dtype, M, N, Kd)
     mr, nv = int(over.get("MR", mr)), int(over.get("nv", nv))  # the rest is derived for the forced tile
     NR = nv * W
