@@ -199,6 +199,29 @@ def test_conv_fast_paths(case, orient, rng):
     _conv_check(rand(rng, xs), rand(rng, ws), attrs, rng, conv=conv)
 
 
+LARGE_WINDOWS = {  # beyond MAX_UNROLLED_TAPS: the implicit-im2col GEMM
+    "patch16": ((1, 3, 48, 64), (24, 3, 16, 16), {"strides": [16, 16]}),  # ViT patch embedding
+    "11x11_s4": ((2, 3, 43, 41), (16, 3, 11, 11), {"strides": [4, 4], "pads": [2, 2, 2, 2]}),  # AlexNet stem
+    "8x8_grouped": ((1, 8, 20, 20), (12, 4, 8, 8), {"strides": [8, 8], "group": 2, "pads": [0, 0, 4, 4]}),
+}
+
+
+@pytest.mark.parametrize("case", list(LARGE_WINDOWS), ids=list(LARGE_WINDOWS))
+def test_large_windows(case, rng):
+    xs, ws, attrs = LARGE_WINDOWS[case]
+    _conv_check(rand(rng, xs), rand(rng, ws), attrs, rng)
+
+
+def test_code_size_does_not_grow_with_the_window(rng):
+    """A 16x16/16 patch embedding's code is about as big as an 8x8/8 one's (it was 6 MB of LLVM IR)."""
+    sizes = []
+    for k in (8, 16):
+        x, w = rand(rng, (1, 3, 64, 64)), rand(rng, (32, 3, k, k))
+        m = _compile(one_node_model("Conv", {"x": x}, {"strides": [k, k]}, consts={"w": w}))
+        sizes.append(len(m.artifact.llvm_ir))
+    assert sizes[1] < 2 * sizes[0] and sizes[1] < 400_000, sizes  # (other GEMM plans for another K)
+
+
 @pytest.mark.parametrize("case", ["1x1", "3x3_s2", "grouped", "1d"])
 def test_conv_runtime_weights(case, rng):
     xs, ws, attrs = CONV_CASES[case]

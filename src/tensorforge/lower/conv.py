@@ -56,6 +56,21 @@ from .rules import LowerCtx, Sink, kernel_rule
 from .shape_ops import unflatten
 from .tensor import TExpr
 
+# lower_conv2d unrolls the kernel window in its micro-kernel (a constant offset per tap), so its code grows
+# with the window. A large window that does not overlap itself (a ViT's 16x16/16 patch embedding: 256 taps)
+# goes to the implicit-im2col GEMM (_conv_generic: one packing pass that is a permutation of the input, then
+# the ordinary GEMM; code independent of the window). Measured on Sapphire Rapids, one thread: 3x224x224 ->
+# 768 at 16x16/16 2.63 -> 1.70 ms and 22 s -> 0.2 s to compile; 64 -> 64 at 8x8/8 0.39 -> 0.35 ms. Overlapping
+# windows stay unrolled: the packing there copies each input element taps/stride^2 times with an index
+# computation per element (AlexNet's 11x11/4 stem 0.86 ms unrolled vs 3.1 ms packed).
+MAX_UNROLLED_TAPS = 49
+
+
+def _patches(g: ConvGeom) -> bool:
+    """A window of more than MAX_UNROLLED_TAPS taps that tiles the input without overlap."""
+    return g.taps > MAX_UNROLLED_TAPS and g.sh >= (g.kh - 1) * g.dh + 1 and g.sw >= (g.kw - 1) * g.dw + 1
+
+
 # a per-channel plane of P up to this size is built on the stack of the thread that uses it (depthwise)
 STACK_PLANE_BYTES = 256 * 1024
 
@@ -496,7 +511,8 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     if g is not None and not ctx.target.is_gpu:
         if g.cg == 1 and g.mg == 1:
             return lower_depthwise(ctx, g, x, w, bias, sink)
-        return lower_conv2d(ctx, g, x, w, bias, sink)
+        if not _patches(g):
+            return lower_conv2d(ctx, g, x, w, bias, sink)
     return _conv_generic(ctx, node, x, w, bias, sink, win, group)
 
 
