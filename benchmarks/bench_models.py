@@ -29,6 +29,7 @@ import tensorforge as tfg
 from harness import compare, fmt_time, markdown_table, ort_session, pyplot, save_figure
 from tensorforge.compiler import cache as compiler_cache
 from tensorforge.examples import bert_encoder
+from torch_models import torch_models
 
 DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
 CNNS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
@@ -38,7 +39,7 @@ CNNS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50
 def big_models() -> list[tuple[str, onnx.ModelProto]]:
     out = [(name, onnx.load(os.path.join(DATA, "light", f"light_{name}.onnx"))) for name in CNNS]
     out.append(("bert_encoder_6x384x12_seq128", bert_encoder(batch=1, seq=128, hidden=384, heads=12, layers=6)))
-    return out
+    return out + torch_models()
 
 
 def small_models() -> list[tuple[str, onnx.ModelProto]]:
@@ -218,8 +219,9 @@ def section():
           "compile cache: no import, passes, lowering or LLVM; the import of tensorforge itself is not counted), "
           "median of 3. The light CNNs are the ONNX model zoo "
           "architectures with their weights generated in the graph (ConstantOfShape), folded at compile time by both "
-          "runtimes.\n\n" + table + "\n\n" + summary)  # fmt: skip
-    return "Whole models (onnx package model tests, BERT encoder) vs ONNX Runtime", md, records
+          "runtimes. The torch.nn rows are transformers written with PyTorch's own modules and exported by "
+          "torch.onnx (benchmarks/torch_models.py, random weights).\n\n" + table + "\n\n" + summary)  # fmt: skip
+    return "Whole models (onnx package model tests, BERT encoder, torch.nn transformers) vs ONNX Runtime", md, records
 
 
 def plot(records, outdir):
