@@ -18,17 +18,19 @@ from tensorforge.compiler.tuning import (
     TuningError,
     candidates,
     cpu_key,
-    gemm_signatures,
     load_db,
     save_db,
+    signatures,
     tuned_plans,
 )
-from tensorforge.examples import mlp
+from tensorforge.examples import mlp, small_cnn
 
 
-def test_signatures_name_every_gemm_of_a_model():
-    sigs = gemm_signatures(mlp(batch=4), host())
+def test_signatures_name_every_gemm_and_conv_of_a_model():
+    sigs = signatures(mlp(batch=4), host())
     assert sorted(sigs) == ["matmul/f32/1x4x10x256/Bconst", "matmul/f32/1x4x256x784/Bconst"]
+    convs = [s for s in signatures(small_cnn(batch=2), host()) if s.startswith("conv/")]
+    assert convs and all("/x2x" in s for s in convs)
     info = sigs["matmul/f32/1x4x256x784/Bconst"]
     assert (info["M"], info["N"], info["K"], info["const_b"]) == (4, 256, 784, True)
 
@@ -39,13 +41,30 @@ def test_every_candidate_computes_the_product(const_b, rng):
     a, b = rand(rng, (37, 96)), rand(rng, (96, 50))
     feeds = {"a": a} if const_b else {"a": a, "b": b}
     model = one_node_model("MatMul", feeds, consts={"b": b} if const_b else None)
-    ((sig, info),) = gemm_signatures(model, host()).items()
-    cands = candidates(info, host())
+    ((sig, info),) = signatures(model, host()).items()
+    cands = candidates(sig, info, host())
     assert cands[0] == {} and len(cands) >= 4
     for c in cands:
         art, _, _ = build_artifact(model, host(), Options(lowering={"gemm_tuned": {sig: c}} if c else {}))
         got = tfg.CompiledModel(art)(*feeds.values())
         np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3, err_msg=str(c))
+
+
+@pytest.mark.parametrize("case", ["3x3", "1x1_s2", "grouped"])
+def test_every_conv_candidate_computes_the_layer(case, rng):
+    xs, ws, attrs = {"3x3": ((1, 8, 12, 10), (24, 8, 3, 3), {"pads": [1, 1, 1, 1]}),
+                     "1x1_s2": ((2, 16, 9, 9), (20, 16, 1, 1), {"strides": [2, 2]}),
+                     "grouped": ((1, 12, 7, 7), (18, 4, 3, 3), {"group": 3, "pads": [0, 1, 1, 0]})}[case]  # fmt: skip
+    x, w = rand(rng, xs), rand(rng, ws)
+    model = one_node_model("Conv", {"x": x}, attrs, consts={"w": w})
+    ((sig, info),) = signatures(model, host()).items()
+    assert sig.startswith("conv/f32/")
+    cands = candidates(sig, info, host())
+    assert cands[0] == {} and {"pix_vec": True} in cands and {"pix_vec": False} in cands
+    want = tfg.compile(model)(x)
+    for c in cands[1:]:
+        art, _, _ = build_artifact(model, host(), Options(lowering={"conv_tuned": {sig: c}}))
+        np.testing.assert_allclose(tfg.CompiledModel(art)(x), want, rtol=1e-4, atol=1e-4, err_msg=str(c))
 
 
 def test_compile_uses_the_plans_of_its_own_cpu(tmp_path, monkeypatch, rng):

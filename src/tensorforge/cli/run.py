@@ -167,14 +167,14 @@ def cmd_profile(args) -> int:
 def _tune_args(p):
     add_model(p)
     p.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
-                   help="about how long to search, all GEMMs together (default 60)")  # fmt: skip
+                   help="about how long to search, all layers together (default 60)")  # fmt: skip
     add_tuning(p)
     add_threads(p)
     add_opt(p)
     add_shapes(p)
 
 
-@command("tune", "search the GEMM plans of a model on this machine; record the best in the tuning database",
+@command("tune", "search the GEMM and conv plans of a model on this machine; record the best for this CPU",
          _tune_args)  # fmt: skip
 def cmd_tune(args) -> int:
     import sys
@@ -193,11 +193,11 @@ def cmd_tune(args) -> int:
     results = tfg.tune(load_model(args.model), budget_seconds=args.budget, db_path=path, num_threads=args.threads,
                        options=opts, progress=lambda s: print(s, file=sys.stderr, flush=True))  # fmt: skip
     print(f"tuned on {cpu_key()}, {args.threads} thread(s); recorded in {path}")
-    print(f"{'GEMM':<44} {'plans':>5} {'default':>10} {'best':>10} {'speedup':>8}  best plan")
+    print(f"{'GEMM / convolution':<44} {'plans':>5} {'default':>10} {'best':>10} {'speedup':>8}  best plan")
     for r in results:
         plan = ", ".join(f"{k}={v}" for k, v in sorted(r.plan.items())) or "the default"
         print(f"{r.signature:<44} {r.candidates:>5} {r.default_seconds * 1e6:>8.1f}us {r.best_seconds * 1e6:>8.1f}us "
               f"{r.speedup:>7.2f}x  {plan}")  # fmt: skip
     if not results:
-        print("no GEMM to tune in this model")
+        print("no GEMM or convolution to tune in this model")
     return 0

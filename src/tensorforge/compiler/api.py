@@ -109,8 +109,7 @@ def tuning_lowering(tuning_db: str | os.PathLike | None, target: Target) -> dict
     if tuning_db is not None and not os.path.exists(tuning_db):
         raise tuning.TuningError(f"tuning database {os.fspath(tuning_db)!r} does not exist")
     path = os.fspath(tuning_db) if tuning_db is not None else tuning.default_db_path()
-    plans = tuning.tuned_plans(path, target)
-    return {"gemm_tuned": plans} if plans else {}
+    return tuning.tuned_lowering(path, target)
 
 
 def _dynamic(g: Graph, target: Target, options: Options, num_threads: int | None) -> DynamicModel:

@@ -1,16 +1,17 @@
-"""Autotuning: a measured search over the GEMM plans of a model, kept in a tuning database.
+"""Autotuning: a measured search over the GEMM and convolution plans of a model, kept in a tuning database.
 
-``tune(model)`` lowers the model once to learn which GEMMs it has (each by its signature: dtype, batch,
-M x N x K, whether B is a constant, transposes: ``lower/gemm.py:gemm_signature``). For each it builds a
-one-node model of that product and a set of candidate plans — the cost model's default, the next best
-register tiles, K blocks, B packed or read in place — compiles them in worker processes side by side
+``tune(model)`` lowers the model once to learn which GEMMs and convolutions it has (each by its signature:
+for a GEMM dtype, batch, M x N x K, whether B is a constant, transposes: ``lower/gemm.py:gemm_signature``;
+for a convolution its whole geometry: ``lower/conv.py:conv_signature``). For each it builds a one-node model
+and a set of candidate plans — the cost model's default, the next best register tiles, K blocks, B packed or
+read in place, the conv orientation (pixels or channels in vectors) — compiles them in worker processes side by side
 (``codegen/parallel.py``) and measures them here, one at a time (rounds of alternating blocks, the median
 per candidate), so that measurements do not disturb each other. The best plan and its time beside the
 default's go into the database under the CPU it ran on (model name, LLVM's CPU and a digest of its
 features): plans tuned on one CPU are never used on another.
 
 ``compile`` consults the database (``default_db_path()``, or the file given) for the host's CPU: the plans
-become the lowering option ``gemm_tuned`` (``lower/gemm_plan.py:plan_gemm``), so they are part of the
+become the lowering options ``gemm_tuned`` and ``conv_tuned`` (``plan_gemm``, ``plan_conv``), so they are part of the
 compile-cache key and a new tuning result recompiles. The file is JSON, written atomically, and can be
 shipped with a model (``--tuning-db FILE``).
 """
@@ -84,7 +85,8 @@ def save_db(db: dict, path: str) -> None:
     atomic_write(path, json.dumps(db, indent=1, sort_keys=True))
 
 
-_PLAN_FIELDS = set(GemmPlan.__dataclass_fields__) - {"W"}
+_PLAN_FIELDS = {"matmul": set(GemmPlan.__dataclass_fields__) - {"W"}, "conv": {"MR", "nv", "pix_vec"}}
+_OPTION = {"matmul": "gemm_tuned", "conv": "conv_tuned"}  # the lowering option each kind's plans go to
 
 
 def tuned_plans(path: str | None, target: Target) -> dict[str, dict]:
@@ -95,8 +97,17 @@ def tuned_plans(path: str | None, target: Target) -> dict[str, dict]:
     out = {}
     for sig, rec in sorted(recs.items()):
         plan = rec.get("plan") if isinstance(rec, dict) else None
-        if isinstance(plan, dict) and plan and set(plan) <= _PLAN_FIELDS:
+        fields = _PLAN_FIELDS.get(sig.split("/", 1)[0])
+        if isinstance(plan, dict) and plan and fields is not None and set(plan) <= fields:
             out[sig] = dict(sorted(plan.items()))
+    return out
+
+
+def tuned_lowering(path: str | None, target: Target) -> dict:
+    """The lowering options carrying the tuned plans for ``target``'s CPU: ``gemm_tuned``, ``conv_tuned``."""
+    out: dict[str, dict] = {}
+    for sig, plan in tuned_plans(path, target).items():
+        out.setdefault(_OPTION[sig.split("/", 1)[0]], {})[sig] = plan
     return out
 
 
@@ -114,44 +125,35 @@ class TuneResult:
         return self.default_seconds / self.best_seconds if self.best_seconds else 1.0
 
 
-def gemm_signatures(model, target: Target, options: Options | None = None) -> dict[str, dict]:
-    """The GEMMs the model lowers to: {signature: shape and layout} (lowered once, nothing compiled)."""
-    seen: dict[str, dict] = {}
+def signatures(model, target: Target, options: Options | None = None) -> dict[str, dict]:
+    """The GEMMs and convolutions the model lowers to: {signature: geometry} (lowered once, nothing compiled).
+    A signature starts with its kind: ``matmul/`` or ``conv/``."""
+    gemms: dict[str, dict] = {}
+    convs: dict[str, dict] = {}
     opts = Options(**{**(options or Options()).__dict__})
-    opts.lowering = {**opts.lowering, "gemm_signatures": seen}
+    opts.lowering = {**opts.lowering, "gemm_signatures": gemms, "conv_signatures": convs}
     Build(model, target, opts).run("lower")
-    return seen
+    return {**gemms, **convs}
 
 
-def candidates(info: dict, target: Target) -> list[dict]:
-    """Plans worth measuring for one GEMM: the default first, then other register tiles (the cost model's
-    next best), K blocks, and for a run-time B packing it or not."""
-    dt = DType.parse(info["dtype"])
-    M, N, K = info["M"], info["N"], info["K"]
-    ctx = type("Ctx", (), {"target": target, "options": {}})()
-    default = plan_gemm(ctx, dt, M, N, K, info["batch"])
-    out: list[dict] = [{}]
-    tiles = []
+def _tiles(target: Target, dt: DType, M: int, N: int, K: int, ok, skip: tuple[int, int] | None) -> list[tuple]:
+    """Register tiles (MR, nv) that fit the register file and satisfy ``ok``, best modelled first."""
     W = target.lanes(dt)
+    out = []
     for nv in range(1, 17):
         for mr in range(1, 17):
-            if mr > max(M, 1) or nv > max(1, -(-N // W)) or (mr, nv) == (default.MR, default.nv):
+            if mr > max(M, 1) or nv > max(1, -(-N // W)) or (mr, nv) == skip or (mr > 1 and nv > 8):
                 continue
             if mr * nv + (nv if mr > 1 else 0) + 1 > target.num_vregs - (3 if target.num_vregs >= 32 else 1):
                 continue
-            if mr > 1 and nv > 8:
-                continue
-            tiles.append((tile_cycles(target, dt, M, N, K, mr, nv), mr, nv))
-    out += [{"MR": mr, "nv": nv} for _, mr, nv in sorted(tiles)[:4]]
-    if K >= 128:
-        for kc in (K // 2, 256, 128):
-            kc = kc // 4 * 4
-            if 16 <= kc < K and kc != default.KC:
-                out.append({"KC": kc})
-    if not info["const_b"] and not info["trans_b"]:
-        out += [{"pack_b": True}, {"pack_b": False}]
-    if default.order == "mp":
-        out.append({"order": "pm"})
+            if ok(mr, nv):
+                out.append((tile_cycles(target, dt, M, N, K, mr, nv), mr, nv))
+    return [(mr, nv) for _, mr, nv in sorted(out)]
+
+
+def candidates(sig: str, info: dict, target: Target) -> list[dict]:
+    """Plans worth measuring for one GEMM or convolution, the default (``{}``) first."""
+    out = _conv_candidates(info, target) if sig.startswith("conv/") else _gemm_candidates(info, target)
     uniq, seen = [], set()
     for c in out:
         key = tuple(sorted(c.items()))
@@ -161,8 +163,68 @@ def candidates(info: dict, target: Target) -> list[dict]:
     return uniq
 
 
+def _gemm_candidates(info: dict, target: Target) -> list[dict]:
+    """Other register tiles (the cost model's next best), K blocks, for a run-time B packing it or not, the
+    other loop order."""
+    dt = DType.parse(info["dtype"])
+    M, N, K = info["M"], info["N"], info["K"]
+    ctx = type("Ctx", (), {"target": target, "options": {}})()
+    default = plan_gemm(ctx, dt, M, N, K, info["batch"])
+    out: list[dict] = [{}]
+    out += [{"MR": mr, "nv": nv} for mr, nv in _tiles(target, dt, M, N, K, lambda mr, nv: True,
+                                                      (default.MR, default.nv))[:4]]  # fmt: skip
+    if K >= 128:
+        for kc in (K // 2, 256, 128):
+            kc = kc // 4 * 4
+            if 16 <= kc < K and kc != default.KC:
+                out.append({"KC": kc})
+    if not info["const_b"] and not info["trans_b"]:
+        out += [{"pack_b": True}, {"pack_b": False}]
+    if default.order == "mp":
+        out.append({"order": "pm"})
+    return out
+
+
+def _conv_candidates(info: dict, target: Target) -> list[dict]:
+    """Both orientations (pixels or output channels in vectors), each with its next best register tiles
+    (``lower/conv.py:plan_conv``: a direct input without masked loads needs pixel tiles that divide the image;
+    channels in vectors needs MR to divide the output width)."""
+    dt = DType.parse(info["dtype"])
+    W = target.lanes(dt)
+    nq, mg, K, ow = info["nq"], info["mg"], info["K"], info["ow"]
+    direct_ok = not info["direct"] or target.masked_ops
+    out: list[dict] = [{}, {"pix_vec": True}, {"pix_vec": False}]
+    pix = _tiles(target, dt, mg, nq, K, lambda mr, nv: nv <= 8 and (direct_ok or nq % (nv * W) == 0), None)
+    out += [{"pix_vec": True, "MR": mr, "nv": nv} for mr, nv in pix[:2]]
+    chan = _tiles(target, dt, info["oh"] * ow, mg, K, lambda mr, nv: ow % mr == 0, None)
+    out += [{"pix_vec": False, "MR": mr, "nv": nv} for mr, nv in chan[:2]]
+    return out
+
+
 def _micro_model(sig: str, info: dict, rng: np.random.Generator):
-    """A one-node model computing this GEMM, and its inputs."""
+    """A one-node model computing this GEMM or convolution, and its inputs (None when it cannot be built)."""
+    if sig.startswith("conv/"):
+        return _conv_model(sig, info, rng)
+    return _gemm_model(sig, info, rng)
+
+
+def _conv_model(sig: str, info: dict, rng: np.random.Generator):
+    from onnx import TensorProto, helper, numpy_helper
+
+    if info["dtype"] != "f32":
+        return None, None
+    x = rng.standard_normal(info["x"]).astype(np.float32)
+    w = (rng.standard_normal(info["w"]) / np.sqrt(info["K"])).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=info["strides"], dilations=info["dilations"],
+                            pads=info["pads"], group=info["group"])  # fmt: skip
+    graph = helper.make_graph([node], "tune_" + hashlib.sha256(sig.encode()).hexdigest()[:8],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, info["x"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w")])  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), {"x": x}
+
+
+def _gemm_model(sig: str, info: dict, rng: np.random.Generator):
     from onnx import TensorProto, helper, numpy_helper
 
     dt = DType.parse(info["dtype"])
@@ -229,7 +291,7 @@ def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num
     if path is None:
         raise TuningError("no tuning database: the compile cache is off (TENSORFORGE_CACHE=0); pass a file")
     db = load_db(path)
-    sigs = gemm_signatures(model, target, options)
+    sigs = signatures(model, target, options)
     start = time.perf_counter()
     results: list[TuneResult] = []
     rng = np.random.default_rng(0)
@@ -243,13 +305,14 @@ def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num
             micro, feeds = _micro_model(sig, info, rng)
             if micro is None:
                 continue
-            cands = candidates(info, target)
+            cands = candidates(sig, info, target)
             if progress:
                 progress(f"[{n + 1}/{len(sigs)}] {sig}: compiling {len(cands)} candidates")
 
             def build(i: int, micro=micro, cands=cands, sig=sig, n=n) -> str | None:
                 os.environ["TENSORFORGE_COMPILE_JOBS"] = "1"  # a worker compiles on its own core
-                opts = Options(lowering={"gemm_tuned": {sig: cands[i]}} if cands[i] else {})
+                option = _OPTION[sig.split("/", 1)[0]]
+                opts = Options(lowering={option: {sig: cands[i]}} if cands[i] else {})
                 try:
                     art = Build(micro, target, opts).run("object").artifact()
                 except TensorforgeError:
@@ -288,5 +351,5 @@ def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num
     return sorted(results, key=lambda r: -r.default_seconds)
 
 
-__all__ = ["TuneResult", "TuningError", "cpu_key", "default_db_path", "gemm_signatures", "load_db", "save_db",
-           "tune", "tuned_plans"]  # fmt: skip
+__all__ = ["TuneResult", "TuningError", "candidates", "cpu_key", "default_db_path", "load_db", "save_db",
+           "signatures", "tune", "tuned_lowering", "tuned_plans"]  # fmt: skip

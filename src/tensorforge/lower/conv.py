@@ -242,10 +242,32 @@ class ConvPlan:
         return self.MR if self.pix_vec else self.NR
 
 
+def conv_signature(g: ConvGeom, dt) -> str:
+    """What a tuned conv plan is looked up by (``compiler/tuning.py``): the layer's whole geometry."""
+    return (f"conv/{dt.short}/x{g.n}x{g.c}x{g.h}x{g.w}/w{g.m}x{g.cg}x{g.kh}x{g.kw}/s{g.sh}x{g.sw}/d{g.dh}x{g.dw}"
+            f"/p{g.pt}x{g.pl}/o{g.oh}x{g.ow}/g{g.group}")  # fmt: skip
+
+
+def _record_conv(ctx: LowerCtx, sig: str, g: ConvGeom, dt, direct: bool) -> None:
+    """Tell the tuner about this layer (only when it asks: ``ctx.options["conv_signatures"]``)."""
+    seen = ctx.options.get("conv_signatures")
+    if seen is None or g.rank != 2:
+        return
+    pb = max(0, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1 - g.h - g.pt)
+    pr = max(0, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1 - g.w - g.pl)
+    seen[sig] = {"dtype": dt.short, "x": [g.n, g.c, g.h, g.w], "w": [g.m, g.cg, g.kh, g.kw], "strides": [g.sh, g.sw],
+                 "dilations": [g.dh, g.dw], "pads": [g.pt, g.pl, pb, pr], "group": g.group, "direct": direct,
+                 "oh": g.oh, "ow": g.ow, "nq": g.nq, "mg": g.mg, "K": g.cg * g.taps}  # fmt: skip
+
+
 def plan_conv(ctx: LowerCtx, g: ConvGeom, direct: bool) -> ConvPlan:
+    """The micro-tile and orientation from the GEMM cost model; ``ctx.options["conv"]`` (exploration) or the
+    plan the tuner found for this layer's signature (``ctx.options["conv_tuned"]``) may force them."""
     t = ctx.target
     dt = ctx.node.outputs[0].dtype.compute
     W = t.lanes(dt)
+    sig = conv_signature(g, dt)
+    _record_conv(ctx, sig, g, dt, direct)
     Kd = g.cg * g.taps
     # a direct P (X itself) is read only inside the image: the last pixel tile masks its loads, or (without
     # cheap masks) tiles must divide the image
@@ -260,7 +282,7 @@ def plan_conv(ctx: LowerCtx, g: ConvGeom, direct: bool) -> ConvPlan:
     mr, nv = choose_tile(t, dt, npix, g.mg, Kd, mr_choices=[d for d in range(1, 17) if g.ow % d == 0])
     tiles = -(-npix // mr) * -(-g.mg // (nv * W))
     cands.append((tile_cycles(t, dt, npix, g.mg, Kd, mr, nv) + tiles * mr * nv * W, ConvPlan(mr, nv, W, False)))
-    over = ctx.options.get("conv") or {}
+    over = {**((ctx.options.get("conv_tuned") or {}).get(sig) or {}), **(ctx.options.get("conv") or {})}
     if "pix_vec" in over:
         cands = [c for c in cands if c[1].pix_vec == over["pix_vec"]] or cands
     plan = min(cands, key=lambda c: c[0])[1]
