@@ -114,3 +114,45 @@ def test_conv_with_partial_last_tile_written_in_place():
     assert any("c (Conv)" in k.labels and "a (Add)" in k.labels for k in m.program.kernels)
     assert m.program.in_place >= 1
     _check_layout(m.program)
+
+
+def test_concat_inputs_are_computed_in_their_slices():
+    """Concat elimination: producers write their slice of the concatenation, and chained concatenations
+    (DenseNet) share one buffer; what cannot be placed (graph inputs, a value already placed in another
+    concatenation, a concat whose slices are not contiguous) is still copied, and the results are right."""
+    head = "graph g(%x: f32[1,8,5,6], %w: f32[1,3,5,6], %k: f32[4,8,3,3], %q: f32[2,3,4])"
+    m = _compile(head + """ -> (%y: f32[1,31,5,6], %z: f32[2,3,8]) {
+      %a: f32[1,8,5,6] = Relu(%x)
+      %b: f32[1,4,5,6] = Conv(%a, %k) {kernel_shape=[3,3], pads=[1,1,1,1]}
+      %c1: f32[1,12,5,6] = Concat(%a, %b) {axis=1}
+      %d: f32[1,4,5,6] = Sigmoid(%b)
+      %e: f32[1,4,5,6] = Mul(%d, %d)
+      %c2: f32[1,19,5,6] = Concat(%c1, %e, %w) {axis=1}
+      %y: f32[1,31,5,6] = Concat(%c2, %e, %x) {axis=1}
+      %p: f32[2,3,4] = Exp(%q)
+      %z: f32[2,3,8] = Concat(%p, %q) {axis=2}
+    }""")  # fmt: skip
+    p = m.program
+    _check_layout(p)
+    names = {b.name for k in p.kernels for b in k.params}
+    assert not names & {"a", "b", "c1", "c2", "e"}, names  # all computed inside y's buffer
+    assert "p" in names  # z's slices are not contiguous (outer extent 6): p has a buffer, z copies
+    copies = [k for k in p.kernels if k.name.split("_")[1] == "Concat"]
+    assert len(copies) == 4, [k.name for k in p.kernels]  # x into y; e and w into c2; z
+
+
+def test_concat_elimination_can_be_switched_off():
+    text = """
+    graph g(%x: f32[1,4,3,3]) -> (%y: f32[1,8,3,3]) {
+      %a: f32[1,4,3,3] = Exp(%x)
+      %b: f32[1,4,3,3] = Neg(%x)
+      %y: f32[1,8,3,3] = Concat(%a, %b) {axis=1}
+    }"""
+    on = _compile(text).program
+    assert not [k for k in on.kernels if "Concat" in k.name]
+    g = parse_graph(text)
+    from tensorforge.codegen.targets import host
+    from tensorforge.compiler import Options, compile_graph
+
+    off = compile_graph(g, host(), Options(opt_level=0, lowering={"concat_in_place": False})).program
+    assert [k for k in off.kernels if "Concat" in k.name]

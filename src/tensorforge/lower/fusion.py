@@ -33,7 +33,7 @@ from .elementwise import KIR
 from .kir import Assign, Const, Decl, Expr, For, LoopKind, Stmt, Var
 from .schedule import pointwise_nest
 from .shape_ops import unflatten
-from .tensor import TExpr, View
+from .tensor import TExpr
 from .vectorize import identity
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ def _loop(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
     outs = list(node.outputs)
     shape = tuple(outs[0].shape)
     texprs = [b.lookup(v) for v in outs]
-    views = [View.of(b.output_buffer(v), v.shape) for v in outs]
+    views = [b.output_view(v) for v in outs]
 
     def stores(idx):
         if len(views) == 1:
@@ -189,7 +189,7 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
             memo.clear()  # the same index expressions may come with another value
             return final(idx)
 
-    view = View.of(b.output_buffer(out), out.shape)
+    view = b.output_view(out)
     stmt = rule.fn(ctx, anchor, ins, [R.Sink(view, raw.dtype, epilogue)])
     if epilogue is not None and calls[0] == 0:
         raise CompileError(f"{node_context(b.g.name, anchor.name, anchor.op)}: the {anchor.op} kernel rule does not "
@@ -249,7 +249,7 @@ def _rows(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
         b.env[out.id] = TExpr.compute(out.shape, out.dtype, lambda idx, local=local: local)
     per_row, whole = [], []
     for v in node.outputs:
-        view = View.of(b.output_buffer(v), v.shape)
+        view = b.output_view(v)
         (per_row if tuple(v.shape) == reduced else whole).append((v, view))
     for v, view in per_row:
         stmts.append(view.store(at_red, b.lookup(v)(at_red)))

@@ -27,7 +27,7 @@ from .fusion import lower_fused
 from .kir import Buffer, Kernel, Stmt, buffers_of, cast
 from .memplan import ArenaPlan, align, plan_offsets, reuse_in_place
 from .schedule import pointwise_nest
-from .tensor import TExpr, View
+from .tensor import TExpr, View, contiguous_strides
 
 
 class BufKind(enum.Enum):
@@ -115,6 +115,10 @@ class ProgramBuilder:
         self.check_kernels: list[int] = []
         self.checked: set[tuple] = set()  # dedupe keys of the checks made
         self.status: Buffer | None = None
+        # Concat elimination: value id -> the slice of a concatenation's output it is computed into
+        self.slots: dict[int, View] = {}
+        self.concat_outputs: set[int] = set()  # Concat nodes' outputs planned that way (their inputs' slots)
+        self.no_merge: set[int] = set()  # buffers several kernels write parts of: never merged in place
 
     # -- buffers ------------------------------------------------------------------------------------
     def _buf_name(self, base: str) -> str:
@@ -206,8 +210,10 @@ class ProgramBuilder:
         self.current_ws = pending
         self.check_kernels.append(len(self.kernels) - 1)
 
-    def materialize(self, t: TExpr, buf: Buffer, labels: Sequence[str], op: str, hint: str, flops: int = 0) -> View:
-        view = View.of(buf, t.shape)
+    def materialize(self, t: TExpr, buf: Buffer | View, labels: Sequence[str], op: str, hint: str,
+                    flops: int = 0) -> View:  # fmt: skip
+        view = buf if isinstance(buf, View) else View.of(buf, t.shape)
+        buf = view.buf
         lanes = self.target.lanes(t.dtype)
 
         def body(idx):
@@ -220,6 +226,12 @@ class ProgramBuilder:
     @property
     def threshold(self) -> int:
         return int(self.options.get("parallel_threshold", 1 << 17))
+
+    def output_view(self, v: Value) -> View:
+        """Where a kernel computes ``v``: its slice of a concatenation (``_plan_concats``), or a buffer of
+        its own."""
+        slot = self.slots.get(v.id)
+        return slot if slot is not None else View.of(self.output_buffer(v), v.shape)
 
     def output_buffer(self, v: Value) -> Buffer:
         if v.id in self.in_place:
@@ -252,6 +264,8 @@ class ProgramBuilder:
             self.env[v.id] = TExpr.from_view(View.of(buf, v.shape))
             inputs.append((v.name, v.dtype, tuple(v.shape)))
         self.in_place = self._plan_state()
+        if self.options.get("concat_in_place", True):
+            self._plan_concats()
         for node in g.nodes:
             self.lower_node(node)
         # graph outputs not written in place: copy
@@ -355,16 +369,18 @@ class ProgramBuilder:
             if op in R.INDEX_RULES:
                 outs = R.INDEX_RULES[op](ctx, node, ins)
                 for v, t in zip(node.outputs, outs):
-                    buf = self.output_buffer(v)
                     flops = get_op(op).flops(node) if get_op(op).flops else 0
-                    self.env[v.id] = TExpr.from_view(self.materialize(t, buf, [label], op, node.name, flops))
+                    view = self.output_view(v)
+                    self.env[v.id] = TExpr.from_view(self.materialize(t, view, [label], op, node.name, flops))
+                return
+            if op == "Concat" and node.outputs[0].id in self.concat_outputs:
+                self._lower_planned_concat(node, ins, label)
                 return
             rule = R.KERNEL_RULES.get(op)
             if rule is not None:
                 sinks = []
                 for v in node.outputs:
-                    buf = self.output_buffer(v)
-                    view = View.of(buf, v.shape)
+                    view = self.output_view(v)
                     sinks.append(R.Sink(view, v.dtype))
                     self.env[v.id] = TExpr.from_view(view)
                 stmt = rule.fn(ctx, node, ins, sinks)
@@ -381,6 +397,65 @@ class ProgramBuilder:
                                f"{type(e).__name__}: {e}") from e  # fmt: skip
         raise UnsupportedError(f"{node_context(self.g.name, node.name, op)}: no lowering for op {op}")
 
+    # -- Concat elimination -------------------------------------------------------------------------
+    def _plan_concats(self) -> None:
+        """Producers write straight into their slice of a concatenation's output, and the Concat copies
+        only what could not be placed so (a graph input, a constant, a view of another tensor). Planned from
+        the last Concat back, so a concatenation that is itself an input of a later one lies in that one's
+        output too (DenseNet's chain of growing concatenations becomes one buffer). Only where the slices are
+        contiguous: every dim before the axis has extent 1 (batch 1, channels axis)."""
+        g = self.g
+        producers = g.producers()
+        outputs = {v.id for v in g.outputs}
+        inputs = {v.id for v in g.inputs}
+        for node in reversed(g.nodes):
+            if node.op != "Concat" or node.attrs.get("body") is not None or len(node.outputs) != 1:
+                continue
+            out = node.outputs[0]
+            if not out.type.is_static or out.id in self.in_place:
+                continue
+            rank = len(out.shape)
+            axis = int(node.attrs["axis"]) % rank
+            if int(np.prod(out.shape[:axis])) != 1:
+                continue
+            view = self.slots.get(out.id)
+            if view is None:
+                view = View.of(self.output_buffer(out), out.shape)
+            if not view.is_contiguous:
+                continue
+            self.slots[out.id] = view
+            self.concat_outputs.add(out.id)
+            self.no_merge.add(id(view.buf))
+            inner = int(np.prod(out.shape[axis + 1 :]))
+            offset = view.offset
+            names = [v.id for v in node.inputs if v is not None]
+            for v in node.inputs:
+                n = v.shape[axis]
+                p = producers.get(v)
+                placeable = (not v.is_const and v.id not in inputs and v.id not in outputs and p is not None
+                             and (p.op not in R.VIEW_RULES or p.attrs.get("body") is not None)
+                             and v.id not in self.slots and v.id not in self.in_place and names.count(v.id) == 1
+                             and n > 0)  # fmt: skip
+                if placeable:
+                    self.slots[v.id] = View(view.buf, tuple(v.shape), contiguous_strides(v.shape), offset)
+                offset += n * inner
+
+    def _lower_planned_concat(self, node: Node, ins: list[TExpr], label: str) -> None:
+        """A planned Concat: its inputs computed in their slices already; copy the others in."""
+        out = node.outputs[0]
+        view = self.slots[out.id]
+        axis = int(node.attrs["axis"]) % len(out.shape)
+        inner = int(np.prod(out.shape[axis + 1 :]))
+        offset = view.offset
+        for v, t in zip(node.inputs, ins):
+            slot = View(view.buf, tuple(v.shape), contiguous_strides(v.shape), offset)
+            placed = t.view  # where the producer really put it (a lowering that ignores output_view: elsewhere)
+            if v.shape[axis] and not (placed is not None and placed.buf is view.buf and placed.offset == offset
+                                      and placed.strides == slot.strides):  # fmt: skip
+                self.materialize(t, slot, [label], "Concat", node.name)
+            offset += v.shape[axis] * inner
+        self.env[out.id] = TExpr.from_view(view)
+
     # -- memory planning ----------------------------------------------------------------------------
     def plan_arena(self) -> ArenaPlan:
         """Lay out every arena buffer (see ``memplan``): first merge buffers computed in place, then assign
@@ -391,7 +466,7 @@ class ProgramBuilder:
         workspace = {id(b) for k in self.kernels for b in k.workspace}
         merged = 0
         if self.options.get("in_place", True):
-            eligible = {bid: info for bid, info in arena.items() if bid not in workspace}
+            eligible = {bid: info for bid, info in arena.items() if bid not in workspace and bid not in self.no_merge}
             before = set(eligible)
             merged = reuse_in_place(self.kernels, eligible, self.single_store)
             for bid in before - set(eligible):
