@@ -161,9 +161,14 @@ def reuse_in_place(kernels: list[Kernel], arena: dict[int, object], single_store
     return merged
 
 
-def plan_offsets(kernels: list[Kernel], buffers: list[tuple[int, object]]) -> ArenaPlan:
-    """Give each buffer (``(id(buffer), BufInfo)``) an arena offset in ``info.index``."""
+def plan_offsets(kernels: list[Kernel], buffers: list[tuple[int, object]],
+                 alias: dict[int, int] | None = None) -> ArenaPlan:  # fmt: skip
+    """Give each buffer (``(id(buffer), BufInfo)``) an arena offset in ``info.index``. A buffer in ``alias``
+    (its id -> the id of the buffer it lies in) is not placed itself; its uses keep that buffer live."""
     uses = buffer_uses(kernels)
+    for a, root in (alias or {}).items():
+        if a in uses:
+            uses[root] = sorted(set(uses.get(root, [])) | set(uses.pop(a)))
     live = []
     for bid, info in buffers:
         ks = uses.get(bid)

@@ -27,7 +27,7 @@ from .fusion import lower_fused
 from .kir import Buffer, Kernel, Stmt, buffers_of, cast
 from .memplan import ArenaPlan, align, plan_offsets, reuse_in_place
 from .schedule import pointwise_nest
-from .tensor import TExpr, View, contiguous_strides
+from .tensor import TExpr, View
 
 
 class BufKind(enum.Enum):
@@ -117,7 +117,8 @@ class ProgramBuilder:
         self.status: Buffer | None = None
         # Concat elimination: value id -> the slice of a concatenation's output it is computed into
         self.slots: dict[int, View] = {}
-        self.concat_outputs: set[int] = set()  # Concat nodes' outputs planned that way (their inputs' slots)
+        self.concat_parts: dict[int, list[Buffer | None]] = {}  # planned Concat output id -> its slices
+        self.aliases: dict[int, tuple[Buffer, int]] = {}  # buffer id -> (the buffer it lies in, byte offset)
         self.no_merge: set[int] = set()  # buffers several kernels write parts of: never merged in place
 
     # -- buffers ------------------------------------------------------------------------------------
@@ -373,7 +374,7 @@ class ProgramBuilder:
                     view = self.output_view(v)
                     self.env[v.id] = TExpr.from_view(self.materialize(t, view, [label], op, node.name, flops))
                 return
-            if op == "Concat" and node.outputs[0].id in self.concat_outputs:
+            if op == "Concat" and node.outputs[0].id in self.concat_parts:
                 self._lower_planned_concat(node, ins, label)
                 return
             rule = R.KERNEL_RULES.get(op)
@@ -403,7 +404,11 @@ class ProgramBuilder:
         only what could not be placed so (a graph input, a constant, a view of another tensor). Planned from
         the last Concat back, so a concatenation that is itself an input of a later one lies in that one's
         output too (DenseNet's chain of growing concatenations becomes one buffer). Only where the slices are
-        contiguous: every dim before the axis has extent 1 (batch 1, channels axis)."""
+        contiguous: every dim before the axis has extent 1 (batch 1, channels axis).
+
+        Each slice is a buffer of its own that *aliases* its concatenation's buffer at a fixed offset
+        (``self.aliases``, resolved by ``plan_arena``): kernels address it from 0, so the same layer writing
+        into different concatenations stays one function (``vectorize_program``'s dedupe)."""
         g = self.g
         producers = g.producers()
         outputs = {v.id for v in g.outputs}
@@ -412,7 +417,7 @@ class ProgramBuilder:
             if node.op != "Concat" or node.attrs.get("body") is not None or len(node.outputs) != 1:
                 continue
             out = node.outputs[0]
-            if not out.type.is_static or out.id in self.in_place:
+            if not out.type.is_static or out.id in self.in_place or out.dtype != node.inputs[0].dtype:
                 continue
             rank = len(out.shape)
             axis = int(node.attrs["axis"]) % rank
@@ -420,41 +425,37 @@ class ProgramBuilder:
                 continue
             view = self.slots.get(out.id)
             if view is None:
+                if out.id in outputs:  # the caller's array: kernels get no offset into it
+                    continue
                 view = View.of(self.output_buffer(out), out.shape)
-            if not view.is_contiguous:
-                continue
-            self.slots[out.id] = view
-            self.concat_outputs.add(out.id)
+                self.slots[out.id] = view
             self.no_merge.add(id(view.buf))
             inner = int(np.prod(out.shape[axis + 1 :]))
-            offset = view.offset
-            names = [v.id for v in node.inputs if v is not None]
+            offset, parts = 0, []
+            ids = [v.id for v in node.inputs if v is not None]
             for v in node.inputs:
                 n = v.shape[axis]
+                sub = None
+                if n > 0:
+                    sub = self.new_buffer(v.dtype, n * inner, f"{out.name}.{v.name}", BufKind.ARENA)
+                    self.aliases[id(sub)] = (view.buf, offset * v.dtype.itemsize)
+                    self.no_merge.add(id(sub))
                 p = producers.get(v)
-                placeable = (not v.is_const and v.id not in inputs and v.id not in outputs and p is not None
-                             and (p.op not in R.VIEW_RULES or p.attrs.get("body") is not None)
-                             and v.id not in self.slots and v.id not in self.in_place and names.count(v.id) == 1
-                             and n > 0)  # fmt: skip
-                if placeable:
-                    self.slots[v.id] = View(view.buf, tuple(v.shape), contiguous_strides(v.shape), offset)
+                if (sub is not None and not v.is_const and v.id not in inputs and v.id not in outputs
+                        and p is not None and (p.op not in R.VIEW_RULES or p.attrs.get("body") is not None)
+                        and v.id not in self.slots and v.id not in self.in_place and ids.count(v.id) == 1):  # fmt: skip
+                    self.slots[v.id] = View.of(sub, v.shape)
+                parts.append(sub)
                 offset += n * inner
+            self.concat_parts[out.id] = parts
 
     def _lower_planned_concat(self, node: Node, ins: list[TExpr], label: str) -> None:
-        """A planned Concat: its inputs computed in their slices already; copy the others in."""
+        """A planned Concat: its inputs were computed in their slices; copy the others in."""
         out = node.outputs[0]
-        view = self.slots[out.id]
-        axis = int(node.attrs["axis"]) % len(out.shape)
-        inner = int(np.prod(out.shape[axis + 1 :]))
-        offset = view.offset
-        for v, t in zip(node.inputs, ins):
-            slot = View(view.buf, tuple(v.shape), contiguous_strides(v.shape), offset)
-            placed = t.view  # where the producer really put it (a lowering that ignores output_view: elsewhere)
-            if v.shape[axis] and not (placed is not None and placed.buf is view.buf and placed.offset == offset
-                                      and placed.strides == slot.strides):  # fmt: skip
-                self.materialize(t, slot, [label], "Concat", node.name)
-            offset += v.shape[axis] * inner
-        self.env[out.id] = TExpr.from_view(view)
+        for v, t, sub in zip(node.inputs, ins, self.concat_parts[out.id]):
+            if sub is not None and not (t.view is not None and t.view.buf is sub):
+                self.materialize(t, View.of(sub, v.shape), [label], "Concat", node.name)
+        self.env[out.id] = TExpr.from_view(self.slots[out.id])
 
     # -- memory planning ----------------------------------------------------------------------------
     def plan_arena(self) -> ArenaPlan:
@@ -472,8 +473,19 @@ class ProgramBuilder:
             for bid in before - set(eligible):
                 del self.buffers[bid]
                 del arena[bid]
-        plan = plan_offsets(self.kernels, list(arena.items()))
-        plan.in_place, plan.total = merged, total
+        roots = {}  # alias id -> (root buffer id, byte offset): slices of slices resolve to the outermost
+        for bid in self.aliases:
+            root, off = bid, 0
+            while root in self.aliases:
+                parent, o = self.aliases[root]
+                root, off = id(parent), off + o
+            roots[bid] = (root, off)
+        plan = plan_offsets(self.kernels, [(b, i) for b, i in arena.items() if b not in roots],
+                            {a: r for a, (r, _) in roots.items()})  # fmt: skip
+        for bid, (root, off) in roots.items():
+            info, rinfo = self.buffers[bid][1], self.buffers[root][1]
+            info.index, info.first, info.last = rinfo.index + off, rinfo.first, rinfo.last
+        plan.in_place, plan.total = merged, total - sum(align(arena[b].nbytes) for b in roots if b in used)
         return plan
 
 
