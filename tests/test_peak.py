@@ -94,10 +94,12 @@ def test_stream_reader_reads_every_byte(rng):
 
 def test_bandwidth_probe_plausible_with_any_thread_count():
     """Small buffer (it may sit in cache): positive finite rates below 10 TB/s; the probe itself checks
-    that the threads' chunks cover the buffer (an odd number of steps, more threads than cores)."""
+    that the threads' chunks cover the buffer (an odd number of steps, more threads than cores). No lower
+    bound: on a loaded machine a thread descheduled for milliseconds makes any rate possible (seen: 6.6 MB/s
+    with a fuzz run sharing the two cores)."""
     _, step = peak.stream_reader()
     for gbs in peak.measure_bandwidth_gbs([1, 2, 3], 101 * step + 17, repeats=1):
-        assert math.isfinite(gbs) and 0.01 < gbs < 10_000, gbs
+        assert math.isfinite(gbs) and 0 < gbs < 10_000, gbs
 
 
 def test_bandwidth_probe_detects_an_unread_chunk(monkeypatch):
