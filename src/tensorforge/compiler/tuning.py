@@ -18,6 +18,7 @@ shipped with a model (``--tuning-db FILE``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from ..codegen.parallel import fork_map
 from ..codegen.targets import Target, host
 from ..errors import TensorforgeError
 from ..ir.dtype import DType
-from ..lower.gemm_plan import GemmPlan, plan_gemm, tile_cycles
+from ..lower.gemm_plan import GemmPlan, plan_gemm, ranked_tiles
 from ..util.files import atomic_write
 from .pipeline import Build, Options
 
@@ -49,14 +50,19 @@ class TuningError(TensorforgeError):
 def cpu_key(target: Target | None = None) -> str:
     """Which CPU a plan was measured on: the processor's model name, LLVM's CPU name and its features."""
     target = target or host()
+    return _cpu_key(target.cpu, target.features)
+
+
+@functools.cache
+def _cpu_key(cpu: str, features: str) -> str:
     name = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
             name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
     except OSError:
         pass
-    feats = hashlib.sha256(target.features.encode()).hexdigest()[:10]
-    return f"{name or 'unknown'} | {target.cpu} | {feats}"
+    feats = hashlib.sha256(features.encode()).hexdigest()[:10]
+    return f"{name or 'unknown'} | {cpu} | {feats}"
 
 
 def default_db_path() -> str | None:
@@ -136,21 +142,6 @@ def signatures(model, target: Target, options: Options | None = None) -> dict[st
     return {**gemms, **convs}
 
 
-def _tiles(target: Target, dt: DType, M: int, N: int, K: int, ok, skip: tuple[int, int] | None) -> list[tuple]:
-    """Register tiles (MR, nv) that fit the register file and satisfy ``ok``, best modelled first."""
-    W = target.lanes(dt)
-    out = []
-    for nv in range(1, 17):
-        for mr in range(1, 17):
-            if mr > max(M, 1) or nv > max(1, -(-N // W)) or (mr, nv) == skip or (mr > 1 and nv > 8):
-                continue
-            if mr * nv + (nv if mr > 1 else 0) + 1 > target.num_vregs - (3 if target.num_vregs >= 32 else 1):
-                continue
-            if ok(mr, nv):
-                out.append((tile_cycles(target, dt, M, N, K, mr, nv), mr, nv))
-    return [(mr, nv) for _, mr, nv in sorted(out)]
-
-
 def candidates(sig: str, info: dict, target: Target) -> list[dict]:
     """Plans worth measuring for one GEMM or convolution, the default (``{}``) first."""
     out = _conv_candidates(info, target) if sig.startswith("conv/") else _gemm_candidates(info, target)
@@ -171,8 +162,8 @@ def _gemm_candidates(info: dict, target: Target) -> list[dict]:
     ctx = type("Ctx", (), {"target": target, "options": {}})()
     default = plan_gemm(ctx, dt, M, N, K, info["batch"])
     out: list[dict] = [{}]
-    out += [{"MR": mr, "nv": nv} for mr, nv in _tiles(target, dt, M, N, K, lambda mr, nv: True,
-                                                      (default.MR, default.nv))[:4]]  # fmt: skip
+    tiles = [tile for tile in ranked_tiles(target, dt, M, N, K) if tile != (default.MR, default.nv)]
+    out += [{"MR": mr, "nv": nv} for mr, nv in tiles[:4]]
     if K >= 128:
         for kc in (K // 2, 256, 128):
             kc = kc // 4 * 4
@@ -194,9 +185,9 @@ def _conv_candidates(info: dict, target: Target) -> list[dict]:
     nq, mg, K, ow = info["nq"], info["mg"], info["K"], info["ow"]
     direct_ok = not info["direct"] or target.masked_ops
     out: list[dict] = [{}, {"pix_vec": True}, {"pix_vec": False}]
-    pix = _tiles(target, dt, mg, nq, K, lambda mr, nv: nv <= 8 and (direct_ok or nq % (nv * W) == 0), None)
+    pix = ranked_tiles(target, dt, mg, nq, K, keep=lambda mr, nv: nv <= 8 and (direct_ok or nq % (nv * W) == 0))
     out += [{"pix_vec": True, "MR": mr, "nv": nv} for mr, nv in pix[:2]]
-    chan = _tiles(target, dt, info["oh"] * ow, mg, K, lambda mr, nv: ow % mr == 0, None)
+    chan = ranked_tiles(target, dt, info["oh"] * ow, mg, K, keep=lambda mr, nv: ow % mr == 0)
     out += [{"pix_vec": False, "MR": mr, "nv": nv} for mr, nv in chan[:2]]
     return out
 
@@ -281,8 +272,9 @@ def _measure(fns: list[Callable[[], object]], seconds: float) -> list[float]:
 
 def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num_threads: int | None = None,
          options: Options | None = None, progress: Callable[[str], None] | None = None) -> list[TuneResult]:
-    """Tune every GEMM of ``model`` on this machine within about ``budget_seconds``; records the results in
-    the database at ``db_path`` (default: ``default_db_path()``) and returns them, slowest default first."""
+    """Tune every GEMM and convolution of ``model`` on this machine within about ``budget_seconds``; records
+    the results in the database at ``db_path`` (default: ``default_db_path()``) and returns them, slowest
+    default first."""
     from ..runtime.artifact import Artifact
     from ..runtime.model import CompiledModel
 
@@ -291,6 +283,7 @@ def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num
     if path is None:
         raise TuningError("no tuning database: the compile cache is off (TENSORFORGE_CACHE=0); pass a file")
     db = load_db(path)
+    cpu = cpu_key(target)
     sigs = signatures(model, target, options)
     start = time.perf_counter()
     results: list[TuneResult] = []
@@ -300,7 +293,7 @@ def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num
         for n, (sig, info) in enumerate(sorted(sigs.items())):
             if time.perf_counter() - start > budget_seconds:
                 if progress:
-                    progress(f"time budget spent: {len(sigs) - n} GEMM(s) left untuned")
+                    progress(f"time budget spent: {len(sigs) - n} layer(s) left untuned")
                 break
             micro, feeds = _micro_model(sig, info, rng)
             if micro is None:
@@ -335,12 +328,12 @@ def tune(model, *, budget_seconds: float = 60.0, db_path: str | None = None, num
                 for k in want:
                     if not np.allclose(got[k], want[k], rtol=1e-3, atol=1e-3 * np.sqrt(info["K"])):
                         raise TuningError(f"{sig}: a candidate plan computes a different result (a lowering bug)")
-            args = [tuple(feeds.values()) for _ in models]
-            times = _measure([lambda m=m, a=a: m(*a) for m, a in zip(models, args)], min(per_sig, 3.0))
+            args = tuple(feeds.values())
+            times = _measure([lambda m=m, a=args: m(*a) for m in models], min(per_sig, 3.0))
             best = int(np.argmin(times))
             res = TuneResult(sig, times[0], times[best], kept[best], len(kept))
             results.append(res)
-            db["cpus"].setdefault(cpu_key(target), {})[sig] = {
+            db["cpus"].setdefault(cpu, {})[sig] = {
                 "plan": res.plan, "default_seconds": res.default_seconds, "best_seconds": res.best_seconds,
                 "candidates": res.candidates, "tuned": time.strftime("%Y-%m-%d %H:%M:%S"),
             }  # fmt: skip

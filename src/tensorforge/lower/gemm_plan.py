@@ -4,7 +4,7 @@ they parameterize. Any field can be forced through the lowering option ``gemm`` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..codegen.targets import Target
@@ -73,18 +73,15 @@ def register_budget(t: Target) -> int:
     return t.num_vregs - 3 if t.num_vregs >= 32 else t.num_vregs - 1
 
 
-def choose_tile(t: Target, dtype: DType, M: int, N: int, K: int, max_nv: int = 8,
-                mr_choices: Sequence[int] | None = None) -> tuple[int, int]:  # fmt: skip
-    """``(MR, nv)`` minimizing modelled cycles. Per k step a tile is bound by FMA throughput, the load
-    ports (MR broadcasts + nv vector loads), FMA latency (each accumulator chain gets one FMA), and the
-    L2 stream (the B micro-panel always, the A micro-panel when it does not fit in half of L1); zero-padded
-    edge tiles count as work and each tile pays an epilogue. Registers must hold the accumulators, the B
-    vectors and one broadcast. Measured on Zen 4 (zmm) at 1024-2048 cubed, 6x4, 8x3, 14x2 and 16x1 tiles
-    are all within a few % of peak; the intensity factor breaks such near-ties."""
+def ranked_tiles(t: Target, dtype: DType, M: int, N: int, K: int, max_nv: int = 8,
+                 keep: Callable[[int, int], bool] | None = None) -> list[tuple[int, int]]:  # fmt: skip
+    """Every ``(MR, nv)`` whose accumulators, B vectors and one broadcast fit the registers (and that ``keep``
+    accepts), best modelled first: fewest modelled cycles, then the larger tile (``choose_tile``). One-row
+    tiles may take up to ``GEMV_MAX_NV`` vectors, others ``max_nv``."""
     W = t.lanes(dtype)
     R = register_budget(t)
     n_vecs = max(1, -(-N // W))
-    best = None
+    scored = []
     for nv in range(1, max(1, max_nv, GEMV_MAX_NV) + 1):
         if nv > n_vecs:
             break
@@ -94,13 +91,22 @@ def choose_tile(t: Target, dtype: DType, M: int, N: int, K: int, max_nv: int = 8
             regs = mr * nv + (nv if mr > 1 else 0) + 1
             if regs > R:
                 break
-            if mr_choices is not None and mr not in mr_choices:
+            if keep is not None and not keep(mr, nv):
                 continue
-            score = (round(tile_cycles(t, dtype, M, N, K, mr, nv), 3), -mr * nv, -mr)
-            if best is None or score < best[0]:
-                best = (score, mr, nv)
-    _, mr, nv = best
-    return mr, nv
+            scored.append(((round(tile_cycles(t, dtype, M, N, K, mr, nv), 3), -mr * nv, -mr), mr, nv))
+    return [(mr, nv) for _, mr, nv in sorted(scored)]
+
+
+def choose_tile(t: Target, dtype: DType, M: int, N: int, K: int, max_nv: int = 8,
+                mr_choices: Sequence[int] | None = None) -> tuple[int, int]:  # fmt: skip
+    """``(MR, nv)`` minimizing modelled cycles. Per k step a tile is bound by FMA throughput, the load
+    ports (MR broadcasts + nv vector loads), FMA latency (each accumulator chain gets one FMA), and the
+    L2 stream (the B micro-panel always, the A micro-panel when it does not fit in half of L1); zero-padded
+    edge tiles count as work and each tile pays an epilogue. Registers must hold the accumulators, the B
+    vectors and one broadcast. Measured on Zen 4 (zmm) at 1024-2048 cubed, 6x4, 8x3, 14x2 and 16x1 tiles
+    are all within a few % of peak; the intensity factor breaks such near-ties."""
+    keep = None if mr_choices is None else (lambda mr, nv: mr in mr_choices)
+    return ranked_tiles(t, dtype, M, N, K, max_nv, keep)[0]
 
 
 def _ceil_to(x: int, m: int) -> int:
