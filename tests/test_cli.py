@@ -194,8 +194,9 @@ def test_a_full_disk_is_one_line(model_path, tmp_path, capsys, monkeypatch):
     (["run", "mlp", "--random", "--seed", "-1"], "argument --seed: must be an integer >= 0"),
     (["run", "mlp", "--random", "--repeat", "0"], "argument --repeat: must be an integer >= 1"),
     (["train", "--model", "mlp", "--dataset", "digits", "--batch-size", "0"], "argument --batch-size"),
-    (["export", "mlp", "--name", "a/b", "-o", "{tmp}/o"], "argument --name: must be letters"),
-    (["export", "mlp", "--target", "aarch64", "-o", "{tmp}/o"], "invalid choice: 'aarch64'"),
+    (["export", "mlp", "--name", "a/b", "-o", "{tmp}/o"], "argument --name: must be a C identifier"),
+    (["export", "mlp", "--target", "sparc", "-o", "{tmp}/o"], "invalid choice: 'sparc'"),
+    (["export", "mlp", "--weights", "cloud", "-o", "{tmp}/o"], "invalid choice: 'cloud'"),
     (["compile", "mlp", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])  # fmt: skip
 def test_bad_inputs_are_one_line(argv, expected, bad_model, tmp_path, capsys):

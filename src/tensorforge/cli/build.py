@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import time
 
 from ..errors import TensorforgeError
@@ -15,7 +17,6 @@ from .common import (
     add_tuning,
     check_output,
     command,
-    file_stem,
     load_model,
     note,
     parse_shapes,
@@ -200,24 +201,36 @@ def cmd_graph(args) -> int:
     return 0
 
 
+def _c_name(text: str) -> str:
+    """An argparse type: a C identifier (it prefixes every symbol of an exported library)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"must be a C identifier (letters, digits, '_'; not starting with a digit), "
+                                         f"got {text!r}")  # fmt: skip
+    return text
+
+
 def _export_args(p):
     add_model(p)
     p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
-    p.add_argument("--name", default="model", type=file_stem,
-                   help="library name: writes lib<NAME>.so and <NAME>.h (default: model)")  # fmt: skip
-    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512"],
-                   help="host (default: this CPU's ISA) or x86_64 / x86_64-avx512 for a portable build")  # fmt: skip
+    p.add_argument("--name", default="model", type=_c_name,
+                   help="library name, a C identifier: writes lib<NAME>.so/.a and <NAME>.h, and every exported "
+                        "symbol starts with <NAME>_ (default: model)")  # fmt: skip
+    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512", "aarch64"],
+                   help="host (default: this CPU's ISA), x86_64 / x86_64-avx512 for a portable x86 build, or "
+                        "aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make cross-tools`)")  # fmt: skip
+    p.add_argument("--weights", default="embedded", choices=["embedded", "file"],
+                   help="embedded (default: in the library) or file: <NAME>.weights, read by <NAME>_session_create")
     add_opt(p)
     add_shapes(p)
 
 
-@command("export", "write a standalone shared library (.so) and C header for a model", _export_args)
+@command("export", "write a standalone C library (.so, .a, header, example program) for a model", _export_args)
 def cmd_export(args) -> int:
     from ..runtime.aot import export_library
 
     with StagedDir(args.output) as out:
         art = _artifact(args, "llvm", symbolic_as_one=False)
-        files = export_library(art, out.tmp, args.name)
-    lib, header = (os.path.join(args.output, os.path.basename(files[k])) for k in ("library", "header"))
-    print(f"exported {art.name} for {art.target.name}: {lib}, {header}")
+        files = export_library(art, out.tmp, args.name, weights=args.weights)
+    names = ", ".join(os.path.basename(f) for f in files["files"])
+    print(f"exported {art.name} for {art.target.name} ({art.target.triple}) to {args.output}/: {names}")
     return 0

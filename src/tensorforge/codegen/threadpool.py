@@ -48,8 +48,12 @@ def pool_ir(target: Target, jit: bool = True) -> str:
     arch = target.triple.split("-")[0]
     if arch not in SYS_FUTEX:
         raise CompileError(f"no thread pool for target {target.name} ({target.triple}): Linux x86-64 and AArch64 only")
-    pause = "call void @llvm.x86.sse2.pause()" if arch == "x86_64" else 'call void asm sideeffect "yield", ""()'
-    pause_decl = "declare void @llvm.x86.sse2.pause()" if arch == "x86_64" else ""
+    # a spin-wait hint: x86 ``pause``; AArch64 ``yield`` (hint #1) as an intrinsic, not inline asm, which
+    # llvmlite cannot assemble for AArch64 (no asm parser for the target)
+    if arch == "x86_64":
+        pause, pause_decl = "call void @llvm.x86.sse2.pause()", "declare void @llvm.x86.sse2.pause()"
+    else:
+        pause, pause_decl = "call void @llvm.aarch64.hint(i32 1)", "declare void @llvm.aarch64.hint(i32)"
     futex = SYS_FUTEX[arch]
     if jit:
         atfork_decl = "declare i32 @__register_atfork(ptr, ptr, ptr, ptr)"

@@ -169,8 +169,13 @@ def _ptx_kernel(art: Artifact, kernel: str) -> str:
     return "\n".join(parts.get(n, "") for n in names)
 
 
-def load(path: str, num_threads: int | None = None) -> CompiledModel:
-    """A model saved with ``CompiledModel.save`` (or an artifact file from the cache), ready to run."""
+def load(path: str, num_threads: int | None = None):
+    """A model saved with ``CompiledModel.save`` (or an artifact file from the cache), ready to run; or the
+    library ``tensorforge export`` wrote into directory ``path``, run through its C API (``ExportedModel``)."""
+    if os.path.isdir(path) or str(path).endswith(".json"):
+        from ..runtime.library import ExportedModel
+
+        return ExportedModel(str(path), num_threads)
     t0 = time.perf_counter()
     art = Artifact.load(path)
     if art.object is None:

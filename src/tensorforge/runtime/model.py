@@ -93,11 +93,13 @@ class CompiledModel(Executable):
 
         return format_report(self.artifact, self.num_threads, self.cache_hit, self.compile_seconds)
 
-    def export(self, out_dir: str, name: str = "model") -> dict[str, str]:
-        """Write this model as a standalone shared library + C header (see runtime/aot.py)."""
+    def export(self, out_dir: str, name: str = "model", weights: str = "embedded") -> dict:
+        """Write this model as a standalone C library (``lib<name>.so``/``.a``, ``<name>.h``, an example program
+        and its Makefile; see runtime/aot.py and docs/C_API.md). ``name`` (a C identifier) prefixes every
+        symbol; ``weights``: "embedded" or "file" (``<name>.weights``). ``tfg.load(out_dir)`` runs it."""
         from .aot import export_library
 
-        return export_library(self.artifact, out_dir, name)
+        return export_library(self.artifact, out_dir, name, weights=weights)
 
     def save(self, path: str) -> None:
         """Write the compiled model to one file; ``tfg.load(path)`` runs it again without compiling."""
