@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 JOBS ?= auto
 FUZZ_MINUTES ?= 10
 
-.PHONY: setup demo test test-all lint bench conformance fuzz clean
+.PHONY: setup cross-tools demo test test-all lint bench conformance fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# qemu-user and Debian's AArch64 cross gcc for the export tests (as root with apt; otherwise those tests skip)
+cross-tools:
+	@tools/install_cross.sh
+
 demo: setup
 	$(BIN)/tensorforge demo
 
-test: setup
+test: setup cross-tools
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
 
-test-all: setup
+test-all: setup cross-tools
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: setup

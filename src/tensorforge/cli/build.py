@@ -94,6 +94,9 @@ def cmd_compile(args) -> int:
             out.write(name, text)
     dt = time.perf_counter() - t0
     print(f"compiled {art.name} for {target.name} in {dt:.2f} s -> {args.output}/ ({', '.join(files)})")
+    if not target.is_gpu:
+        print(f"model.s is a listing to read; for a library to link and run: tensorforge export {args.model} "
+              f"--target {args.target or 'host'} -o DIR")  # fmt: skip
     return 0
 
 
