@@ -319,3 +319,24 @@ def test_export_cli(tmp_path):
     assert not list(tmp_path.glob(".tmp-export-*"))
     with pytest.raises(ValueError, match="C identifier"):
         tfg.compile(mlp()).export(str(tmp_path / "x"), "9lives")
+
+
+def test_cpu_requirements_follow_the_target():
+    from tensorforge.codegen.targets import get_target
+    from tensorforge.runtime.capi import cpu_requirements
+
+    assert {"avx2", "fma"} <= set(cpu_requirements(get_target("x86_64")))
+    assert "avx512f" not in cpu_requirements(get_target("x86_64"))
+    assert {"avx512f", "avx512bw", "avx512vl"} <= set(cpu_requirements(get_target("x86_64-avx512")))
+    assert cpu_requirements(get_target("aarch64")) == []
+
+
+def test_c_strings_cannot_escape():
+    from tensorforge.runtime.capi import c_string, unique_idents
+
+    for name in ['a"b', "a\\", "x */ y", "??/", "line\nbreak", "é", "%s%n", "\0"]:
+        lit = c_string(name)
+        body = lit[1:-1]
+        assert lit[0] == lit[-1] == '"' and '"' not in body and "?" not in body and "\n" not in body
+        assert all(c.isalnum() or c in " _.,:;()[]{}<>=+-*/'#!|~^&@$\\" for c in body)
+    assert unique_idents(["a-b", "a.b", "a_b", "1x", ""]) == ["A_B", "A_B_2", "A_B_3", "_1X", "_"]

@@ -4,7 +4,9 @@ The directory's manifest (``<name>.json``, written by ``runtime/aot.py``; JSON, 
 and the target it was built for; a library for another architecture is refused before it is loaded. The
 library describes its own inputs and outputs (``<name>_input_info``), which is what the border checks use:
 the same checks as a compiled model (``ir/signature.py``), so native code is never entered with arrays it was
-not compiled for. Each ``ExportedModel`` owns one session; calls on it are serialized.
+not compiled for. Each ``ExportedModel`` owns one session; calls on it are serialized. Loading a shared
+library runs its code: load exports you built or trust (unlike an artifact file, which holds no code that
+runs before its checks pass).
 """
 
 from __future__ import annotations
