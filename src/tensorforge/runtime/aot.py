@@ -27,7 +27,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from ..codegen.emit import emit_assembly, emit_object, parse_and_optimize, target_machine
+from ..codegen.emit import emit_assembly, emit_object, llvm_lock, parse_and_optimize, target_machine
+from ..codegen.parallel import fork_map
 from ..codegen.targets import Target
 from ..codegen.threadpool import pool_ir
 from ..errors import CompileError
@@ -72,16 +73,40 @@ class Toolchain:
         return cls(cc, tool("objcopy"), tool("ar"), cross)
 
 
-def library_ir(artifact: Artifact) -> str:
-    """The artifact's LLVM IR as the library holds it: the thread count thread-local and hidden (each session
-    sets it before running; the JIT keeps it a plain global)."""
-    text = artifact.llvm_ir
-    pat = re.compile(r'^(@"?tf_num_threads"?\s*=\s*)((?:dso_local\s+|internal\s+|hidden\s+)*)'
-                     r'((?:local_unnamed_addr\s+|unnamed_addr\s+)?)global\b', re.M)  # fmt: skip
-    text, n = pat.subn(r"\1hidden thread_local(localdynamic) \3global", text, count=1)
-    if n != 1:
+_THREADS_RE = re.compile(r'^(@"?tf_num_threads"?\s*=\s*)((?:external\s+|dso_local\s+|hidden\s+)*)'
+                         r'((?:local_unnamed_addr\s+|unnamed_addr\s+)?)global\b', re.M)  # fmt: skip
+
+
+def library_ir(text: str, defines: bool = True) -> str:
+    """A module of the program as the library holds it: the thread count thread-local and hidden (each
+    session sets it before running; the JIT keeps it a plain global). ``defines``: the module must define
+    or declare it (the entry module does; a part of a program may not use it)."""
+
+    def tls(m: re.Match) -> str:
+        linkage = "external " if "external" in m.group(2) else ""
+        return f"{m.group(1)}{linkage}hidden thread_local(localdynamic) {m.group(3)}global"
+
+    text, n = _THREADS_RE.subn(tls, text, count=1)
+    if n != 1 and defines:
         raise CompileError("export: the program's thread count global was not found in its LLVM IR")
     return text
+
+
+def library_objects(artifact: Artifact) -> tuple[dict[str, bytes], str]:
+    """The program's object files for the library (position-independent; the parts of a program compiled
+    side by side in worker processes, as for the JIT) and their assembly."""
+    target = artifact.target
+    parts = artifact.llvm_parts
+    texts = [library_ir(t, defines=i == 0) for i, t in enumerate(parts)]
+
+    def one(i: int) -> tuple[bytes, str]:
+        tm = target_machine(target, jit=False)
+        mod = parse_and_optimize(texts[i], tm)
+        return emit_object(mod, tm), emit_assembly(mod, tm)
+
+    done = [one(0)] if len(texts) == 1 else fork_map(one, len(texts), llvm_lock())
+    objects = {f"model{i}.o": obj for i, (obj, _) in enumerate(done)}
+    return objects, "\n".join(asm for _, asm in done)
 
 
 def _run(cmd: list[str], cwd: str, what: str) -> None:
@@ -151,11 +176,9 @@ def export_library(artifact: Artifact, out_dir: str, lib_name: str = "model", cc
     spec = LibrarySpec.of(artifact.program, prefix, target, embedded=weights == "embedded")
     c_source = inference_source(spec)
     header = header_text(spec, INFERENCE_DECLS.format(p=prefix, P=prefix.upper()))
+    objects, asm = library_objects(artifact)
     tm = target_machine(target, jit=False)
-    mod = parse_and_optimize(library_ir(artifact), tm)
-    objects = {"model.o": emit_object(mod, tm),
-               "pool.o": emit_object(parse_and_optimize(pool_ir(target, jit=False), tm, opt=2), tm)}  # fmt: skip
-    asm = emit_assembly(mod, tm)
+    objects["pool.o"] = emit_object(parse_and_optimize(pool_ir(target, jit=False), tm, opt=2), tm)
     extra = {f"{prefix}.s": asm, "example.c": example_source(prefix), "Makefile": makefile(prefix, tc.cc, tc.cross),
              "README.md": readme(prefix, spec, tc.cross, weights == "file"),
              f"{prefix}.json": json.dumps(manifest(spec, "inference", weights), indent=2) + "\n"}  # fmt: skip
@@ -191,4 +214,4 @@ def _write_export(out_dir: str, prefix: str, objects: dict[str, bytes], c_source
     return out
 
 
-__all__ = ["Toolchain", "api_symbols", "build_library", "export_library", "library_ir", "manifest"]
+__all__ = ["Toolchain", "api_symbols", "build_library", "export_library", "library_ir", "library_objects", "manifest"]
