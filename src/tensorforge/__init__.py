@@ -11,6 +11,7 @@ from . import lower as _lower  # noqa: E402,F401  (registers lowerings)
 from . import ops as _ops  # noqa: E402,F401  (registers ops)
 from .autodiff import grad  # noqa: E402
 from .compiler import Options, TuningError, assembly, compile, load, tune  # noqa: E402
+from .compiler.tensorflow_api import from_tensorflow  # noqa: E402
 from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
@@ -57,6 +58,7 @@ __all__ = [
     "UnsupportedError",
     "assembly",
     "compile",
+    "from_tensorflow",
     "from_torch",
     "grad",
     "load",

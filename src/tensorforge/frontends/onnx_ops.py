@@ -143,3 +143,13 @@ def _upsample(imp: Importer, name, n, inputs, attrs):
 @converter("Resize", until=10)
 def _resize_10(imp: Importer, name, n, inputs, attrs):
     return _as_resize(imp, name, n, inputs[0], inputs[1], attrs.get("mode", "nearest"))
+
+
+@converter("Erfc")
+def _erfc(imp: Importer, name, n, inputs, attrs):
+    """erfc(x) = 1 - erf(x): not an ONNX op, but tf2onnx writes it (TensorFlow's exact GELU) in the default
+    domain, and ONNX Runtime runs it."""
+    x = inputs[0]
+    (erf,) = imp.emit("Erf", [x], {}, name + "_erf")
+    one = imp.const(np.array(1, x.type.dtype.np), name + "_one")
+    return imp.emit("Sub", [one, erf], {}, name, list(n.output))

@@ -1,0 +1,141 @@
+"""TensorFlow frontend: Keras 3 models, ``tf.function``s and SavedModel directories -> ONNX (then imported like
+any ONNX model).
+
+    proto = to_onnx(keras_model)                 # or a tf.function with an input_signature, or a SavedModel dir
+
+The conversion is tf2onnx's ``convert.from_function`` on a ``tf.function`` that calls the model in inference
+mode (``training=False``): ``convert.from_keras`` is broken with Keras 3 (``KeyError: 'keras_tensor_3'``). A
+SavedModel directory is loaded with ``tf.saved_model.load`` and its ``serving_default`` signature (or the one
+named) is wrapped the same way. Leading ``None`` dims become the symbolic dim ``batch``; inputs and outputs
+get the model's names (Keras output names, the signature's argument and output keys) instead of tf2onnx's
+``Identity:0``. TensorFlow is an optional dependency: ``pip install 'tensorforge[tensorflow]'``
+(tensorflow-cpu and tf2onnx; a large install, imported only when this module is used).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from ..errors import TensorforgeError
+
+OPSET = 18
+
+
+def import_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    try:
+        import tensorflow as tf
+        import tf2onnx  # noqa: F401
+    except ImportError as e:
+        raise TensorforgeError(f"TensorFlow support needs tensorflow-cpu and tf2onnx ({e}): "
+                               "pip install 'tensorforge[tensorflow]'") from None  # fmt: skip
+    return tf
+
+
+def is_tensorflow_model(obj) -> bool:
+    """A Keras model, a tf.function or a SavedModel directory (without importing TensorFlow for anything else)."""
+    if isinstance(obj, str | os.PathLike):
+        return os.path.isfile(os.path.join(os.fspath(obj), "saved_model.pb"))
+    mod = type(obj).__module__ or ""
+    return mod.split(".")[0] in ("keras", "tensorflow", "tf_keras")
+
+
+def _ident(name: str, fallback: str) -> str:
+    name = re.sub(r":\d+$", "", str(name or ""))
+    return fallback if not name or name.startswith("keras_tensor") else name
+
+
+def _signature(tf, model, input_signature):
+    """(callable taking positional tensors, [TensorSpec], input names, output names or None)."""
+    if isinstance(model, str | os.PathLike):
+        return _saved_model(tf, os.fspath(model), None)
+    if input_signature is not None:
+        specs = list(input_signature)
+    elif getattr(model, "input_signature", None) is not None:  # a tf.function with one
+        specs = list(model.input_signature)
+    elif getattr(model, "inputs", None):  # a built Keras model
+        specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
+    else:
+        raise TensorforgeError(f"cannot tell the inputs of {type(model).__name__}: build the Keras model (call "
+                               "it once, or give it keras.Input layers) or pass input_signature=[tf.TensorSpec()]")
+    names = [_ident(getattr(s, "name", None), "x" if len(specs) == 1 else f"input{i}") for i, s in enumerate(specs)]
+    if getattr(model, "inputs", None) and input_signature is None:
+        names = [_ident(getattr(t, "name", None), n) for t, n in zip(model.inputs, names)]
+    specs = [tf.TensorSpec(s.shape, s.dtype, name=n) for s, n in zip(specs, names)]
+    outs = list(getattr(model, "output_names", None) or []) or None
+    keras_like = hasattr(model, "layers") or hasattr(model, "get_weights")
+    call = (lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False)) if keras_like else model
+    return call, specs, names, outs
+
+
+def _saved_model(tf, path: str, signature: str | None):
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:
+        raise TensorforgeError(f"cannot load the SavedModel {path!r}: {e}") from None
+    sigs = getattr(loaded, "signatures", {})
+    key = signature or "serving_default"
+    if key not in sigs:
+        raise TensorforgeError(f"SavedModel {path!r} has no signature {key!r}; it has {sorted(sigs)}")
+    fn = sigs[key]
+    kw = fn.structured_input_signature[1]
+    names = sorted(kw)
+    specs = [tf.TensorSpec(kw[n].shape, kw[n].dtype, name=n) for n in names]
+    outs = sorted(fn.structured_outputs)
+
+    def call(*xs):
+        res = fn(**dict(zip(names, xs)))
+        return [res[k] for k in outs]
+
+    call._tensorforge_keep = loaded  # the loaded object must outlive the traced function
+    return call, specs, names, outs
+
+
+def to_onnx(model, input_signature: Sequence | None = None, opset: int = OPSET, signature: str | None = None):
+    """``model`` (Keras model, tf.function, or SavedModel directory) as an ``onnx.ModelProto``."""
+    tf = import_tensorflow()
+    import tf2onnx
+
+    if signature is not None:
+        call, specs, names, outs = _saved_model(tf, os.fspath(model), signature)
+    else:
+        call, specs, names, outs = _signature(tf, model, input_signature)
+    fn = tf.function(call, input_signature=specs)
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=opset)
+    except Exception as e:
+        raise TensorforgeError(f"tf2onnx could not convert {type(model).__name__}: {type(e).__name__}: {e}") from e
+    _tidy(proto, names, outs)
+    if isinstance(model, str | os.PathLike):
+        proto.graph.name = os.path.basename(os.path.normpath(os.fspath(model)))
+    else:
+        proto.graph.name = str(getattr(model, "name", None) or type(model).__name__)
+    return proto
+
+
+def _tidy(proto, in_names: list[str], out_names: list[str] | None) -> None:
+    """Symbolic leading dims named ``batch``; the model's output names (tf2onnx writes ``Identity:0``)."""
+    g = proto.graph
+    for v in [*g.input, *g.output]:
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) and dims[0].dim_param:
+            dims[0].dim_param = "batch"
+    if not out_names or len(out_names) != len(g.output):
+        return
+    taken = {i.name for i in g.input} | {n for node in g.node for n in node.output}
+    rename = {}
+    for o, new in zip(g.output, out_names):
+        new = re.sub(r"[^\w.\-/]", "_", str(new)) or o.name
+        if new != o.name and new not in taken:
+            rename[o.name] = new
+            taken.add(new)
+    for node in g.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+    for o in g.output:
+        o.name = rename.get(o.name, o.name)
+
+
+__all__ = ["import_tensorflow", "is_tensorflow_model", "to_onnx"]
