@@ -41,6 +41,7 @@ def torch_backend(gm, example_inputs):
         arrays = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a) for a in args]
         out = compiled(*arrays)
         outs = out if isinstance(out, tuple) else (out,)
-        return tuple(torch.from_numpy(np.ascontiguousarray(o)) for o in outs)
+        # np.ascontiguousarray would make a 0-d output 1-d
+        return tuple(torch.from_numpy(o if o.flags.c_contiguous else o.copy()) for o in map(np.asarray, outs))
 
     return run
