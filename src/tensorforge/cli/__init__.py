@@ -25,7 +25,7 @@ from ..errors import TensorforgeError
 from . import build, run, train  # noqa: F401  (register their commands)
 from .common import ARGS, COMMANDS, command
 
-ORDER = ["compile", "run", "asm", "info", "graph", "demo", "export", "bench", "train", "profile"]
+ORDER = ["compile", "run", "asm", "info", "graph", "demo", "export", "bench", "train", "export-train", "profile"]
 
 
 def _demo_args(p):

@@ -171,11 +171,12 @@ def _ptx_kernel(art: Artifact, kernel: str) -> str:
 
 def load(path: str, num_threads: int | None = None):
     """A model saved with ``CompiledModel.save`` (or an artifact file from the cache), ready to run; or the
-    library ``tensorforge export`` wrote into directory ``path``, run through its C API (``ExportedModel``)."""
+    library ``tensorforge export`` wrote into directory ``path``, run through its C API (``ExportedModel``; a
+    training library from ``tensorforge export-train``: ``ExportedTrainer``)."""
     if os.path.isdir(path) or str(path).endswith(".json"):
-        from ..runtime.library import ExportedModel
+        from ..runtime.library import open_export
 
-        return ExportedModel(str(path), num_threads)
+        return open_export(str(path), num_threads)
     t0 = time.perf_counter()
     art = Artifact.load(path)
     if art.object is None:

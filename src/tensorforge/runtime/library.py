@@ -91,7 +91,7 @@ class ExportedModel:
         self._status = fn("status_string", ctypes.c_char_p, ctypes.c_int)
         self._destroy = fn("session_destroy", None, ctypes.c_void_p)
         self._set_threads = fn("session_set_num_threads", ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
-        self._run = fn("run", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+        self._bind(fn)
         self.name = fn("model_name", ctypes.c_char_p)().decode("utf-8", "replace")
         self.inputs = [self._spec(self._input_info(i)) for i in range(fn("num_inputs", ctypes.c_int)())]
         self.outputs = [self._spec(self._output_info(i)) for i in range(fn("num_outputs", ctypes.c_int)())]
@@ -112,6 +112,12 @@ class ExportedModel:
         self._in = (ctypes.c_void_p * max(1, len(self.inputs)))()
         self._out = (ctypes.c_void_p * max(1, len(self.outputs)))()
         self.num_threads = num_threads or 1
+
+    def _bind(self, fn) -> None:
+        """The functions of the library's kind (an inference library: ``<p>_run``)."""
+        if self.manifest.get("kind", "inference") != "inference":
+            raise TensorforgeError(f"the library holds a {self.manifest.get('kind')!r} export; open it with tfg.load")
+        self._run = fn("run", ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
     def _fn(self, prefix: str, name: str, res, args):
         try:
@@ -180,4 +186,15 @@ class ExportedModel:
             self._session = None
 
 
-__all__ = ["ExportedModel", "read_manifest"]
+def open_export(path: str, num_threads: int | None = None):
+    """The export in directory ``path`` run through its C API: an ``ExportedModel`` (``tensorforge export``)
+    or an ``ExportedTrainer`` (``tensorforge export-train``), by the manifest's kind."""
+    m, _ = read_manifest(path)
+    if m.get("kind") == "training":
+        from .library_train import ExportedTrainer
+
+        return ExportedTrainer(path, num_threads)
+    return ExportedModel(path, num_threads)
+
+
+__all__ = ["ExportedModel", "open_export", "read_manifest"]

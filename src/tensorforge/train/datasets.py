@@ -79,11 +79,46 @@ def load(name: str, **kw) -> Dataset:
     return DATASETS[name](**kw)
 
 
+# The portable shuffle: splitmix64 (Steele, Lea and Flood 2014) drives a Fisher-Yates shuffle, so that any
+# program (the C training example of ``tensorforge export-train``) draws the same order for the same seed and
+# epoch; numpy's generators cannot be reproduced outside numpy.
+_GAMMA = 0x9E3779B97F4A7C15
+_SEED_MUL = 0xD1B54A32D192ED03
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def shuffled_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A permutation of ``range(n)`` that depends only on ``(seed, epoch)`` (64-bit unsigned arithmetic):
+    ``state = seed * 0xD1B54A32D192ED03 + epoch``; the k-th draw (k = 1, 2, ...) is splitmix64's output
+    ``mix64(state + k * 0x9E3779B97F4A7C15)``; for i = n-1 down to 1, draw k = n-i swaps positions i and
+    ``draw % (i + 1)``. docs/C_API_TRAINING.md gives the same in C."""
+    if n < 0 or seed < 0 or epoch < 0:
+        raise ValueError(f"shuffled_order needs n, seed and epoch >= 0, got {n}, {seed}, {epoch}")
+    order = list(range(n))
+    if n > 1:
+        state = np.uint64((seed * _SEED_MUL + epoch) & _M64)
+        k = np.arange(1, n, dtype=np.uint64)
+        draws = _mix64(state + k * np.uint64(_GAMMA))  # uint64 arrays wrap around, as in C
+        span = np.arange(n, 1, -1, dtype=np.uint64)  # i + 1 for i = n-1 .. 1
+        for i, j in zip(range(n - 1, 0, -1), (draws % span).tolist()):
+            order[i], order[j] = order[j], order[i]
+    return np.array(order, dtype=np.int64)
+
+
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator | None = None,
-            drop_last: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
-    """Mini-batches in a (re)shuffled order; the last partial batch is dropped unless ``drop_last=False``
-    (each batch size compiles its own step)."""
-    order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
+            drop_last: bool = True, order: np.ndarray | None = None
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Mini-batches in the order ``order`` (row indices, e.g. ``shuffled_order``), else shuffled by ``rng``,
+    else in sequence; the last partial batch is dropped unless ``drop_last=False`` (each batch size compiles
+    its own step)."""
+    if order is None:
+        order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
     stop = len(x) - len(x) % batch_size if drop_last else len(x)
     for i in range(0, stop, batch_size):
         idx = order[i : i + batch_size]

@@ -294,9 +294,7 @@ class TrainingStep:
         batch = xs[0].shape[0]
         prog = self._predict.get((batch,))
         if prog is None:
-            g = self._forward(batch)
-            names = [s.name for s in self.slots if s.kind != "optimizer"]
-            g, _ = promote(g, names)
+            g, names = self.predict_graph(batch)
             prog = self._compile(g)
             prog.num_threads = self._threads_for(prog)
             for n in names:
@@ -310,6 +308,22 @@ class TrainingStep:
                 prog.bind_output(i, o)
             prog.run_bound()
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def predict_graph(self, batch: int) -> tuple[Graph, list[str]]:
+        """The forward pass at ``batch`` rows with the parameters and statistics as inputs (named in the list
+        returned): what ``predict`` runs, batch norm in inference mode."""
+        names = [s.name for s in self.slots if s.kind != "optimizer"]
+        g, _ = promote(self._forward(batch), names)
+        return g, names
+
+    def export_c(self, out_dir: str | os.PathLike, name: str = "model", batch_size: int = 32,
+                 target: str | None = None, cc: str | None = None) -> dict:  # fmt: skip
+        """Write the step as a standalone C library for batches of ``batch_size`` rows (``<name>_train_step``,
+        ``<name>_predict``, ``<name>_save_state``...; docs/C_API_TRAINING.md), its current state embedded,
+        for ``target`` (host, x86_64, x86_64-avx512, aarch64). Returns the files written."""
+        from .export import export_training_step
+
+        return export_training_step(self, os.fspath(out_dir), name, batch_size, target, cc)
 
     def wait_compiled(self) -> None:
         """Block until every compiled step runs its optimized build (see ``tiered``)."""

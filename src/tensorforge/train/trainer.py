@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ir.dtype import is_float_dtype
 from ..util.progress import Progress
-from .datasets import batches
+from .datasets import batches, shuffled_order
 from .step import TrainingStep
 
 
@@ -35,17 +35,18 @@ def evaluate(step: TrainingStep, x: np.ndarray, y: np.ndarray) -> float:
 def fit(step: TrainingStep, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int,
         x_test: np.ndarray | None = None, y_test: np.ndarray | None = None, seed: int = 0,
         log: Callable[[str], None] = print) -> History:  # fmt: skip
-    """Train ``epochs`` passes over (x, y); the last partial batch of each epoch is dropped."""
+    """Train ``epochs`` passes over (x, y); the last partial batch of each epoch is dropped. Epoch ``e``
+    (from 1) visits the rows in ``shuffled_order(len(x), seed, e)``: the order the exported C training
+    example draws too (``tensorforge export-train``), so both runs see the same batches."""
     if len(x) < batch_size:
         batch_size = len(x)
-    rng = np.random.default_rng(seed)
     per_epoch = len(x) // batch_size
     h = History()
     metric = "test accuracy" if y.dtype.kind in "iu" else "test mse"
     for epoch in range(1, epochs + 1):
         total = 0.0
         with Progress(per_epoch, f"epoch {epoch:>{len(str(epochs))}}/{epochs}") as bar:
-            for xb, yb in batches(x, y, batch_size, rng):
+            for xb, yb in batches(x, y, batch_size, order=shuffled_order(len(x), seed, epoch)):
                 t0 = time.perf_counter()
                 loss = step(xb, yb)
                 dt = time.perf_counter() - t0
