@@ -1,10 +1,9 @@
-"""PyTorch frontend: ``nn.Module`` -> ONNX (then imported like any ONNX model).
+"""PyTorch through ONNX: ``nn.Module`` -> ONNX (then imported like any ONNX model): ``from_torch(..., via="onnx")``.
 
-``tfg.from_torch`` and the ``torch.compile`` backend, which compile what this produces, are in
-``compiler/torch_backend.py``. The module is traced with PyTorch's TorchScript-based ONNX exporter
-(``dynamo=False``: the dynamo exporter needs the onnxscript package), then imported like any ONNX model,
-so every op the ONNX importer supports is supported here. torch is an optional dependency
-(``pip install tensorforge[torch]``).
+The default route is ``torch_export.py`` (torch.export to core ATen, imported directly); this one is kept for
+models that only PyTorch's TorchScript-based ONNX exporter handles (``dynamo=False``: the dynamo exporter
+needs the onnxscript package), which PyTorch deprecates. ``tfg.from_torch`` and the ``torch.compile``
+backend are in ``compiler/torch_backend.py``. torch is an optional dependency (``pip install tensorforge[torch]``).
 """
 
 from __future__ import annotations
