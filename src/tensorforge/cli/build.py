@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import time
 
 from ..errors import TensorforgeError
 from .common import (
     StagedDir,
+    add_library_args,
     add_model,
     add_opt,
     add_shapes,
@@ -204,23 +203,10 @@ def cmd_graph(args) -> int:
     return 0
 
 
-def _c_name(text: str) -> str:
-    """An argparse type: a C identifier (it prefixes every symbol of an exported library)."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", text):
-        raise argparse.ArgumentTypeError(f"must be a C identifier (letters, digits, '_'; not starting with a digit), "
-                                         f"got {text!r}")  # fmt: skip
-    return text
-
-
 def _export_args(p):
     add_model(p)
     p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
-    p.add_argument("--name", default="model", type=_c_name,
-                   help="library name, a C identifier: writes lib<NAME>.so/.a and <NAME>.h, and every exported "
-                        "symbol starts with <NAME>_ (default: model)")  # fmt: skip
-    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512", "aarch64"],
-                   help="host (default: this CPU's ISA), x86_64 / x86_64-avx512 for a portable x86 build, or "
-                        "aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make cross-tools`)")  # fmt: skip
+    add_library_args(p)
     p.add_argument("--weights", default="embedded", choices=["embedded", "file"],
                    help="embedded (default: in the library) or file: <NAME>.weights, read by <NAME>_session_create")
     add_opt(p)

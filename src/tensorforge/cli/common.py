@@ -84,6 +84,24 @@ def file_stem(text: str) -> str:
     return text
 
 
+def c_name(text: str) -> str:
+    """An argparse type: a C identifier (it prefixes every symbol of an exported library)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"must be a C identifier (letters, digits, '_'; not starting with a digit), "
+                                         f"got {text!r}")  # fmt: skip
+    return text
+
+
+def add_library_args(p: argparse.ArgumentParser) -> None:
+    """--name and --target of the commands that write a C library (export, export-train)."""
+    p.add_argument("--name", default="model", type=c_name,
+                   help="library name, a C identifier: writes lib<NAME>.so/.a and <NAME>.h, and every exported "
+                        "symbol starts with <NAME>_ (default: model)")  # fmt: skip
+    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512", "aarch64"],
+                   help="host (default: this CPU's ISA), x86_64 / x86_64-avx512 for a portable x86 build, or "
+                        "aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make cross-tools`)")  # fmt: skip
+
+
 def add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="worker threads (default: TENSORFORGE_NUM_THREADS or all cores)")  # fmt: skip

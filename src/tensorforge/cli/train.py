@@ -10,8 +10,7 @@ import time
 import numpy as np
 
 from ..errors import TensorforgeError
-from .build import _c_name
-from .common import StagedDir, add_opt, check_input, check_output, command, positive_int, seed
+from .common import StagedDir, add_library_args, add_opt, check_input, check_output, command, positive_int, seed
 
 
 def _train_args(p):
@@ -127,12 +126,7 @@ def _export_train_args(p):
     src.add_argument("--data", default=None, metavar="FILE.npz",
                      help="data with arrays 'x' and 'y' (sizes a built-in model)")  # fmt: skip
     p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
-    p.add_argument("--name", default="model", type=_c_name,
-                   help="library name, a C identifier: writes lib<NAME>.so/.a and <NAME>.h, and every exported "
-                        "symbol starts with <NAME>_ (default: model)")  # fmt: skip
-    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512", "aarch64"],
-                   help="host (default: this CPU's ISA), x86_64 / x86_64-avx512 for a portable x86 build, or "
-                        "aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make cross-tools`)")  # fmt: skip
+    add_library_args(p)
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="rows per training step; the library is compiled for exactly this batch (default 32)")
     p.add_argument("--loss", choices=["cross_entropy", "mse"], default="cross_entropy",
