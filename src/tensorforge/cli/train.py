@@ -50,6 +50,15 @@ def _train_args(p):
     add_opt(p)
 
 
+def _builtin_model(args, x, y, y_test):
+    """The built-in model (--model mlp|cnn) sized to the data: its features, and its classes (all labels)."""
+    from ..train import trainer
+
+    labels = y if y_test is None else np.concatenate([y, y_test])
+    classes = int(labels.max()) + 1 if labels.dtype.kind in "iu" else int(np.prod(y.shape[1:]))
+    return trainer.builtin_model(args.builtin, x, classes, args.seed, softmax=args.loss == "cross_entropy")
+
+
 @command("train", "train a model: forward, loss, backward and optimizer compiled into one native call per batch",
          _train_args)  # fmt: skip
 def cmd_train(args) -> int:
@@ -77,9 +86,7 @@ def cmd_train(args) -> int:
     if (args.model is None) == (args.builtin is None):
         raise TensorforgeError("give a model: an .onnx file or --model mlp|cnn (not both)")
     if args.builtin:
-        labels = y if y_test is None else np.concatenate([y, y_test])
-        classes = int(labels.max()) + 1 if labels.dtype.kind in "iu" else int(np.prod(y.shape[1:]))
-        model = trainer.builtin_model(args.builtin, x, classes, args.seed, softmax=args.loss == "cross_entropy")
+        model = _builtin_model(args, x, y, y_test)
     else:
         model = args.model
     opt = trainer.make_optimizer(args.optimizer, args.lr, args.momentum, args.nesterov, args.weight_decay)
@@ -170,9 +177,7 @@ def cmd_export_train(args) -> int:
     if args.builtin:
         if x is None:
             raise TensorforgeError("a built-in model is sized to its data: give --dataset NAME or --data FILE.npz")
-        labels = y if y_test is None else np.concatenate([y, y_test])
-        classes = int(labels.max()) + 1 if labels.dtype.kind in "iu" else int(np.prod(y.shape[1:]))
-        model = trainer.builtin_model(args.builtin, x, classes, args.seed, softmax=args.loss == "cross_entropy")
+        model = _builtin_model(args, x, y, y_test)
     else:
         model = args.model
     opt = trainer.make_optimizer(args.optimizer, args.lr, args.momentum, args.nesterov, args.weight_decay)

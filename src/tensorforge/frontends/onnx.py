@@ -21,7 +21,6 @@ from onnx import helper, numpy_helper
 from ..errors import (
     InvalidAttributeError,
     ModelLoadError,
-    NotConstantError,
     ShapeError,
     TensorforgeError,
     UnsupportedError,
@@ -31,7 +30,7 @@ from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ir.limits import check_fits, type_bytes
 from ..ops.fold import fold_node
-from ..ops.registry import Attr, attr_problem, describe_value, get_op, has_op, infer_node
+from ..ops.registry import Attr, attr_problem, describe_value, get_op, has_op, infer_or_defer
 from .onnx_functions import expand_function, has_function
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -475,19 +474,7 @@ class Importer:
         return list(outs)
 
     def infer_or_defer(self, node: Node) -> list[TensorType] | None:
-        """The node's output types, or None to leave them untyped when its shapes depend on values known
-        only at run time (a Reshape target computed from data, a Range over input scalars): the
-        dynamic-shape runtime (dynamic.py) types them once the values exist. Real shape errors raise."""
-        if any(v is not None and v.type is None for v in node.inputs):
-            return None
-        try:
-            return infer_node(node, self.name)
-        except NotConstantError:
-            return None
-        except ShapeError as e:
-            if isinstance(e, InvalidAttributeError) or all(v is None or v.type.is_static for v in node.inputs):
-                raise
-            return None  # may hold once the symbolic dims are known
+        return infer_or_defer(node, self.name)
 
     def try_fold(self, node: Node) -> list[Value] | None:
         """Fold shape computations at import (Shape, Size, small integer ops on constants)."""

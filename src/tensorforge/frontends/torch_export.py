@@ -29,9 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import (
-    InvalidAttributeError,
     ModelLoadError,
-    NotConstantError,
     ShapeError,
     TensorforgeError,
     UnsupportedError,
@@ -39,7 +37,7 @@ from ..errors import (
 from ..ir.dtype import DType
 from ..ir.graph import Graph, Node, TensorType, Value
 from ..ops.fold import fold_node
-from ..ops.registry import get_op, infer_node
+from ..ops.registry import get_op, infer_or_defer
 from .torch import import_torch
 
 torch = import_torch()
@@ -268,7 +266,7 @@ class TorchImporter:
         attrs = {**opdef.defaults, **attrs}
         outs = tuple(Value(self.fresh(name)) for _ in range(n))
         node = Node(op, tuple(inputs), outs, attrs, self.fresh(name, self.node_names))
-        types = self._infer_or_defer(node)
+        types = infer_or_defer(node, self.name)
         if types is None:
             guess = dtype or self._deferred_dtype(node)
             for v in outs:
@@ -294,18 +292,6 @@ class TorchImporter:
             return DType.from_numpy(np.asarray(node.attrs["value"]).dtype)
         first = node.inputs[1] if node.op == "Where" else node.inputs[0]
         return self.dtype_of(first)
-
-    def _infer_or_defer(self, node: Node) -> list[TensorType] | None:
-        if any(v is not None and v.type is None for v in node.inputs):
-            return None
-        try:
-            return infer_node(node, self.name)
-        except NotConstantError:
-            return None
-        except ShapeError as e:
-            if isinstance(e, InvalidAttributeError) or all(v is None or v.type.is_static for v in node.inputs):
-                raise
-            return None  # may hold once the symbolic dims are known
 
     # -- the program --------------------------------------------------------------------------------
     def check_supported(self) -> None:

@@ -281,6 +281,22 @@ def infer_node(node: Node, model: str | None = None) -> list[TensorType]:
     return types[: len(node.outputs)]
 
 
+def infer_or_defer(node: Node, model: str | None = None) -> list[TensorType] | None:
+    """An importer's type rule: the node's output types, or None to leave them untyped when its shapes
+    depend on values known only at run time (a Reshape target computed from data, a Range over input
+    scalars): the dynamic-shape runtime types them once the values exist. Real shape errors raise."""
+    if any(v is not None and v.type is None for v in node.inputs):
+        return None
+    try:
+        return infer_node(node, model)
+    except NotConstantError:
+        return None
+    except ShapeError as e:
+        if isinstance(e, InvalidAttributeError) or all(v is None or v.type.is_static for v in node.inputs):
+            raise
+        return None  # may hold once the symbolic dims are known
+
+
 def evaluate(node: Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
     """Reference semantics of ``node`` on numpy inputs (used by constant folding and the interpreter)."""
     opdef = get_op(node.op)
