@@ -24,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-SUITES = ["bench_mlp", "bench_train", "bench_opt", "bench_gemm", "bench_conv", "bench_models"]
+SUITES = ["bench_mlp", "bench_train", "bench_opt", "bench_gemm", "bench_int8", "bench_quant", "bench_conv",
+          "bench_models"]
 
 
 def machine() -> str:

@@ -83,3 +83,52 @@ def torch_models() -> list[tuple[str, onnx.ModelProto]]:
     except ImportError:
         return []
     return [("vit_b16 (torch.nn)", vit_b16()), ("gpt_decoder_12x768_seq128 (torch.nn)", gpt_decoder())]
+
+
+def resnet50(batch: int = 1) -> onnx.ModelProto:
+    """torchvision's ``resnet50(weights=None)`` architecture (Bottleneck blocks [3, 4, 6, 3], stride on the 3x3
+    conv as in torchvision >= 0.8, the same Kaiming-normal initialization, BatchNorm with weight 1 and bias 0),
+    written with torch.nn because torchvision cannot be installed with torch 2.13.0+cpu here."""
+    import torch
+    from torch import nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, width: int, stride: int):
+            super().__init__()
+            cout = width * 4
+            self.conv1, self.bn1 = nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+            self.conv3, self.bn3 = nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout)
+            self.relu = nn.ReLU(inplace=True)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            idt = x if self.down is None else self.down(x)
+            y = self.relu(self.bn1(self.conv1(x)))
+            y = self.relu(self.bn2(self.conv2(y)))
+            return self.relu(self.bn3(self.conv3(y)) + idt)
+
+    class ResNet50(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                                      nn.MaxPool2d(3, 2, 1))  # fmt: skip
+            blocks, cin = [], 64
+            for width, n, stride in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]:
+                for i in range(n):
+                    blocks.append(Bottleneck(cin, width, stride if i == 0 else 1))
+                    cin = width * 4
+            self.layers = nn.Sequential(*blocks)
+            self.fc = nn.Linear(2048, 1000)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+        def forward(self, x):
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+    torch.manual_seed(0)
+    return _export(ResNet50(), (torch.randn(batch, 3, 224, 224),), ["input"])

@@ -223,16 +223,19 @@ def test_report_shows_kernel_counts_before_and_after_fusion():
 
 # -- fusion capabilities, declared with the kernel rules ----------------------------------------------
 EPILOGUE = {"Gemm", "MatMul", "Conv", "MaxPool", "AveragePool", "Concat", "Softmax", "LogSoftmax", "GlobalAveragePool",
-            "GlobalMaxPool", *REDUCERS}  # fmt: skip
+            "GlobalMaxPool", "MatMulInteger", "ConvInteger", *REDUCERS}  # fmt: skip
 PROLOGUE = {"Concat", "Softmax", "LogSoftmax", "GlobalAveragePool", "GlobalMaxPool", *REDUCERS}
-EPILOGUE_READS_TENSORS = {"Gemm", "MatMul", "Conv", "Concat", "Softmax", "LogSoftmax", *REDUCERS}
+EPILOGUE_READS_TENSORS = {"Gemm", "MatMul", "Conv", "Concat", "Softmax", "LogSoftmax", "MatMulInteger", "ConvInteger",
+                          *REDUCERS}  # fmt: skip
+EPILOGUE_CASTS = {"MatMulInteger", "ConvInteger"}  # int32 accumulators rescaled and requantized in the epilogue
 
 
 def test_kernel_ops_declare_what_fuses_into_them():
     """Every kernel op's flags, as the fusion pass sees them (``kernel_caps``); a kernel op not listed
     here takes nothing. A rule that gains or loses a flag changes what fuses: update this table with it."""
     assert EPILOGUE <= set(KERNEL_RULES)
-    want = {op: FusionCaps(op in EPILOGUE, op in PROLOGUE, op in EPILOGUE_READS_TENSORS) for op in KERNEL_RULES}
+    want = {op: FusionCaps(op in EPILOGUE, op in PROLOGUE, op in EPILOGUE_READS_TENSORS, op in EPILOGUE_CASTS)
+            for op in KERNEL_RULES}  # fmt: skip
     assert {op: kernel_caps(op) for op in KERNEL_RULES} == want
     assert kernel_caps("Relu") is None and kernel_caps("Reshape") is None  # index and view rules
 

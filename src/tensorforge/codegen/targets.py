@@ -34,6 +34,7 @@ class Target:
     fma_units: int = 2
     fma_bits: int = 256
     masked_ops: bool = False  # cheap masked vector loads/stores (AVX-512): loop tails run as vectors
+    schedules: str = "cpu"  # the family of kernel schedules lowering picks (lower/rules.py: schedule_rule)
 
     def lanes(self, dtype: DType) -> int:
         """How many elements of ``dtype`` fill one vector register (computing f16 as f32)."""
@@ -45,6 +46,27 @@ class Target:
     @property
     def arch(self) -> str:
         return self.triple.split("-")[0]
+
+    def has_feature(self, name: str) -> bool:
+        """Whether the feature string enables ``name`` (LLVM's spelling: ``avx512vnni``, ``amx-int8``)."""
+        return _feature_set(self.features).get(name, False)
+
+    @property
+    def int8_isa(self) -> str:
+        """The int8 GEMM path the features allow (``lower/int8_gemm.py``): ``amx`` (AMX-INT8 tiles),
+        ``vnni512`` (AVX-512 VNNI on zmm), ``vnni256`` (AVX-VNNI on ymm), ``avx2`` (``vpmaddwd`` on int16),
+        else ``generic`` (int32 arithmetic)."""
+        if self.is_gpu or self.arch != "x86_64":
+            return "generic"
+        if self.has_feature("amx-int8") and self.has_feature("amx-tile") and self.vector_bits >= 512:
+            return "amx"
+        if self.vector_bits >= 512 and self.has_feature("avx512vnni") and self.has_feature("avx512bw"):
+            return "vnni512"
+        if self.has_feature("avxvnni") or (self.has_feature("avx512vnni") and self.has_feature("avx512vl")):
+            return "vnni256"
+        if self.has_feature("avx2"):
+            return "avx2"
+        return "generic"
 
     def describe(self) -> str:
         return (
@@ -66,19 +88,38 @@ X86_64_AVX512 = Target(
     "x86_64-avx512", "x86_64-unknown-linux-gnu", "skylake-avx512",
     "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx2,+fma,+f16c,+bmi2", 512, 32, fma_bits=512, masked_ops=True,
 )  # fmt: skip
+X86_64_AVX512VNNI = replace(
+    X86_64_AVX512, name="x86_64-avx512vnni", cpu="cascadelake", features=X86_64_AVX512.features + ",+avx512vnni"
+)
+X86_64_AVXVNNI = replace(X86_64, name="x86_64-avxvnni", cpu="alderlake", features=X86_64.features + ",+avxvnni")
+X86_64_AMX = replace(
+    X86_64_AVX512, name="x86_64-amx", cpu="sapphirerapids",
+    features=X86_64_AVX512.features + ",+avx512vnni,+avxvnni,+avx512bf16,+amx-tile,+amx-int8,+amx-bf16",
+)  # fmt: skip
 AARCH64 = Target(
     "aarch64", "aarch64-unknown-linux-gnu", "neoverse-n1", "+neon,+fp-armv8", 128, 32,
     l1d=64 * 1024, l2=1024 * 1024, fma_bits=128,
 )  # fmt: skip
 NVPTX_SM90 = Target(
-    "nvptx-sm90", "nvptx64-nvidia-cuda", "sm_90", "+ptx80", 32, 255, is_gpu=True,
+    "nvptx-sm90", "nvptx64-nvidia-cuda", "sm_90", "+ptx80", 32, 255, is_gpu=True, schedules="gpu",
 )  # fmt: skip
 NVPTX_SM80 = replace(NVPTX_SM90, name="nvptx-sm80", cpu="sm_80", features="+ptx70")
 
-NAMED = {t.name: t for t in (X86_64, X86_64_AVX512, AARCH64, NVPTX_SM90, NVPTX_SM80)}
+NAMED = {t.name: t for t in (X86_64, X86_64_AVX512, X86_64_AVX512VNNI, X86_64_AVXVNNI, X86_64_AMX, AARCH64,
+                              NVPTX_SM90, NVPTX_SM80)}  # fmt: skip
 ALIASES = {"x86_64-avx2": "x86_64", "avx2": "x86_64", "avx512": "x86_64-avx512", "arm64": "aarch64",
            "sm_90": "nvptx-sm90", "sm90": "nvptx-sm90", "ptx": "nvptx-sm90", "nvptx": "nvptx-sm90",
            "sm_80": "nvptx-sm80"}  # fmt: skip
+
+
+@functools.cache
+def _feature_set(features: str) -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    for f in features.split(","):
+        f = f.strip()
+        if f[:1] in "+-" and len(f) > 1:
+            out[f[1:]] = f[0] == "+"
+    return out
 
 
 def _cache_size(level_type: tuple[int, str], default: int) -> int:
@@ -101,6 +142,8 @@ def _cache_size(level_type: tuple[int, str], default: int) -> int:
         pass
     return default
 
+
+AMX_FEATURES = ("amx-tile", "amx-int8", "amx-bf16", "amx-fp16", "amx-complex")
 
 # FMA datapaths of CPUs whose width differs from their widest vector registers: (units, bits)
 FMA_UNITS = {"znver1": (2, 128), "znver2": (2, 256), "znver3": (2, 256), "znver4": (2, 256), "znver5": (2, 512)}
@@ -131,6 +174,12 @@ def host() -> Target:
     if os.environ.get("TENSORFORGE_NO_AVX512") and base is X86_64_AVX512:
         base = X86_64
         flags += ",-avx512f"
+    if feats.get("amx-tile"):
+        from .amx import request_amx
+
+        if not request_amx():  # Linux refused the tile state: no AMX code for this process
+            flags = ",".join(f for f in flags.split(",") if f[1:] not in AMX_FEATURES)
+            flags += "".join(f",-{f}" for f in AMX_FEATURES)
     units, bits = FMA_UNITS.get(cpu, (base.fma_units, min(base.fma_bits, base.vector_bits)))
     return replace(
         base,

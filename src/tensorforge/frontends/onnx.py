@@ -63,6 +63,18 @@ def converter(op_type: str, until: int = 10**6, domain: str = "", attrs: Mapping
     return deco
 
 
+# Quantized-model folds (frontends/onnx_qdq.py): tried before an op's converter; None declines
+_QDQ_FOLDS: dict[str, Callable] = {}
+
+
+def qdq_fold(op_type: str):
+    def deco(fn):
+        _QDQ_FOLDS[op_type] = fn
+        return fn
+
+    return deco
+
+
 def _find_converter(key: str, opset: int) -> tuple[Callable, Mapping[str, Attr]] | None:
     for until, fn, specs in _CONVERTERS.get(key, []):
         if opset <= until:
@@ -230,6 +242,7 @@ class Importer:
         self.used_names: set[str] = set()
         self.fold_shapes = fold_shapes
         self.current: onnx.NodeProto | None = None
+        self.producers: dict[str, onnx.NodeProto] = {o: n for n in proto.graph.node for o in n.output if o}
         self._tmp = 0
 
     @property
@@ -435,7 +448,10 @@ class Importer:
             except UnsupportedError as e:
                 raise UnsupportedError(f"{node_context(self.name, name, n.op_type)}: {e}") from None
         found = _find_converter(_key(n.op_type, n.domain), self.opset_for(n.domain))
-        if found is not None:
+        fold = _QDQ_FOLDS.get(n.op_type) if n.domain in DEFAULT_DOMAINS else None
+        if fold is not None and (outs := fold(self, name, n, inputs, attrs)) is not None:
+            pass
+        elif found is not None:
             fn, specs = found
             problem = attr_problem(specs, attrs)
             if problem:
@@ -664,4 +680,4 @@ def import_onnx(model, name: str | None = None, fold_shapes: bool = True) -> Gra
         ) from e
 
 
-from . import onnx_control, onnx_ml, onnx_ops, onnx_quant, onnx_rnn  # noqa: E402, F401  (registers more converters)
+from . import onnx_control, onnx_ml, onnx_ops, onnx_qdq, onnx_quant, onnx_quant_ms, onnx_rnn  # noqa: E402, F401  (registers more converters)

@@ -2,10 +2,10 @@
 
 * DequantizeLinear: ``(x - zero_point) * scale`` (per tensor, per axis, or per block along an axis);
 * QuantizeLinear: ``saturate(round_half_even(x / scale) + zero_point)`` to the zero point's type;
-* MatMulInteger / ConvInteger: the product of zero-point-shifted operands, accumulated exactly (int32
-  for MatMul; float64 for convolution, exact for any realistic channel count), as int32;
-* QLinearMatMul / QLinearConv: that exact product, rescaled by ``a_scale * b_scale / y_scale`` and
-  requantized.
+* MatMulInteger / ConvInteger: the IR ops of the same name (``ops/quant.py``), lowered to the int8
+  kernels (``lower/qgemm.py``);
+* QLinearMatMul / QLinearConv: that integer op (plus the int32 bias), then, elementwise and so fused into
+  its epilogue, the float32 rescale by ``a_scale * b_scale / y_scale`` and the requantization.
 """
 
 from __future__ import annotations
@@ -109,69 +109,53 @@ def _quantize(imp: Importer, name, n, inputs, attrs):
     return requantize(imp, xf, s, zp, qdt, name, list(n.output))
 
 
-def _shifted(imp: Importer, v: Value, zp: Value | None, dt: DType, name: str, zp_axis: int | None = None) -> Value:
-    """``v - zp`` in ``dt`` (zp per tensor, or per row/channel along ``zp_axis``)."""
-    vf = _cast(imp, v, dt, name + "_c")
-    if zp is None:
-        return vf
-    if zp_axis is not None and zp.type.rank == 1 and zp.type.shape[0] > 1:
-        zp = _along(imp, zp, v, zp_axis, 0, name + "_zpaxis")
-    return _emit1(imp, "Sub", [vf, _cast(imp, zp, dt, name + "_zpc")], name + "_shift")
-
-
-def _int_matmul(imp: Importer, name, a, b, a_zp, b_zp) -> Value:
-    # a's zero point is per row (its M axis), b's per column (its N axis)
-    sa = _shifted(imp, a, a_zp, DType.I32, name + "_a", zp_axis=a.type.rank - 2 if a.type.rank > 1 else None)
-    sb = _shifted(imp, b, b_zp, DType.I32, name + "_b", zp_axis=b.type.rank - 1)
-    return _emit1(imp, "MatMul", [sa, sb], name + "_mm")
-
-
-def _int_conv(imp: Importer, name, x, w, x_zp, w_zp, attrs) -> Value:
-    sx = _shifted(imp, x, x_zp, DType.F64, name + "_x")
-    sw = _shifted(imp, w, w_zp, DType.F64, name + "_w", zp_axis=0)
-    return _emit1(imp, "Conv", [sx, sw], name + "_conv", attrs)
+def _opt(inputs, i: int) -> Value | None:
+    return inputs[i] if len(inputs) > i else None
 
 
 @converter("MatMulInteger")
 def _matmul_integer(imp: Importer, name, n, inputs, attrs):
-    a, b = inputs[0], inputs[1]
-    a_zp, b_zp = (inputs[i] if len(inputs) > i else None for i in (2, 3))
-    y = _int_matmul(imp, name, a, b, a_zp, b_zp)
-    return imp.emit("Identity", [y], {}, name, list(n.output))
+    return imp.emit("MatMulInteger", [inputs[0], inputs[1], _opt(inputs, 2), _opt(inputs, 3)], {}, name,
+                    list(n.output))  # fmt: skip
 
 
 @converter("ConvInteger")
 def _conv_integer(imp: Importer, name, n, inputs, attrs):
-    x, w = inputs[0], inputs[1]
-    x_zp, w_zp = (inputs[i] if len(inputs) > i else None for i in (2, 3))
-    y = _int_conv(imp, name, x, w, x_zp, w_zp, attrs)
-    return imp.emit("Cast", [y], {"to": DType.I32.onnx}, name, list(n.output))
+    return imp.emit("ConvInteger", [inputs[0], inputs[1], _opt(inputs, 2), _opt(inputs, 3)], dict(attrs), name,
+                    list(n.output))  # fmt: skip
 
 
-def _rescale(imp: Importer, name, acc: Value, a_scale, b_scale, y_scale, cdt: DType, b_axis: int) -> Value:
-    """acc * a_scale * b_scale (b_scale per output column/channel along ``b_axis`` of acc)."""
-    accf = _cast(imp, acc, cdt, name + "_accf")
-    s = _emit1(imp, "Mul", [_cast(imp, a_scale, cdt, name + "_as"),
-                            _cast(imp, _along(imp, b_scale, acc, b_axis, 0, name + "_bsa"), cdt, name + "_bs")],
-               name + "_s")  # fmt: skip
-    return _emit1(imp, "Mul", [accf, s], name + "_real")
+def _requantize_acc(imp: Importer, name, acc: Value, a_scale, b_scale, y_scale, y_zp, b_axis: int, out_names):
+    """``saturate(round_half_even(acc * (a_scale * b_scale / y_scale)) + y_zp)``: one float32 multiply of the
+    int32 accumulator by a combined scale (folded at import when the scales are constants, per output
+    column/channel along ``b_axis`` of acc when b_scale is a vector), then the rounding and saturation; all
+    elementwise, so it fuses into the integer kernel's epilogue."""
+    f32 = DType.F32
+    bs = _cast(imp, _along(imp, b_scale, acc, b_axis, 0, name + "_bsa"), f32, name + "_bs")
+    s = _emit1(imp, "Mul", [_cast(imp, a_scale, f32, name + "_as"), bs], name + "_s")
+    s = _emit1(imp, "Div", [s, _cast(imp, y_scale, f32, name + "_ys")], name + "_scale")
+    y = _emit1(imp, "Mul", [_cast(imp, acc, f32, name + "_accf"), s], name + "_real")
+    q = _emit1(imp, "Round", [y], name + "_round")
+    qdt = y_zp.type.dtype if y_zp is not None else DType.U8
+    if y_zp is not None:
+        q = _emit1(imp, "Add", [q, _cast(imp, y_zp, f32, name + "_zpf")], name + "_zp")
+    info = np.iinfo(qdt.np)
+    lo, hi = imp.const(np.array(info.min, np.float32)), imp.const(np.array(info.max, np.float32))
+    q = _emit1(imp, "Clip", [q, lo, hi], name + "_sat")
+    return imp.emit("Cast", [q], {"to": qdt.onnx}, name, out_names)
 
 
 @converter("QLinearMatMul")
 def _qlinear_matmul(imp: Importer, name, n, inputs, attrs):
-    a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = inputs
-    acc = _int_matmul(imp, name, a, b, a_zp, b_zp)
-    y = _rescale(imp, name, acc, a_scale, b_scale, y_scale, DType.F32, acc.type.rank - 1)
-    return requantize(imp, y, y_scale, y_zp, y_zp.type.dtype, name, list(n.output))
+    a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = (_opt(inputs, i) for i in range(8))
+    acc = _emit1(imp, "MatMulInteger", [a, b, a_zp, b_zp], name + "_acc")
+    return _requantize_acc(imp, name, acc, a_scale, b_scale, y_scale, y_zp, acc.type.rank - 1, list(n.output))
 
 
 @converter("QLinearConv")
 def _qlinear_conv(imp: Importer, name, n, inputs, attrs):
-    x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp = inputs[:8]
-    bias = inputs[8] if len(inputs) > 8 else None
-    acc = _int_conv(imp, name, x, w, x_zp, w_zp, attrs)
-    if bias is not None:  # int32 bias in units of x_scale * w_scale
-        acc = _emit1(imp, "Add", [acc, _along(imp, _cast(imp, bias, DType.F64, name + "_bf"), acc, 1, 0, name + "_b")],
-                     name + "_bias")  # fmt: skip
-    y = _rescale(imp, name, acc, x_scale, w_scale, y_scale, DType.F64, 1)
-    return requantize(imp, y, y_scale, y_zp, y_zp.type.dtype, name, list(n.output))
+    x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, bias = (_opt(inputs, i) for i in range(9))
+    acc = _emit1(imp, "ConvInteger", [x, w, x_zp, w_zp], name + "_acc", dict(attrs))
+    if bias is not None:  # int32 bias in units of x_scale * w_scale: added exactly, in int32
+        acc = _emit1(imp, "Add", [acc, _along(imp, bias, acc, 1, 0, name + "_b")], name + "_bias")
+    return _requantize_acc(imp, name, acc, x_scale, w_scale, y_scale, y_zp, 1, list(n.output))

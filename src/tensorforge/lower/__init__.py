@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     norm,
     pool,
     pooling,
+    qgemm,
     reduce,
     resize,
     shape_ops,

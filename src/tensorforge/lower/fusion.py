@@ -165,7 +165,6 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
                            f"op, got {[body[i].op for i in anchors]}")  # fmt: skip
     at = anchors[0]
     anchor = body[at]
-    rule = R.KERNEL_RULES[anchor.op]
     prologue: dict = {}
     for n in body[:at]:  # prologue: composed into the kernel's input expressions
         _inline(b, n, prologue)
@@ -190,7 +189,7 @@ def _kernel(b: ProgramBuilder, node: Node, body: Sequence[Node]) -> None:
             return final(idx)
 
     view = b.output_view(out)
-    stmt = rule.fn(ctx, anchor, ins, [R.Sink(view, raw.dtype, epilogue)])
+    stmt = R.kernel_fn(anchor.op, b.target)(ctx, anchor, ins, [R.Sink(view, raw.dtype, epilogue)])
     if epilogue is not None and calls[0] == 0:
         raise CompileError(f"{node_context(b.g.name, anchor.name, anchor.op)}: the {anchor.op} kernel rule does not "
                            "write through its Sink, so it cannot take a fused epilogue")  # fmt: skip

@@ -26,6 +26,7 @@ from .kir import (
     Cmp,
     Const,
     Decl,
+    Dot,
     Expr,
     Fma,
     For,
@@ -40,6 +41,7 @@ from .kir import (
     Seq,
     Stmt,
     Store,
+    TileDot,
     Un,
     Var,
     children,
@@ -107,12 +109,18 @@ def format_node(e: Expr, ops: Sequence[str], names: _Names) -> str:
         return f"{'bitcast ' if type(e).__name__ == 'Bitcast' else ''}{e.dtype.short}({ops[0]})"
     if isinstance(e, Fma):
         return f"fma({ops[0]}, {ops[1]}, {ops[2]})"
+    if isinstance(e, Dot):
+        return f"dot{e.group}({ops[0]}, {ops[1]}, {ops[2]})"
+    if isinstance(e, TileDot):
+        return f"tile_dot({ops[0]}, &{ops[1]} rows {e.a_stride}, &{ops[2]} rows {e.b_stride})"
     if isinstance(e, Broadcast):
         return f"bcast<{e.lanes}>({ops[0]})"
     if isinstance(e, Ramp):
         return f"ramp<{e.lanes}>({ops[0]}, {e.stride})"
     if isinstance(e, HReduce):
         return f"hreduce_{e.op}({ops[0]})"
+    if hasattr(e, "format"):  # an extension node (e.g. lower/gpu_kir.py's Shfl)
+        return e.format(ops)
     return f"<{type(e).__name__}>"
 
 
@@ -226,6 +234,8 @@ def format_stmt(s: Stmt, indent: int, names: _Names, texts: _Texts | _KeyTexts) 
         return lines + [pad + "}"]
     if isinstance(s, Prefetch):
         return [*lines, f"{pad}prefetch {names.buf(s.buf)}[{t[0]}]"]
+    if hasattr(s, "format"):  # an extension statement (e.g. lower/gpu_kir.py's Barrier)
+        return [*lines, pad + s.format()]
     return [f"{pad}<{type(s).__name__}>"]
 
 

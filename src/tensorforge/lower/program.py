@@ -384,7 +384,7 @@ class ProgramBuilder:
                     view = self.output_view(v)
                     sinks.append(R.Sink(view, v.dtype))
                     self.env[v.id] = TExpr.from_view(view)
-                stmt = rule.fn(ctx, node, ins, sinks)
+                stmt = R.kernel_fn(op, self.target)(ctx, node, ins, sinks)
                 opdef = get_op(op)
                 flops = opdef.flops(node) if opdef.flops else 0
                 k = self.add_kernel([label], op, stmt, flops, node.name)

@@ -109,12 +109,13 @@ class FusionCaps:
     epilogue: bool = False
     prologue: bool = False
     epilogue_reads_tensors: bool = False
+    epilogue_casts: bool = False
 
     def __post_init__(self):
         # the pass builds kernel groups only around ops that take an epilogue: without it the other
         # flags would be declared and silently never used
-        if (self.prologue or self.epilogue_reads_tensors) and not self.epilogue:
-            raise ValueError("prologue and epilogue_reads_tensors need epilogue=True")
+        if (self.prologue or self.epilogue_reads_tensors or self.epilogue_casts) and not self.epilogue:
+            raise ValueError("prologue, epilogue_reads_tensors and epilogue_casts need epilogue=True")
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,8 @@ def view_rule(*ops: str):
     return deco
 
 
-def kernel_rule(*ops: str, epilogue: bool = False, prologue: bool = False, epilogue_reads_tensors: bool = False):
+def kernel_rule(*ops: str, epilogue: bool = False, prologue: bool = False, epilogue_reads_tensors: bool = False,
+                epilogue_casts: bool = False):  # fmt: skip
     """Register ``fn(ctx, node, ins, sinks) -> Stmt`` as the kernel rule of ``ops``. The rule gets its
     inputs as ``TExpr``s (a stored view or a computed expression: ``TExpr.view`` says which).
 
@@ -169,8 +171,11 @@ def kernel_rule(*ops: str, epilogue: bool = False, prologue: bool = False, epilo
       tensor (a residual add). Declare it where the rule stores its output in an order that reads such
       a tensor well (e.g. conv: contiguous pixel runs per channel); otherwise the pass keeps full-size
       operands computed elsewhere out of the epilogue.
+    * ``epilogue_casts`` (with ``epilogue``): the epilogue may change the dtype (an int32 accumulator
+      rescaled in float32 and requantized to uint8): the rule computes in ``Sink.dtype`` and never assumes
+      the stored view has that dtype (partial sums of a split K go to a workspace then).
     """
-    caps = FusionCaps(epilogue, prologue, epilogue_reads_tensors)
+    caps = FusionCaps(epilogue, prologue, epilogue_reads_tensors, epilogue_casts)
 
     def deco(fn):
         entry = KernelRule(fn, caps)
@@ -179,6 +184,31 @@ def kernel_rule(*ops: str, epilogue: bool = False, prologue: bool = False, epilo
         return fn
 
     return deco
+
+
+# Kernel rules of another kind of machine, chosen by the target description (``Target.schedules``): family ->
+# op -> rule, used instead of the op's own rule (``lower/gpu_gemm.py`` registers the GPU's). A family's rule
+# honours the fusion flags declared with the op's own rule (they do not depend on the target).
+SCHEDULE_RULES: dict[str, dict[str, KernelFn]] = {}
+
+
+def schedule_rule(family: str, *ops: str):
+    """Register ``fn(ctx, node, ins, sinks) -> Stmt`` as the rule of ``ops`` on targets of schedule ``family``."""
+
+    def deco(fn):
+        for op in ops:
+            if op not in KERNEL_RULES:
+                raise ValueError(f"{family} schedule for {op}, which has no kernel rule of its own")
+            SCHEDULE_RULES.setdefault(family, {})[op] = fn
+        return fn
+
+    return deco
+
+
+def kernel_fn(op: str, target: Target) -> KernelFn:
+    """The kernel rule of ``op`` for ``target``: its schedule family's, else the op's own."""
+    fn = SCHEDULE_RULES.get(target.schedules, {}).get(op)
+    return fn if fn is not None else KERNEL_RULES[op].fn
 
 
 def kernel_caps(op: str) -> FusionCaps | None:

@@ -15,6 +15,7 @@ from . import (  # noqa: F401
     nn,
     norm,
     pooling,
+    quant,
     reduce,
     resize,
     shape,

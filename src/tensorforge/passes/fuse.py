@@ -180,9 +180,10 @@ class _Fuser:
         out = n.outputs[0]
         mine = [v for v in n.inputs if v is not None and self.group_of(v) is grp]
         if grp.kind == "kernel":
-            if not (self.is_elementwise(n) and tuple(out.shape) == grp.shape and out.dtype == grp.dtype):
-                return False
             caps = next(c for m in grp.nodes if (c := kernel_caps(m.op)) is not None)
+            if not (self.is_elementwise(n) and tuple(out.shape) == grp.shape
+                    and (out.dtype == grp.dtype or caps.epilogue_casts)):  # fmt: skip
+                return False
             return caps.epilogue_reads_tensors or not any(
                 v is not None and not v.is_const and self.group_of(v) is not grp and _numel(v) == _numel(out)
                 for v in n.inputs

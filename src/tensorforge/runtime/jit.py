@@ -15,6 +15,7 @@ import threading
 
 import llvmlite.binding as llvm
 
+from ..codegen.amx import request_amx
 from ..codegen.emit import compile_object, target_machine, unpack_objects
 from ..codegen.targets import Target, host
 from ..codegen.threadpool import pool_ir
@@ -96,6 +97,9 @@ class NativeCode:
     def __init__(self, obj: bytes, target: Target, _runtime: bool = False):
         if not target.is_host:
             raise CompileError(f"code for target {target.name} cannot run in this process (host only)")
+        if target.has_feature("amx-tile") and not request_amx():
+            raise CompileError(f"code for target {target.name} uses AMX, which this process may not use "
+                               "(arch_prctl refused the tile state); recompile for the host")  # fmt: skip
         if not _runtime:
             load_runtime_libraries()
         first, *more = unpack_objects(obj)  # a program built in parts is one object per part

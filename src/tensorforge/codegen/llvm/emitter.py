@@ -8,6 +8,7 @@ conversions (``convert.py``) and the scalar ops (``scalar_ops.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,13 @@ from .scalar_ops import emit_fma, emit_hreduce, emit_scalar_op
 
 if TYPE_CHECKING:
     from .module import ModuleBuilder
+
+
+# Target vocabularies beyond the built-in nodes (codegen/ptx.py registers the GPU's): statement hooks are
+# tried first and return True when they emitted the statement; expression and buffer hooks are found by class.
+STMT_HOOKS: list[Callable[[Emitter, Stmt], bool]] = []
+EXPR_HOOKS: dict[type, Callable[[Emitter, Expr], ir.Value]] = {}
+BUF_HOOKS: dict[type, Callable[[Emitter, Buffer], ir.Value]] = {}
 
 
 @dataclass
@@ -100,6 +108,8 @@ class Emitter:
 
     def buf_ptr(self, buf: Buffer) -> ir.Value:
         p = self.s.bufs.get(id(buf))
+        if p is None and type(buf) in BUF_HOOKS:
+            p = self.s.bufs[id(buf)] = BUF_HOOKS[type(buf)](self, buf)
         if p is None:
             # a buffer that is not a parameter: scratch memory on this function's stack
             p = self.alloca(memty(buf.dtype), buf.name, count=max(buf.numel, 1), align=64)
@@ -131,6 +141,8 @@ class Emitter:
             self._invalidate(buf=s.buf)
 
     def _stmt(self, s: Stmt) -> None:
+        if STMT_HOOKS and any(hook(self, s) for hook in STMT_HOOKS):
+            return
         if isinstance(s, Seq):
             for x in s.body:
                 self.stmt(x)
@@ -236,6 +248,9 @@ class Emitter:
     def _leaf(self, e: Expr) -> ir.Value:
         """Variables, and the nodes that emit their operands themselves (loads, ramps)."""
         b = self.b
+        hook = EXPR_HOOKS.get(type(e))
+        if hook is not None:
+            return hook(self, e)
         if isinstance(e, loops.GpuTid):
             return loops.gpu_tid(self)
         if isinstance(e, Var):

@@ -9,6 +9,7 @@ from ...ir.dtype import DType
 PTR = ir.PointerType()
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
+I16 = ir.IntType(16)
 I32 = ir.IntType(32)
 I64 = ir.IntType(64)
 VOID = ir.VoidType()

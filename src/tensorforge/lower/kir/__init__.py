@@ -2,7 +2,8 @@
 
 A kernel is a statement tree over flat buffers:
 
-* expressions: ``Const``, ``Var``, ``Load``, ``Bin``, ``Un``, ``Cmp``, ``Select``, ``Cast``, ``Fma``,
+* expressions: ``Const``, ``Var``, ``Load``, ``Bin``, ``Un``, ``Cmp``, ``Select``, ``Cast``, ``Fma``, the integer
+  dot-accumulates ``Dot`` (VNNI-style) and ``TileDot`` (AMX),
   and the explicit-vector forms ``Broadcast``, ``Ramp`` and ``HReduce``;
 * statements: ``For`` (kind serial / parallel / vector / unroll), ``Store``, ``Decl`` / ``Assign`` of
   local variables, ``If`` and ``Seq``.
@@ -30,6 +31,7 @@ from .nodes import (
     Cmp,
     Const,
     Decl,
+    Dot,
     Expr,
     Fma,
     For,
@@ -44,6 +46,7 @@ from .nodes import (
     Seq,
     Stmt,
     Store,
+    TileDot,
     Un,
     Var,
 )
@@ -78,6 +81,7 @@ __all__ = [
     "Cmp",
     "Const",
     "Decl",
+    "Dot",
     "Expr",
     "Fma",
     "For",
@@ -94,6 +98,7 @@ __all__ = [
     "Seq",
     "Stmt",
     "Store",
+    "TileDot",
     "Un",
     "Var",
     "as_expr",

@@ -209,6 +209,66 @@ class Fma(Expr):
 
 
 @dataclass(frozen=True, eq=False, slots=True)
+class Dot(Expr):
+    """Integer dot-accumulate (VNNI ``vpdpbusd``, ``vpmaddwd``, AArch64 ``sdot``): lane ``i`` of the result is
+    ``acc[i] + sum_{j<G} a[G*i + j] * b[G*i + j]``, the products exact and widened to ``acc``'s dtype, with
+    ``G = max(a.lanes, b.lanes) // acc.lanes`` (each operand's signedness from its dtype). An operand of ``G``
+    lanes is one group, the same for every lane (the broadcast operand of a micro-kernel)."""
+
+    acc: Expr
+    a: Expr
+    b: Expr
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
+
+    def __post_init__(self):
+        _set(self, dtype=self.acc.dtype, lanes=self.acc.lanes)
+
+    @property
+    def group(self) -> int:
+        return max(self.a.lanes, self.b.lanes) // self.acc.lanes
+
+    @staticmethod
+    def numpy(acc, a, b):
+        """The reference semantics on numpy arrays (``acc`` [L], ``a``/``b`` [G*L] or [G])."""
+        import numpy as np
+
+        L = len(acc)
+        G = max(len(a), len(b)) // L
+        a2 = np.broadcast_to(np.asarray(a, np.int64).reshape(-1, G), (L, G))
+        b2 = np.broadcast_to(np.asarray(b, np.int64).reshape(-1, G), (L, G))
+        return (np.asarray(acc, np.int64) + (a2 * b2).sum(axis=1)).astype(np.asarray(acc).dtype)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class TileDot(Expr):
+    """AMX tile multiply-accumulate: ``acc`` is a 16x16 int32 tile (as 256 lanes, row-major) plus
+    ``A[16 x 64 bytes] @ B``, A's rows at ``a`` (a scalar Load naming the first byte) ``a_stride`` elements
+    apart, B's 16 rows of 16 columns x 4 bytes (k-groups of 4 per column, VNNI layout) at ``b``, ``b_stride``
+    apart: ``out[m][n] = acc[m][n] + sum_k A[m][k] * B[k//4][n][k%4]`` (``tdpb{s,u}{s,u}d`` by the operands'
+    signedness)."""
+
+    acc: Expr
+    a: Load
+    b: Load
+    a_stride: int
+    b_stride: int
+    dtype: DType = field(init=False)
+    lanes: int = field(init=False)
+
+    def __post_init__(self):
+        _set(self, dtype=self.acc.dtype, lanes=self.acc.lanes)
+
+    @staticmethod
+    def numpy(acc, a_tile, b_tile):
+        """acc [16, 16] + a_tile [16, 64] @ b_tile [16, 16, 4] (read as [64, 16]) in exact integers."""
+        import numpy as np
+
+        b = np.asarray(b_tile, np.int64).transpose(0, 2, 1).reshape(64, 16)
+        return (np.asarray(acc, np.int64) + np.asarray(a_tile, np.int64) @ b).astype(np.asarray(acc).dtype)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
 class Broadcast(Expr):
     a: Expr
     lanes: int

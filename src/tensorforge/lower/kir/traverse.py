@@ -21,6 +21,7 @@ from .nodes import (
     Cmp,
     Const,
     Decl,
+    Dot,
     Expr,
     Fma,
     For,
@@ -33,6 +34,7 @@ from .nodes import (
     Seq,
     Stmt,
     Store,
+    TileDot,
     Un,
     Var,
 )
@@ -49,6 +51,8 @@ def children(e: Expr) -> tuple[Expr, ...]:
 
 
 def _operands_of(cls: type) -> Callable[[Expr], tuple[Expr, ...]]:
+    if hasattr(cls, "operands"):  # an extension node (e.g. lower/gpu_kir.py's Shfl) lists its own
+        return cls.operands
     if issubclass(cls, Load):
         return lambda e: (e.index,) if e.mask is None else (e.index, e.mask)
     if issubclass(cls, Bin | Cmp):
@@ -59,6 +63,8 @@ def _operands_of(cls: type) -> Callable[[Expr], tuple[Expr, ...]]:
         return lambda e: (e.cond, e.a, e.b)
     if issubclass(cls, Fma):
         return lambda e: (e.a, e.b, e.c)
+    if issubclass(cls, Dot | TileDot):
+        return lambda e: (e.acc, e.a, e.b)
     if issubclass(cls, Ramp):
         return lambda e: (e.base,)
     return lambda e: ()
@@ -118,6 +124,8 @@ def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
     """``e`` with its operands (``children(e)``) replaced by ``kids``: ``e`` itself when none changed."""
     if all(k is c for k, c in zip(kids, children(e))):
         return e
+    if hasattr(e, "with_operands"):  # an extension node
+        return e.with_operands(kids)
     if isinstance(e, Load):
         return Load(e.buf, kids[0], e.lanes, kids[1] if len(kids) > 1 else None)
     if isinstance(e, Bin):
@@ -133,6 +141,10 @@ def rebuild(e: Expr, kids: tuple[Expr, ...]) -> Expr:
         return type(e)(kids[0], e.dtype)
     if isinstance(e, Fma):
         return Fma(*kids)
+    if isinstance(e, Dot):
+        return Dot(*kids)
+    if isinstance(e, TileDot):
+        return TileDot(*kids, e.a_stride, e.b_stride)
     if isinstance(e, Broadcast):
         return Broadcast(kids[0], e.lanes)
     if isinstance(e, Ramp):
@@ -175,6 +187,8 @@ def stmt_exprs(s: Stmt) -> Iterator[Expr]:
         yield s.cond
     elif isinstance(s, Prefetch):
         yield s.index
+    elif hasattr(s, "exprs"):  # an extension statement (e.g. lower/gpu_kir.py's Barrier)
+        yield from s.exprs()
 
 
 def sub_stmts(s: Stmt) -> tuple[Stmt, ...]:
@@ -226,6 +240,8 @@ def map_stmt(s: Stmt, fe: Callable[[Expr], Expr], fb: Callable[[Buffer], Buffer]
         return If(fe(s.cond), m(s.then), None if s.orelse is None else m(s.orelse))
     if isinstance(s, Prefetch):
         return Prefetch(fb(s.buf), fe(s.index))
+    if hasattr(s, "map_exprs"):  # an extension statement
+        return s.map_exprs(fe, fb, m)
     raise TypeError(f"map_stmt: unknown statement {type(s).__name__}")
 
 
