@@ -32,6 +32,7 @@ from .runtime.dynamic import DynamicModel  # noqa: E402
 from .runtime.executable import Executable  # noqa: E402
 from .runtime.model import CompiledModel  # noqa: E402
 from .train import optim  # noqa: E402
+from .train.prune_finetune import prune  # noqa: E402
 from .train.step import TrainingStep, training_step  # noqa: E402
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "grad",
     "load",
     "optim",
+    "prune",
     "torch_backend",
     "training_step",
     "tune",

@@ -23,6 +23,7 @@ import traceback
 from .. import __version__
 from ..errors import TensorforgeError
 from . import build, run, train  # noqa: F401  (register their commands)
+from . import prune as _prune  # noqa: F401  (registers tensorforge prune)
 from .common import ARGS, COMMANDS, command
 
 ORDER = ["compile", "run", "asm", "info", "graph", "demo", "export", "bench", "train", "export-train", "profile"]

@@ -20,6 +20,7 @@ from . import (  # noqa: F401
     resize,
     shape_ops,
     sort,
+    sparse_gemm,
     text,
 )
 from .kir import Kernel

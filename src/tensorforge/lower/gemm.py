@@ -342,9 +342,18 @@ def _broadcast_c_index(out_idx: Sequence[Expr], c_shape: Sequence[int]) -> list[
     return [Const(0) if d == 1 else out_idx[pad + i] for i, d in enumerate(c_shape)]
 
 
+# Other kernels for special operands (lower/sparse_gemm.py: a sparse constant B), tried in order before the dense
+# one with lower_matmul's arguments: each returns its statement, or None where it does not apply.
+MATMUL_VARIANTS: list[Callable[..., Stmt | None]] = []
+
+
 def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = False, trans_b: bool = False,
                  alpha: float = 1.0, c: TExpr | None = None, beta: float = 1.0) -> Stmt:  # fmt: skip
     """``sink = alpha * op(a) @ op(b) + beta * c`` for 2-D or batched (numpy-broadcast) operands."""
+    for variant in MATMUL_VARIANTS:
+        stmt = variant(ctx, a, b, sink, trans_a, trans_b, alpha, c, beta)
+        if stmt is not None:
+            return stmt
     dt = sink.dtype
     cdt = dt.compute
     a_shape, b_shape = list(a.shape), list(b.shape)
