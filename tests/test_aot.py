@@ -5,6 +5,7 @@ sessions on separate threads; weights files; errors as status codes and messages
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -340,3 +341,50 @@ def test_c_strings_cannot_escape():
         assert lit[0] == lit[-1] == '"' and '"' not in body and "?" not in body and "\n" not in body
         assert all(c.isalnum() or c in " _.,:;()[]{}<>=+-*/'#!|~^&@$\\" for c in body)
     assert unique_idents(["a-b", "a.b", "a_b", "1x", ""]) == ["A_B", "A_B_2", "A_B_3", "_1X", "_"]
+
+
+def _int8_cnn(rng):
+    """QuantizeLinear -> QLinearConv -> DequantizeLinear: float in and out, an int8 convolution inside."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = rng.integers(-127, 128, (16, 8, 3, 3)).astype(np.int8)
+    inits = [numpy_helper.from_array(a, n) for n, a in [
+        ("xs", np.array(0.05, np.float32)), ("xz", np.array(120, np.uint8)), ("w", w),
+        ("ws", (rng.random(16) * 0.01 + 0.001).astype(np.float32)), ("wz", np.zeros(16, np.int8)),
+        ("ys", np.array(0.2, np.float32)), ("yz", np.array(7, np.uint8))]]  # fmt: skip
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["yq"], pads=[1] * 4),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]  # fmt: skip
+    g = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 16, 12, 12])], inits)  # fmt: skip
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+
+
+@pytest.mark.parametrize("target", ["host", "x86_64-avx512vnni", "x86_64"])
+def test_int8_model_exports(target, tmp_path, rng):
+    """An int8 model exports like any other (its integer kernels for the target's ISA); where the code uses AMX
+    tiles, the session asks Linux for the tile state before running it."""
+    from tensorforge.cli import main
+    from tensorforge.codegen.targets import get_target, host
+
+    if target != "host" and not {"+avx512vnni", "+avx512bw", "+avx2"} <= set(host().features.split(",")):
+        pytest.skip("this CPU cannot run the AVX-512 VNNI and AVX2 exports")
+    model = _int8_cnn(rng)
+    path = tmp_path / "q.onnx"
+    path.write_bytes(model.SerializeToString())
+    out = tmp_path / "lib"
+    args = ["export", str(path), "-o", str(out), "--name", "q8"] + ([] if target == "host" else ["--target", target])
+    assert main(args) == 0
+    t = host() if target == "host" else get_target(target)
+    asm = (out / "q8.s").read_text()
+    mnemonic = {"amx": r"tdpb[su][su]d", "vnni512": "vpdpbusd", "vnni256": "vpdpbusd", "avx2": "vpmaddwd"}[t.int8_isa]
+    assert re.search(rf"\b{mnemonic}\b", asm), mnemonic
+    assert ("ldtilecfg" in asm) == (t.int8_isa == "amx")
+    x = rng.standard_normal((2, 8, 12, 12)).astype(np.float32)
+    want = tfg.compile(model)(x)
+    got = tfg.load(str(out))(x)
+    # every ISA path computes the same integers; the float epilogue is the same code
+    np.testing.assert_array_equal(got, want)
+    build_example(out)
+    (g,) = run_example(out, [x])
+    np.testing.assert_array_equal(g, want)

@@ -97,9 +97,13 @@ def add_library_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="model", type=c_name,
                    help="library name, a C identifier: writes lib<NAME>.so/.a and <NAME>.h, and every exported "
                         "symbol starts with <NAME>_ (default: model)")  # fmt: skip
-    p.add_argument("--target", default="host", choices=["host", "x86_64", "x86_64-avx512", "aarch64"],
-                   help="host (default: this CPU's ISA), x86_64 / x86_64-avx512 for a portable x86 build, or "
-                        "aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make cross-tools`)")  # fmt: skip
+    p.add_argument("--target", default="host",
+                   choices=["host", "x86_64", "x86_64-avx512", "x86_64-avx512vnni", "x86_64-avxvnni", "x86_64-amx",
+                            "aarch64"],
+                   help="host (default: this CPU's ISA); x86_64 (AVX2) / x86_64-avx512 for a portable x86 build, "
+                        "x86_64-avx512vnni / x86_64-avxvnni / x86_64-amx for the int8 (and bf16) instructions of "
+                        "newer x86 CPUs; or aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make "
+                        "cross-tools`)")  # fmt: skip
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:

@@ -215,10 +215,13 @@ class Int8Gemm:
     corr: Corrections
     order: str = "mp"  # tile order: "mp" (block rows outer) or "pm"
     row_stride: int = 0  # elements between rows of A (default Kp)
+    MR: int = 0  # the block the kernel steps by (emit_int8_gemm sets it from the plan)
+    NR: int = 0
 
 
 def emit_int8_gemm(ctx: LowerCtx, plan: Int8Plan, g: Int8Gemm, parallel: bool) -> Stmt:
     MR, NR = plan.MR, plan.NR
+    g.MR, g.NR = MR, NR
     mt_n, np_n = -(-g.M // MR), -(-g.N // NR)
     t = Var("tile")
     mt, p = Var("mt"), Var("p")
@@ -290,15 +293,18 @@ def _amx_block(plan: Int8Plan, g: Int8Gemm, mt: Var, p: Var) -> Stmt:
 def _tile_epilogue(g: Int8Gemm, tile: Buffer, m0: Expr, n0: Expr, R: int, C: int, base: int, W: int) -> Stmt:
     """Store the ``R x C`` block of ``tile`` at ``base`` (row-major) for its valid rows and columns."""
     ii, jj = Var("ii"), Var("jj")
-    mvalid = K.minimum(Const(R), binop("sub", Const(g.M), m0)) if g.M % R or g.M < R else Const(R)
-    nvalid = K.minimum(Const(C), binop("sub", Const(g.N), n0)) if g.N % C or g.N < C else Const(C)
+    # a block may end past M (N) unless the padded extent equals it: the padding is MR (NR) for a register
+    # tile, but a 16x16 AMX sub-tile of a 32x32 block can start past the edge as well
+    m_edge, n_edge = _ceil(g.M, g.MR or R) != g.M, _ceil(g.N, g.NR or C) != g.N
+    mvalid = K.minimum(Const(R), binop("sub", Const(g.M), m0)) if m_edge else Const(R)
+    nvalid = K.minimum(Const(C), binop("sub", Const(g.N), n0)) if n_edge else Const(C)
     m, n = binop("add", m0, ii), binop("add", n0, jj)
     v = g.corr.apply(Load(tile, binop("add", Const(base), binop("add", binop("mul", ii, C), jj))), m, n)
     inner = For(jj, Const(0), nvalid, g.store(m, n, v), LoopKind.VECTOR, 1, W)
     stmt: Stmt = For(ii, Const(0), mvalid, inner)
-    if g.M % R or g.M < R:
+    if m_edge:
         stmt = If(K.cmp("lt", m0, Const(g.M)), stmt)
-    if g.N % C or g.N < C:
+    if n_edge:
         stmt = If(K.cmp("lt", n0, Const(g.N)), stmt)
     return stmt
 

@@ -41,6 +41,7 @@ from .capi import (
     check_prefix,
     header_text,
     inference_source,  # fmt: skip
+    uses_amx,
 )
 
 MANIFEST_FORMAT = "tensorforge-export"
@@ -174,9 +175,10 @@ def export_library(artifact: Artifact, out_dir: str, lib_name: str = "model", cc
         raise CompileError("export of GPU targets is not supported yet; use `tensorforge asm --target nvptx-sm90`")
     tc = Toolchain.for_target(target, cc)
     spec = LibrarySpec.of(artifact.program, prefix, target, embedded=weights == "embedded")
+    objects, asm = library_objects(artifact)
+    spec.amx = uses_amx(asm)
     c_source = inference_source(spec)
     header = header_text(spec, INFERENCE_DECLS.format(p=prefix, P=prefix.upper()))
-    objects, asm = library_objects(artifact)
     tm = target_machine(target, jit=False)
     objects["pool.o"] = emit_object(parse_and_optimize(pool_ir(target, jit=False), tm, opt=2), tm)
     extra = {f"{prefix}.s": asm, "example.c": example_source(prefix), "Makefile": makefile(prefix, tc.cc, tc.cross),

@@ -39,7 +39,18 @@ from .aot import Toolchain, _write_export, library_objects, manifest
 from .aot_train_c import TRAINING_SOURCE
 from .aot_train_files import train_example_source, train_makefile, train_readme
 from .artifact import Artifact
-from .capi import ALIGN, LibrarySpec, Tensor, Weights, _ints, c_string, check_prefix, common_source, header_text
+from .capi import (
+    ALIGN,
+    LibrarySpec,
+    Tensor,
+    Weights,
+    _ints,
+    c_string,
+    check_prefix,
+    common_source,
+    header_text,
+    uses_amx,  # fmt: skip
+)
 
 STATE_MAGIC = b"TFTSTATE"
 STATE_VERSION = 1
@@ -224,8 +235,6 @@ def export_training(train: Artifact, predict: Artifact, spec: TrainingSpec, out_
                       max(tp.arena_bytes, pp.arena_bytes), pp.status_offset, formats, base, count, True)  # fmt: skip
     t_const_offsets = w.offsets[n_p + n_po : n_p + n_po + n_t]
     state_init = w.offsets[n_p + n_po + n_t :]
-    c_source = common_source(lib) + training_source(lib, spec, lay, t_const_offsets, state_init)
-    header = training_header(lib, spec, lay)
     objects, p_asm = library_objects(predict)  # the forward pass, as `tensorforge export` builds a model
     tm = target_machine(target, jit=False)
     tmod = _apart(train.llvm_ir, tm)  # one module (its parts linked): renamed apart as a whole
@@ -233,6 +242,9 @@ def export_training(train: Artifact, predict: Artifact, spec: TrainingSpec, out_
     objects["pool.o"] = emit_object(parse_and_optimize(pool_ir(target, jit=False), tm, opt=2), tm)
     asm = (f"# {prefix}.s: the training step (symbols {TRAIN_PREFIX}*)\n" + emit_assembly(tmod, tm)
            + f"\n# the forward pass ({prefix}_predict)\n" + p_asm)  # fmt: skip
+    lib.amx = uses_amx(asm)
+    c_source = common_source(lib) + training_source(lib, spec, lay, t_const_offsets, state_init)
+    header = training_header(lib, spec, lay)
     info = manifest(lib, "training", "embedded")
     info["training"] = {"batch_size": spec.batch, "loss": spec.loss, "optimizer": spec.optimizer,
                         "learning_rate": spec.lr, "classes": spec.classes, "data": spec.data,

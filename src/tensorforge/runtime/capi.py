@@ -46,7 +46,8 @@ STATUS = {"OK": (0, "success"),
 
 # x86 features the code may use that GCC's __builtin_cpu_supports can test (checked at session creation)
 _CPU_CHECKS = ["sse4.2", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd",
-               "avx512vnni", "avx512bf16", "avx512vbmi", "avx512ifma"]  # fmt: skip
+               "avx512vnni", "avx512bf16", "avx512vbmi", "avx512ifma", "avxvnni", "amx-tile", "amx-int8",
+               "amx-bf16"]  # fmt: skip
 
 _SAFE = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 _.,:;()[]{}<>=+-*/'#!|~^&@$")
 
@@ -82,6 +83,11 @@ def check_prefix(name: str) -> str:
         raise ValueError(f"library name {name!r} must be a C identifier (letters, digits, '_'; not starting with "
                          "a digit; at most 64 characters): it prefixes every symbol of the library")  # fmt: skip
     return name
+
+
+def uses_amx(asm: str) -> bool:
+    """Whether an assembly listing configures AMX tiles (every AMX function starts with ``ldtilecfg``)."""
+    return re.search(r"\bldtilecfg\b", asm) is not None
 
 
 def cpu_requirements(target: Target) -> list[str]:
@@ -148,6 +154,7 @@ class LibrarySpec:
     format_base: list[int] = field(default_factory=list)
     format_count: list[int] = field(default_factory=list)
     embedded: bool = True
+    amx: bool = False  # the code uses AMX tiles: a session asks Linux for the tile state first
 
     @classmethod
     def of(cls, program: Program, prefix: str, target: Target, embedded: bool = True) -> LibrarySpec:
@@ -200,6 +207,13 @@ def common_source(spec: LibrarySpec) -> str:
     )
     if reqs:
         cpu_check = "    __builtin_cpu_init();\n" + cpu_check
+    if spec.amx:  # Linux hands out the AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA)
+        cpu_check += (
+            "\n#if defined(__linux__)\n    { extern long syscall(long, ...);\n"
+            f"      if (syscall(158, 0x1023, 18) != 0) return tf_fail_text(err, {STATUS['ERROR_CPU'][0]}, "
+            '"the operating system refused this process the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM); '
+            'export the model for a target without AMX"); }\n#endif'
+        )
     statuses = "\n".join(f"    case {v}: return {c_string(text)};" for v, text in STATUS.values())
     return string.Template(_COMMON).substitute(
         p=p, P=p.upper(), model=c_string(spec.model), tables=tensor_tables(spec),
@@ -523,4 +537,4 @@ int {p}_run({p}_session *session, const void *const *inputs, void *const *output
 
 
 __all__ = ["API_VERSION", "LibrarySpec", "STATUS", "Weights", "c_ident", "c_string", "check_prefix",
-           "cpu_requirements", "header_text", "inference_source", "unique_idents"]  # fmt: skip
+           "cpu_requirements", "header_text", "uses_amx", "inference_source", "unique_idents"]  # fmt: skip
