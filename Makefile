@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 JOBS ?= auto
 FUZZ_MINUTES ?= 10
 
-.PHONY: setup cross-tools demo test test-all lint bench conformance fuzz clean
+.PHONY: setup cross-tools browser demo test test-all lint bench conformance fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,14 +21,18 @@ setup: $(STAMP)
 cross-tools:
 	@tools/install_cross.sh
 
+# chromium and chromium-driver for the explorer's browser tests (as root with apt; otherwise those tests skip)
+browser:
+	@tools/install_browser.sh
+
 demo: setup
 	$(BIN)/tensorforge demo
 
-test: setup cross-tools
+test: setup cross-tools browser
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/python -m pytest -n $(JOBS) -m "not slow" $(PYTEST_ARGS)
 
-test-all: setup cross-tools
+test-all: setup cross-tools browser
 	$(BIN)/python -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: setup

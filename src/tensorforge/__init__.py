@@ -12,6 +12,7 @@ from . import ops as _ops  # noqa: E402,F401  (registers ops)
 from .autodiff import grad  # noqa: E402
 from .compiler import Options, TuningError, assembly, compile, load, tune  # noqa: E402
 from .compiler.tensorflow_api import from_tensorflow  # noqa: E402
+from .compiler.torch_aot import torch_report  # noqa: E402
 from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
 from .errors import (  # noqa: E402
     CompileError,
@@ -26,6 +27,7 @@ from .errors import (  # noqa: E402
     TrainingError,
     UnsupportedError,
 )
+from .explore import explore  # noqa: E402  (also adds CompiledModel.explore)
 from .ir import DType, Graph  # noqa: E402
 from .runtime.artifact import Artifact, ArtifactError  # noqa: E402
 from .runtime.dynamic import DynamicModel  # noqa: E402
@@ -59,6 +61,7 @@ __all__ = [
     "UnsupportedError",
     "assembly",
     "compile",
+    "explore",
     "from_tensorflow",
     "from_torch",
     "grad",
@@ -66,6 +69,7 @@ __all__ = [
     "optim",
     "prune",
     "torch_backend",
+    "torch_report",
     "training_step",
     "tune",
 ]

@@ -23,6 +23,7 @@ import traceback
 from .. import __version__
 from ..errors import TensorforgeError
 from . import build, run, train  # noqa: F401  (register their commands)
+from . import explore as _explore  # noqa: F401  (registers tensorforge explore)
 from . import prune as _prune  # noqa: F401  (registers tensorforge prune)
 from .common import ARGS, COMMANDS, command
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..frontends.tensorflow import to_onnx
+import numpy as np
+
+from ..frontends.tensorflow import is_tensorflow_model, to_onnx, to_onnx_trainable
+from ..train.step import STEP_KINDS, TrainingStep
 from .api import compile
 
 
@@ -21,4 +24,36 @@ def from_tensorflow(model, input_signature: Sequence | None = None, *, signature
     return compile(proto, name=compile_kw.pop("name", proto.graph.name), **compile_kw)
 
 
-__all__ = ["from_tensorflow"]
+class KerasTrainingStep(TrainingStep):
+    """A Keras 3 model's training step, compiled (``tfg.training_step(keras_model, ...)``): the model's
+    trainable variables are the step's parameters, named by their Keras paths (``sequential/dense/kernel``
+    -> ``sequential_dense_kernel``). ``write_back()`` puts the trained values into the Keras model with
+    ``set_weights``; ``fit`` below does so after training."""
+
+    def __init__(self, keras_model, loss: str = "cross_entropy", optimizer=None, **options):
+        proto, self.variables = to_onnx_trainable(keras_model)
+        options.setdefault("params", [n for n, _ in self.variables])
+        super().__init__(proto, loss, optimizer, **options)
+        self.keras_model = keras_model
+
+    def write_back(self) -> None:
+        """The trained parameters into the Keras model (``model.set_weights``, in its weight order)."""
+        params = self.parameters
+        by_var = {id(v): params[self.source_names.get(n, n)] for n, v in self.variables}
+        weights = [by_var.get(id(v), None) for v in self.keras_model.weights]
+        current = self.keras_model.get_weights()
+        self.keras_model.set_weights([np.asarray(w, c.dtype).reshape(c.shape) if w is not None else c
+                                      for w, c in zip(weights, current)])  # fmt: skip
+
+    def fit(self, x, y, epochs: int, batch_size: int, **kw):
+        """``train.trainer.fit`` on this step, then ``write_back``."""
+        from ..train.trainer import fit
+
+        h = fit(self, x, y, epochs, batch_size, **kw)
+        self.write_back()
+        return h
+
+
+STEP_KINDS.append((lambda m: is_tensorflow_model(m) and hasattr(m, "stateless_call"), KerasTrainingStep))
+
+__all__ = ["KerasTrainingStep", "from_tensorflow"]

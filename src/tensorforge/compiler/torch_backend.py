@@ -10,10 +10,7 @@ The module is captured with ``torch.export`` and imported from core ATen by ``fr
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
-
-import numpy as np
 
 from ..errors import TensorforgeError
 from ..frontends.torch import import_torch, to_onnx
@@ -55,23 +52,11 @@ def from_torch(module, example_inputs: Sequence | None = None, dynamic_shapes=No
 
 
 def torch_backend(gm, example_inputs):
-    """A ``torch.compile`` backend: compiles the captured FX graph with tensorforge.
+    """The ``torch.compile`` backend (``backend="tensorforge"`` by entry point, or ``backend=tfg.torch_backend``):
+    inference and training through AOTAutograd, every forward, backward and inference graph compiled by
+    tensorforge, what it cannot convert run eagerly (``tfg.torch_report()`` says what ran where); see
+    ``compiler/torch_aot.py``."""
+    from .torch_aot import aot_backend, attention_as_math
 
-    The returned callable converts tensors to numpy at the border and back; graphs that tensorforge cannot
-    compile fall back to PyTorch (eager) with a warning, so torch.compile never fails because of us.
-    """
-    torch = import_torch()
-    try:
-        compiled = from_torch(gm, tuple(example_inputs))
-    except TensorforgeError as e:
-        warnings.warn(f"tensorforge backend: falling back to eager PyTorch: {e}", stacklevel=2)
-        return gm.forward
-
-    def run(*args):
-        arrays = [a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a) for a in args]
-        out = compiled(*arrays)
-        outs = out if isinstance(out, tuple) else (out,)
-        # np.ascontiguousarray would make a 0-d output 1-d
-        return tuple(torch.from_numpy(o if o.flags.c_contiguous else o.copy()) for o in map(np.asarray, outs))
-
-    return run
+    with attention_as_math():
+        return aot_backend()(gm, example_inputs)

@@ -18,6 +18,8 @@ import os
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from ..errors import TensorforgeError
 
 OPSET = 18
@@ -58,8 +60,10 @@ def _signature(tf, model, input_signature):
     elif getattr(model, "inputs", None):  # a built Keras model
         specs = [tf.TensorSpec(t.shape, t.dtype) for t in model.inputs]
     else:
-        raise TensorforgeError(f"cannot tell the inputs of {type(model).__name__}: build the Keras model (call "
-                               "it once, or give it keras.Input layers) or pass input_signature=[tf.TensorSpec()]")
+        raise TensorforgeError(
+            f"cannot tell the inputs of {type(model).__name__}: build the Keras model (call "
+            "it once, or give it keras.Input layers) or pass input_signature=[tf.TensorSpec()]"
+        )
     names = [_ident(getattr(s, "name", None), "x" if len(specs) == 1 else f"input{i}") for i, s in enumerate(specs)]
     if getattr(model, "inputs", None) and input_signature is None:
         names = [_ident(getattr(t, "name", None), n) for t, n in zip(model.inputs, names)]
@@ -115,6 +119,62 @@ def to_onnx(model, input_signature: Sequence | None = None, opset: int = OPSET, 
     return proto
 
 
+def to_onnx_trainable(model, opset: int = OPSET):
+    """A Keras 3 model as ONNX for training: ``(proto, [(initializer name, keras variable)])``.
+
+    tf2onnx folds what it sees as constants (a zero bias disappears, batch norm goes into the convolution),
+    so the trainable variables are captured as arguments of the traced function instead (Keras 3's
+    ``stateless_call``), converted as graph inputs, and then turned into initializers holding their current
+    values: named parameters a training step can update and hand back (``set_weights``)."""
+    tf = import_tensorflow()
+    import onnx
+    import tf2onnx
+    from onnx import numpy_helper
+
+    if not hasattr(model, "stateless_call") or not getattr(model, "inputs", None):
+        raise TensorforgeError(f"training a TensorFlow model takes a built Keras 3 model, not {type(model).__name__}")
+    call, specs, names, outs = _signature(tf, model, None)
+    variables = list(model.trainable_variables)
+    fixed = list(model.non_trainable_variables)
+    taken = set(names)
+    wnames = []
+    for v in variables:
+        base = re.sub(r"[^\w.\-]", "_", str(getattr(v, "path", None) or v.name)) or "w"
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        wnames.append(name)
+    n = len(specs)
+    wspecs = [tf.TensorSpec(v.shape, v.dtype, name=w) for v, w in zip(variables, wnames)]
+
+    def stateless(*args):
+        xs = list(args[:n])
+        out, _ = model.stateless_call(list(args[n:]), [v.value for v in fixed], xs if n > 1 else xs[0],
+                                      training=False)  # fmt: skip
+        return out
+
+    fn = tf.function(stateless, input_signature=specs + wspecs)
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs + wspecs, opset=opset)
+    except Exception as e:
+        raise TensorforgeError(f"tf2onnx could not convert {type(model).__name__}: {type(e).__name__}: {e}") from e
+    _tidy(proto, names, outs)
+    g = proto.graph
+    present = {i.name for i in g.input}
+    missing = [w for w in wnames if w not in present]
+    if missing:
+        raise TensorforgeError(f"Keras model '{model.name}': variable(s) {missing} do not reach the output")
+    values = {w: numpy_helper.from_array(np.asarray(v.numpy()), w) for v, w in zip(variables, wnames)}
+    kept = [i for i in g.input if i.name not in values]
+    del g.input[:]
+    g.input.extend(kept)
+    g.initializer.extend(values.values())
+    g.name = str(getattr(model, "name", None) or type(model).__name__)
+    onnx.checker.check_model(proto)
+    return proto, list(zip(wnames, variables))
+
+
 def _tidy(proto, in_names: list[str], out_names: list[str] | None) -> None:
     """Symbolic leading dims named ``batch``; the model's output names (tf2onnx writes ``Identity:0``)."""
     g = proto.graph
@@ -138,4 +198,4 @@ def _tidy(proto, in_names: list[str], out_names: list[str] | None) -> None:
         o.name = rename.get(o.name, o.name)
 
 
-__all__ = ["import_tensorflow", "is_tensorflow_model", "to_onnx"]
+__all__ = ["import_tensorflow", "is_tensorflow_model", "to_onnx", "to_onnx_trainable"]

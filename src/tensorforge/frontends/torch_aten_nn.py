@@ -233,9 +233,13 @@ def _window(cx: Ctx, kernel_size, stride, padding) -> dict:
 @aten("max_pool2d_with_indices.default", "max_pool3d_with_indices.default")
 def _max_pool(cx: Ctx, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
     w = _window(cx, kernel_size, stride, padding)
-    out = cx.emit("MaxPool", x, dilations=_per_dim(dilation, len(w["kernel_shape"])),
-                  ceil_mode=int(bool(ceil_mode)), **w)  # fmt: skip
-    return [out, None]  # the indices (for max_unpool, training) are not computed
+    attrs = dict(dilations=_per_dim(dilation, len(w["kernel_shape"])), ceil_mode=int(bool(ceil_mode)), **w)
+    if 1 not in cx.used_outputs():
+        return [cx.emit("MaxPool", x, **attrs), None]
+    out, flat = cx.emit("MaxPoolWithIndices", x, n=2, **attrs)
+    # PyTorch's indices count within each (batch, channel) plane; the IR's over the whole tensor
+    plane = int(np.prod([int(d) for d in cx.meta(0).shape[2:]]))
+    return [out, cx.emit("Mod", flat, cx.const(plane, I64), fmod=0)]
 
 
 @aten("avg_pool1d.default", "avg_pool2d.default", "avg_pool3d.default")
@@ -307,7 +311,15 @@ def _ones(cx: Ctx, shape, value: float = 1.0) -> Value:
 def _layer_norm(cx: Ctx, x, normalized_shape, weight, bias, eps):
     scale = weight if weight is not None else _ones(cx, normalized_shape)
     y = cx.emit("LayerNormalization", x, scale, bias, axis=-len(normalized_shape), epsilon=float(eps))
-    return [y, None, None]  # mean and 1/std: only training's backward reads them
+    if not cx.used_outputs() & {1, 2}:
+        return [y, None, None]  # mean and 1/std: only training's backward reads them
+    dt = cx.out_dtype
+    axes = cx.ints(list(range(cx.rank(0) - len(normalized_shape), cx.rank(0))))
+    mean = cx.emit("ReduceMean", x, axes, keepdims=1)
+    dev = cx.emit("Sub", x, mean)
+    var = cx.emit("ReduceMean", cx.emit("Mul", dev, dev), axes, keepdims=1)
+    rstd = cx.emit("Reciprocal", cx.emit("Sqrt", cx.emit("Add", var, cx.const(eps, dt))))
+    return [y, mean, rstd]
 
 
 @aten("_native_batch_norm_legit_no_training.default")

@@ -241,6 +241,16 @@ class TorchImporter:
         self.node_names: set[str] = set()
         self.dtypes: dict[int, DType] = {}
         self.symbols: dict[str, str] = {}
+        self.vals: dict[Any, Any] | None = None  # traced values per FX node, when not the nodes' own meta
+
+    def val(self, node):
+        """What PyTorch traced for an FX node (a FakeTensor, a SymInt, ...)."""
+        if self.vals is not None and node in self.vals:
+            return self.vals[node]
+        return node.meta.get("val")
+
+    def fx_nodes(self):
+        return self.ep.graph.nodes
 
     # -- names and values ---------------------------------------------------------------------------
     def fresh(self, base: str, taken: set[str] | None = None) -> str:
@@ -296,7 +306,7 @@ class TorchImporter:
     # -- the program --------------------------------------------------------------------------------
     def check_supported(self) -> None:
         problems = []
-        for node in self.ep.graph.nodes:
+        for node in self.fx_nodes():
             if node.op == "call_function" and op_name(node.target) not in ATEN:
                 problems.append(f"node '{node.name}' ({op_name(node.target)}): ATen op {op_name(node.target)} "
                                 f"is not supported; at {source_of(node)}")  # fmt: skip
@@ -337,7 +347,7 @@ class TorchImporter:
         if spec is None:
             raise ModelLoadError(f"model '{self.name}': placeholder {node.name!r} is not in the graph signature")
         kind = spec.kind.name
-        val = node.meta.get("val")
+        val = self.val(node)
         if kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
             t = self.ep.state_dict.get(spec.target)
             if t is None:
@@ -385,7 +395,7 @@ class TorchImporter:
         self._bind(node, out)
 
     def _bind(self, node, out) -> None:
-        val = node.meta.get("val")
+        val = self.val(node)
         self.env[node] = out
         outs = out if isinstance(out, list | tuple) else [out]
         vals = val if isinstance(val, list | tuple) else [val]
@@ -443,11 +453,11 @@ def _map_args(a, env):
     return a
 
 
-def _meta(a):
+def _meta(a, imp=None):
     if hasattr(a, "meta"):
-        return a.meta.get("val")
+        return imp.val(a) if imp is not None else a.meta.get("val")
     if isinstance(a, list | tuple):
-        return type(a)(_meta(x) for x in a)
+        return type(a)(_meta(x, imp) for x in a)
     return a
 
 
@@ -461,7 +471,7 @@ class Ctx:
 
     @property
     def out(self):
-        return self.node.meta.get("val")
+        return self.imp.val(self.node)
 
     @property
     def out_dtype(self) -> DType:
@@ -471,7 +481,11 @@ class Ctx:
 
     def meta(self, i: int):
         """The traced value (FakeTensor, SymInt, ...) of positional argument ``i``."""
-        return _meta(self.node.args[i])
+        return _meta(self.node.args[i], self.imp)
+
+    def used_outputs(self) -> set[int]:
+        """Which results of a multi-result op some node reads (``getitem`` users)."""
+        return {u.args[1] for u in self.node.users if op_name(u.target) == "operator.getitem"}
 
     def rank(self, i: int) -> int:
         return len(self.meta(i).shape)
@@ -505,7 +519,7 @@ class Ctx:
         return self.cast(x, dtype) if isinstance(x, Value) else self.const(x, dtype)
 
 
-from . import torch_aten_nn, torch_aten_ops  # noqa: E402, F401  (register the converters)
+from . import torch_aten_grad, torch_aten_nn, torch_aten_ops  # noqa: E402, F401  (register the converters)
 
 
 def import_exported(ep, name: str = "model", input_names: Sequence[str] | None = None,

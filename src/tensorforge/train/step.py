@@ -287,6 +287,18 @@ class TrainingStep:
             self.steps += repeat + 2
         return format_profile(rows, total, v.prog.num_threads)
 
+    def profile_rows(self, x, y, repeat: int = 20):
+        """The step's per-kernel medians on this batch as (executable, KernelTime rows, median total seconds), for
+        the explorer (``TrainingStep.explore``, added by ``explore/api.py``); it trains on the batch ``repeat`` + 2
+        times, like ``profile``. Waits for the optimized build first."""
+        v, xs, y = self._batch(x, y)
+        v.prog.wait()
+        with self._lock:
+            self._bind(v, xs, y)
+            rows, total = v.prog.profile_kernels(None, repeat)
+            self.steps += repeat + 2
+        return v.prog, rows, total
+
     # -- using the trained model -------------------------------------------------------------------------
     def predict(self, x):
         """The model's outputs on ``x`` with the current parameters (batch norm uses running statistics)."""
@@ -488,6 +500,14 @@ def _demote_unused(g: Graph, params: list[str], initial: dict, output: int, leni
     return graph, {k: a for k, a in initial.items() if k not in names}, names
 
 
+# (accepts(model) -> bool, TrainingStep subclass) for models that are not ONNX: registered by the frontends'
+# compiler modules (compiler/tensorflow_api.py: Keras models), so train/ imports none of them
+STEP_KINDS: list[tuple] = []
+
+
 def training_step(model, loss: str = "cross_entropy", optimizer: Optimizer | None = None, **options) -> TrainingStep:
     """Compile ``model``'s training step (see ``TrainingStep`` for the options)."""
+    for accepts, kind in STEP_KINDS:
+        if accepts(model):
+            return kind(model, loss, optimizer, **options)
     return TrainingStep(model, loss, optimizer, **options)
