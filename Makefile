@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 JOBS ?= auto
 FUZZ_MINUTES ?= 10
 
-.PHONY: setup cross-tools browser demo test test-all lint bench conformance fuzz clean
+.PHONY: setup cross-tools browser demo test test-all lint bench bench-gpu conformance fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: setup
 bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	OMP_WAIT_POLICY=PASSIVE env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/run_all.py $(BENCH)
+
+# tensorforge vs PyTorch CUDA (eager, torch.compile) on MLP, ResNet-50, BERT and fp32 GEMMs: needs an NVIDIA GPU
+# (says so and fails without one). tools/gpu_check.sh runs the GPU tests and this, with a summary table.
+bench-gpu: setup
+	$(BIN)/python benchmarks/bench_gpu.py $(BENCH_GPU_ARGS)
 
 fuzz: setup
 	$(BIN)/python tools/fuzz.py --minutes $(FUZZ_MINUTES)

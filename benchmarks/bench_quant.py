@@ -35,6 +35,7 @@ def _cached(name: str, make) -> onnx.ModelProto:
 
 def _resnet50_qdq() -> tuple[onnx.ModelProto, onnx.ModelProto]:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
     from torch_models import resnet50
 
     f32 = _cached("resnet50", resnet50)

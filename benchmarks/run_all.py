@@ -27,6 +27,7 @@ sys.path.insert(0, HERE)
 SUITES = ["bench_mlp", "bench_train", "bench_opt", "bench_gemm", "bench_int8", "bench_quant", "bench_conv",
           "bench_models"]
 SUITES += ["bench_prune"]  # sparse GEMM by density; digits MLP dense, 80% sparse, channel-pruned
+SUITES += ["bench_bf16"]  # precision="bf16": bf16 GEMM vs fp32, ResNet-50 bf16 vs fp32
 SUITES += ["bench_explore"]  # one explorer report per model of bench_models (docs/explorer/)
 
 

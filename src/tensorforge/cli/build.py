@@ -29,9 +29,13 @@ def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
     from ..codegen.targets import get_target
     from ..compiler import Options, build_artifact
     from ..compiler.api import tuning_lowering
+    from ..compiler.gpu import cuda_target, is_cuda
 
-    target = get_target(getattr(args, "target", None))
+    name = getattr(args, "target", None)
+    target = cuda_target(int(name.partition(":")[2] or 0)) if is_cuda(name) else get_target(name)
     lowering = tuning_lowering(getattr(args, "tuning_db", None), target)
+    if getattr(args, "precision", "fp32") != "fp32":  # compile --precision bf16 (a lowering option)
+        lowering["precision"] = args.precision
     opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape),
                    symbolic_as_one=symbolic_as_one, lowering=lowering, **options)  # fmt: skip
     art, _, _ = build_artifact(load_model(args.model), target, opts, until=until)
@@ -53,6 +57,10 @@ def _compile_args(p):
     p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
                    help="print the graph after the named pass (repeatable)")  # fmt: skip
     p.add_argument("--verify", action="store_true", help="run the IR verifier between passes")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation "
+                        "(AMX-BF16 or AVX512-BF16 targets), everything else and the inputs/outputs stay float32 "
+                        "(default fp32)")  # fmt: skip
 
 
 @command("compile", "compile a model; write assembly, IR and a report to a directory", _compile_args)

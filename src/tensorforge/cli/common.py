@@ -56,7 +56,8 @@ def add_tuning(p: argparse.ArgumentParser) -> None:
 
 def add_target(p: argparse.ArgumentParser, what: str = "non-host targets emit assembly only") -> None:
     p.add_argument("--target", default="host",
-                   help=f"host (default), x86_64, x86_64-avx512, aarch64, nvptx-sm90; {what}")  # fmt: skip
+                   help=f"host (default), x86_64, x86_64-avx512, aarch64, nvptx-sm90, nvptx-sm80, cuda (the "
+                        f"visible NVIDIA GPU's sm_XY); {what}")  # fmt: skip
 
 
 def positive_int(text: str) -> int:

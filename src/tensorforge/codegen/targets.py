@@ -96,6 +96,10 @@ X86_64_AMX = replace(
     X86_64_AVX512, name="x86_64-amx", cpu="sapphirerapids",
     features=X86_64_AVX512.features + ",+avx512vnni,+avxvnni,+avx512bf16,+amx-tile,+amx-int8,+amx-bf16",
 )  # fmt: skip
+X86_64_AVX512BF16 = replace(  # AVX512-BF16 without AMX (Cooper Lake, AMD Zen 4): the vdpbf16ps bf16 kernels
+    X86_64_AVX512, name="x86_64-avx512bf16", cpu="cooperlake",
+    features=X86_64_AVX512.features + ",+avx512vnni,+avx512bf16",
+)  # fmt: skip
 AARCH64 = Target(
     "aarch64", "aarch64-unknown-linux-gnu", "neoverse-n1", "+neon,+fp-armv8", 128, 32,
     l1d=64 * 1024, l2=1024 * 1024, fma_bits=128,
@@ -106,7 +110,7 @@ NVPTX_SM90 = Target(
 NVPTX_SM80 = replace(NVPTX_SM90, name="nvptx-sm80", cpu="sm_80", features="+ptx70")
 
 NAMED = {t.name: t for t in (X86_64, X86_64_AVX512, X86_64_AVX512VNNI, X86_64_AVXVNNI, X86_64_AMX, AARCH64,
-                              NVPTX_SM90, NVPTX_SM80)}  # fmt: skip
+                              NVPTX_SM90, NVPTX_SM80, X86_64_AVX512BF16)}  # fmt: skip
 ALIASES = {"x86_64-avx2": "x86_64", "avx2": "x86_64", "avx512": "x86_64-avx512", "arm64": "aarch64",
            "sm_90": "nvptx-sm90", "sm90": "nvptx-sm90", "ptx": "nvptx-sm90", "nvptx": "nvptx-sm90",
            "sm_80": "nvptx-sm80"}  # fmt: skip

@@ -81,12 +81,21 @@ def compile(
     verify: bool = False,
     print_ir_after: set[str] | str | None = None,
     tuning_db: str | os.PathLike | None = None,
+    precision: str = "fp32",
 ) -> CompiledModel | DynamicModel:
     """Compile an ONNX model (path, bytes, ``onnx.ModelProto``) or a ``Graph`` for this machine.
 
     Models with symbolic input dims return a ``DynamicModel`` that compiles per input shape on first
-    use (or pass ``input_shapes`` to fix them now). Plans found by ``tensorforge tune`` for this CPU are
-    used: from ``tuning_db`` when given, else from the cache directory's database."""
+    use (or pass ``input_shapes`` to fix them now). ``target="cuda"`` (or ``"cuda:N"``) compiles for the
+    visible NVIDIA GPU and runs through the CUDA driver (``runtime/cuda.py``). Plans found by ``tensorforge
+    tune`` for this CPU are used: from ``tuning_db`` when given, else from the cache directory's database.
+    ``precision="bf16"``: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation
+    (AMX-BF16 / AVX512-BF16 targets; refused elsewhere), everything else and the inputs and outputs stay
+    float32 (``lower/bf16_gemm.py``)."""
+    from .gpu import compile_cuda, is_cuda
+
+    if is_cuda(target):  # the visible NVIDIA GPU, through the CUDA driver (runtime/cuda.py)
+        return compile_cuda(model, target, opt_level=opt_level, passes=passes, input_shapes=input_shapes, name=name)
     tgt = get_target(target)
     if not tgt.is_host:
         raise TensorforgeError(f"target {tgt.name} cannot run in this process; use tensorforge.assembly(model, "
@@ -94,6 +103,11 @@ def compile(
     options = Options(opt_level=opt_level, passes=passes, verify=verify, print_ir_after=print_ir_after,
                       input_shapes=dict(input_shapes) if input_shapes else None,
                       lowering=tuning_lowering(tuning_db, tgt))  # fmt: skip
+    if precision != "fp32":  # a lowering option, so part of the compile-cache key
+        from ..lower.bf16_gemm import check_precision
+
+        check_precision(tgt, {"precision": precision}, name or getattr(model, "name", "") or "model")
+        options.lowering["precision"] = precision
     t0 = time.perf_counter()
     art, hit, b = build_artifact(model, tgt, options, name=name, dynamic_ok=True)
     if art is None:
@@ -122,6 +136,8 @@ def _dynamic(g: Graph, target: Target, options: Options, num_threads: int | None
     check_lowerable(Graph(staged, g.inputs, g.outputs, name=g.name))
     seg_options = Options(opt_level=options.opt_level, passes=options.passes, verify=options.verify,
                           print_ir_after=options.print_ir_after, printer=options.printer)  # fmt: skip
+    if "precision" in options.lowering:  # every segment computes in the precision asked for
+        seg_options.lowering["precision"] = options.lowering["precision"]
     return DynamicModel(g, lambda seg: compile_graph(seg, target, seg_options), num_threads)
 
 

@@ -27,6 +27,7 @@ from ..errors import CompileError, UnsupportedError
 from ..ir.graph import Graph
 from ..ir.limits import check_fits
 from ..lower import lower_graph
+from ..lower.bf16_gemm import check_precision, precision_note
 from ..lower.kir import Kernel
 from ..lower.printer import structural_key
 from ..lower.program import Program
@@ -181,6 +182,10 @@ class Build:
             "llvm_opt": self.options.llvm_opt,
             "notes": list(self.notes),
         }
+        if self.target.is_gpu:  # how each kernel is launched (runtime/cuda.py)
+            from ..lower.gpu_map import launches
+
+            meta["gpu_launch"] = launches(self.program)
         return Artifact(g.name, self.target, self.program, self.llvm_parts, self.object, self.aliases, meta, graph=g)
 
 
@@ -211,13 +216,23 @@ def _optimize(b: Build) -> None:
 
 
 def _lower(b: Build) -> None:
+    check_precision(b.target, b.options.lowering, b.graph.name)  # precision="bf16" needs bf16 instructions
     b.program = lower_graph(b.graph, b.target, b.options.lowering, state=b.state)
+    note = precision_note(b.graph, b.program, b.options.lowering)  # which ops run in bf16
+    if note:
+        b.notes.append(note)
     # every tensor fits, yet all of them at once may not: refuse here rather than die allocating the arena
     check_fits(b.program.resident_bytes, f"model '{b.graph.name}': running it (weights, intermediates, inputs "
                "and outputs)")  # fmt: skip
 
 
 def _vectorize(b: Build) -> None:
+    if b.target.is_gpu:  # every kernel as a launch nest over the grid (lower/gpu_map.py)
+        from ..codegen import ptx  # noqa: F401  (registers the GPU vocabulary's code generation)
+        from ..lower.gpu_map import map_program
+
+        b.program, notes = map_program(b.program, b.target)
+        b.notes += notes
     b.code, b.aliases = vectorize_program(b.program, b.target)
 
 

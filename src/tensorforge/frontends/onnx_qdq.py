@@ -110,9 +110,19 @@ def _bias(imp: Importer, name: str, n, idx: int, c: int, shape: tuple[int, ...])
     return imp.const(np.broadcast_to(arr.reshape(-1), (c,)).astype(np.float32).reshape(shape), name + "_bias")
 
 
+def _through_identity(imp: Importer, name: str) -> str:
+    """The tensor an Identity chain ending at ``name`` copies (onnxruntime.quantization writes a bias shared
+    by several nodes as ``Identity(DequantizeLinear(b_q))``)."""
+    n = imp.producers.get(name)
+    while n is not None and n.op_type == "Identity" and n.domain in DEFAULT_DOMAINS:
+        name = n.input[0]
+        n = imp.producers.get(name)
+    return name
+
+
 def dequant_source_int32(imp: Importer, name: str) -> np.ndarray | None:
     """The float value of a DequantizeLinear of an int32 constant (a quantized bias), else None."""
-    n = imp.producers.get(name)
+    n = imp.producers.get(_through_identity(imp, name))
     if n is None or n.op_type != "DequantizeLinear" or n.domain not in DEFAULT_DOMAINS:
         return None
     vals = [imp.env.get(i) if i else None for i in n.input]

@@ -1,12 +1,15 @@
 """Lowering: graph -> kernel IR. Importing this package registers every lowering rule."""
 
 from . import (  # noqa: F401
+    bf16_conv,
+    bf16_gemm,
     conv,
     conv_transpose,
     einsum,
     elementwise,
     gemm,
     generate,
+    gpu_gemm,
     grad,
     grid_sample,
     indexing,

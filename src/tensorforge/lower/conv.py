@@ -178,13 +178,15 @@ def _range(lo_num: int, size: int, step: int, n: int) -> tuple[int, int]:
 
 
 def emit_build_p(ctx: LowerCtx, g: ConvGeom, x: TExpr, img: Expr, P: Buffer, ch: Var, ch_base: Expr,
-                 chans: int | None = None, slack: int = 0, parallel: bool = False) -> Stmt:  # fmt: skip
+                 chans: int | None = None, slack: int = 0, parallel: bool = False, pad: Expr | None = None
+                 ) -> Stmt:  # fmt: skip
     """``P[(ch - ch_base)*plane + ...] = X[img, ch, ...]`` zero-padded and phase-split, for ``chans``
     channels starting at ``ch_base`` (all when None), then ``slack`` zeros. Each row is at most three
-    loops with compile-time bounds (zeros, copy, zeros): no per-element bounds checks."""
+    loops with compile-time bounds (zeros, copy, zeros): no per-element bounds checks. ``pad``: the
+    padding value when not zero (an int8 convolution pads with the input's zero point)."""
     W = ctx.lanes(P.dtype)
     hq, wq = g.hq, g.wq
-    zero = K.const(0, P.dtype)
+    zero = K.const(0, P.dtype) if pad is None else pad
 
     def vloop(v: Var, lo: int, hi: int, body: Stmt) -> Stmt | None:
         if hi <= lo:
@@ -521,6 +523,11 @@ def lower_depthwise(ctx: LowerCtx, g: ConvGeom, x: TExpr, w: TExpr, bias: TExpr 
 # The tile is stored channel by channel, each a contiguous run of pixels in NCHW (_store_rows/_store_pixels),
 # so the epilogue reads a residual in the same streaming order; fused, the residual add costs no extra pass
 # over memory (ResNet-50 / MobileNet-v2 at batch 1: 1-3% faster than a separate add loop, 71 -> 56 kernels).
+# Other kernels (lower/bf16_conv.py: precision="bf16"), tried in order before the float32 ones with the rule's
+# arguments (ctx, node, inputs, sink): each returns its statement, or None where it does not apply.
+CONV_VARIANTS: list[Callable[..., Stmt | None]] = []
+
+
 @kernel_rule("Conv", epilogue=True, epilogue_reads_tensors=True)
 def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     x, w = ins[0], ins[1]
@@ -530,6 +537,10 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     group = int(node.attrs.get("group", 1))
     g = conv_geom(x.shape, w.shape, win, group)
     ctx.stores_once = True  # every path below writes each output element once (tiles never overlap)
+    for variant in CONV_VARIANTS:
+        stmt = variant(ctx, node, ins, sink)
+        if stmt is not None:
+            return stmt
     if g is not None and not ctx.target.is_gpu:
         if g.cg == 1 and g.mg == 1:
             return lower_depthwise(ctx, g, x, w, bias, sink)

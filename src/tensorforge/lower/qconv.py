@@ -18,7 +18,10 @@ from ..ir.dtype import DType
 from ..ops.nn import _conv_window
 from . import int8_gemm as G8
 from . import kir as K
+from .conv import ConvGeom, conv_geom, emit_build_p
 from .kir import Const, For, LoopKind, Store, Var, binop
+from .kir.nodes import Cmp, Ramp
+from .kir.tile import Interleave
 from .rules import LowerCtx
 from .tensor import TExpr
 
@@ -66,18 +69,23 @@ def lower_conv_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt | 
     opa, opb = G8.operands(isa, w.dtype, x.dtype, np.zeros(()), np.asarray(zx), "a")
     plan = G8.plan_int8(ctx, isa, mg, N, Kd)
     Kp, Mp = -(-Kd // plan.KS) * plan.KS, -(-mg // plan.MR) * plan.MR
-    NR, G = plan.NR, plan.G
+    NR = plan.NR
     Np = -(-N // NR) * NR
     name = node.name
     wmat = w.const.reshape(group, mg, Kd)
     ws = np.stack([G8.store_value(wmat[g], opa, zw_vec[g * mg : (g + 1) * mg, None]) for g in range(group)])
-    apack = np.stack([G8.pack_a_rows_const(ws[g], Mp, Kp) for g in range(group)])
+    a_tiles = isa == "amx"
+    apack = np.stack([G8.pack_a_tiles_const(ws[g], Mp, Kp, plan.MR) if a_tiles else G8.pack_a_rows_const(ws[g], Mp, Kp)
+                      for g in range(group)])  # fmt: skip
     abuf = ctx.const_view(apack, f"{name}_Wpacked").buf
     corr = G8.Corrections()
     if opb.dtype is not I16 and opb.zp != 0:  # -z'x * rowsum(W') per output channel (all groups)
         rows = np.concatenate([np.pad(-int(opb.zp) * ws[g].astype(np.int64).sum(axis=1), (0, Mp - mg))
                                for g in range(group)])  # fmt: skip
         corr.terms.append((G8._vec(ctx, rows, group * Mp, f"{name}_rowcorr"), None))
+    geom = conv_geom(x.shape, w.shape, win, group)
+    if opb.dtype is not I16 and geom is not None and NR % 16 == 0 and ctx.options.get("int8_conv_pack") != "scalar":
+        return _lower_fast(ctx, node, x, geom, plan, opb, abuf, corr, a_tiles, Kd, Kp, Mp, sink)
     bbuf = ctx.workspace(opb.dtype, Np * Kp, f"{name}_col")
     work = 2 * mg * N * Kd
     parallel = G8.is_parallel(ctx, work)
@@ -102,14 +110,13 @@ def lower_conv_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt | 
     ch = binop("add", binop("mul", gi, cg), c)
     xv = x([img, ch, ihc, iwc] if rank2 else [img, ch, iwc])
     val = K.select(ok, G8.store_expr(xv, opb, zx_e), pad_value)
-    at = binop("add", binop("add", binop("mul", p, Kp * NR), binop("mul", binop("floordiv", k, G), NR * G)),
-               binop("add", binop("mul", nn, G), binop("mod", k, G)))  # fmt: skip
+    at = G8.b_index(plan, Kp, p, k, nn)
     fill = For(nn, Const(0), Const(NR), Store(bbuf, at, val))
     pack = For(p, Const(0), Const(Np // NR),
                For(c, Const(0), Const(cg), For(i, Const(0), Const(kh), For(j, Const(0), Const(kw), fill))),
                LoopKind.PARALLEL if parallel and Np > NR else LoopKind.SERIAL)  # fmt: skip
     # the K padding of every panel: zeros (their weights are zero too, but the workspace holds garbage)
-    kpad = _kpad(bbuf, Np // NR, Kd, Kp, NR, G, opb.dtype) if Kp > Kd else None
+    kpad = _kpad(bbuf, plan, Np // NR, Kd, Kp, opb.dtype) if Kp > Kd else None
 
     def store(m, nx, v):
         och = binop("add", binop("mul", gi, mg), m)
@@ -118,10 +125,83 @@ def lower_conv_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt | 
         return sink.store([img, och, rowv, colv] if rank2 else [img, och, colv], v)
 
     corr_g = _GroupCorr(corr.terms[0][0], gi, Mp) if corr.terms else corr
-    gemm = G8.Int8Gemm(mg, N, Kp, abuf, binop("mul", gi, Mp * Kp), bbuf, Const(0), store, corr_g, order="pm")
+    gemm = G8.Int8Gemm(mg, N, Kp, abuf, binop("mul", gi, Mp * Kp), bbuf, Const(0), store, corr_g, order="pm",
+                       a_tiles=a_tiles)  # fmt: skip
     body = K.seq(pack, kpad, G8.emit_int8_gemm(ctx, plan, gemm, parallel))
     ctx.stores_once = True
     return For(img, Const(0), Const(n_img), For(gi, Const(0), Const(group), body))
+
+
+def _lower_fast(ctx: LowerCtx, node, x: TExpr, g: ConvGeom, plan, opb, abuf, corr, a_tiles: bool, Kd: int, Kp: int,
+                Mp: int, sink) -> K.Stmt:  # fmt: skip
+    """The GEMM's B read from ``P``, the padded phase-split input of the float convolution (``lower/conv.py``):
+    pixels numbered over rows of ``Wq`` make every tap's row of B a contiguous run of ``P``, so each group of 4
+    k of 16 columns is four 16-byte loads interleaved into one 64-byte store (no per-element index). A 1x1
+    stride-1 unpadded convolution of a contiguous tensor reads X itself. The extra columns of each row are
+    computed and dropped by the epilogue."""
+    name = node.name
+    NR = plan.NR
+    Nq = g.oh * g.wq
+    Np = -(-Nq // NR) * NR
+    taps = g.taps
+    plane = g.plane
+    offs = g.tap_offsets
+    koff = np.zeros(Kp, np.int64)  # row of B -> its offset in P (K padding: row 0; its weights are zero)
+    kk = np.arange(Kd)
+    koff[:Kd] = (kk // taps) * plane + np.asarray(offs, np.int64)[kk % taps]
+    kbuf = ctx.const_view(koff, f"{name}_koff").buf
+    img, gi = Var("img"), Var("g")
+    v = x.view
+    direct = g.direct and v is not None and v.is_contiguous and x.dtype is opb.dtype and opb.shift == 0
+    work = 2 * g.mg * Nq * Kd
+    parallel = G8.is_parallel(ctx, work)
+    stmts_img: list[K.Stmt] = []
+    if direct:
+        pbuf, pbase = v.buf, binop("add", Const(v.offset), binop("mul", img, g.c * plane))
+    else:
+        psize = max(g.c * plane, int(koff.max()) + (g.group - 1) * g.cg * plane + Np)
+        pbuf, pbase = ctx.workspace(opb.dtype, psize, f"{name}_P"), Const(0)
+        ch = Var("ch")
+        zx_stored = K.const(int(opb.zp), opb.dtype)
+        xs = TExpr(x.shape, opb.dtype, lambda idx: G8.store_expr(x(idx), opb), None, None)
+        stmts_img.append(emit_build_p(ctx, g, xs, img, pbuf, ch, Const(0), slack=psize - g.c * plane,
+                                      parallel=parallel, pad=zx_stored))  # fmt: skip
+    bbuf = ctx.workspace(opb.dtype, Np * Kp, f"{name}_col")
+    # B panels: for panel p, k-group kg, 16-column block jt: interleave 4 rows of 16 bytes
+    p, kg = Var("p"), Var("kg")
+    gbase = binop("add", pbase, binop("mul", gi, g.cg * plane))
+    col0 = binop("mul", p, NR)
+    rows = [binop("add", gbase, binop("add", K.Load(kbuf, binop("add", binop("mul", kg, 4), q)), col0))
+            for q in range(4)]  # fmt: skip
+
+    def body(masked: bool) -> K.Stmt:
+        out = []
+        for jt in range(NR // 16):
+            mask = None
+            if masked:  # the last panel of a direct read: lanes past the image's pixels stay unread
+                mask = Cmp("lt", Ramp(binop("add", col0, jt * 16), 1, 16), K.Broadcast(Const(Nq), 16))
+            parts = tuple(K.Load(pbuf, binop("add", r, jt * 16), 16, mask) for r in rows)
+            out.append(Store(bbuf, G8.b_index(plan, Kp, p, binop("mul", kg, 4), Const(jt * 16)), Interleave(parts)))
+        return For(kg, Const(0), Const(Kp // 4), K.seq(out))
+
+    full = Np // NR if not direct or Np == Nq else Np // NR - 1
+    kind = LoopKind.PARALLEL if parallel and full > 1 else LoopKind.SERIAL
+    pack = K.seq(For(p, Const(0), Const(full), body(False), kind),
+                 K.seq(K.Decl(p, Const(full)), body(True)) if full < Np // NR else None)  # fmt: skip
+
+    def store_rc(m, r, col, val):
+        och = binop("add", binop("mul", gi, g.mg), m)
+        return sink.store([img, och, r, col] if g.rank == 2 else [img, och, col], val)
+
+    def store(m, nx, val):
+        return store_rc(m, binop("floordiv", nx, g.wq), binop("mod", nx, g.wq), val)
+
+    corr_g = _GroupCorr(corr.terms[0][0], gi, Mp) if corr.terms else corr
+    gemm = G8.Int8Gemm(g.mg, Nq, Kp, abuf, binop("mul", gi, Mp * Kp), bbuf, Const(0), store, corr_g, order="pm",
+                       a_tiles=a_tiles, row_w=g.wq, row_valid=g.ow, store_rc=store_rc)  # fmt: skip
+    per_group = K.seq(pack, G8.emit_int8_gemm(ctx, plan, gemm, parallel))
+    ctx.stores_once = True
+    return For(img, Const(0), Const(g.n), K.seq(*stmts_img, For(gi, Const(0), Const(g.group), per_group)))
 
 
 class _GroupCorr(G8.Corrections):
@@ -135,17 +215,13 @@ class _GroupCorr(G8.Corrections):
         return binop("add", v, K.Load(self.rows, binop("add", binop("mul", self.g, self.Mp), m)))
 
 
-def _kpad(buf, panels: int, Kd: int, Kp: int, NR: int, G: int, dt) -> K.Stmt:
-    """Zero the entries of k in [Kd, Kp) of every panel ``[Kp/G][NR][G]``."""
+def _kpad(buf, plan, panels: int, Kd: int, Kp: int, dt) -> K.Stmt:
+    """Zero the entries of k in [Kd, Kp) of every panel (the workspace holds garbage; their weights are zero
+    too, but garbage times zero is not zero for the corrections' sake of exactness: keep it clean)."""
     p, kk, nn = Var("p"), Var("kk"), Var("nn")
-    at = binop("add", binop("add", binop("mul", p, Kp * NR), binop("mul", binop("floordiv", kk, G), NR * G)),
-               binop("add", binop("mul", nn, G), binop("mod", kk, G)))  # fmt: skip
-    return For(
-        p,
-        Const(0),
-        Const(panels),
-        For(kk, Const(Kd), Const(Kp), For(nn, Const(0), Const(NR), Store(buf, at, K.const(0, dt)))),
-    )
+    at = G8.b_index(plan, Kp, p, kk, nn)
+    inner = For(kk, Const(Kd), Const(Kp), For(nn, Const(0), Const(plan.NR), Store(buf, at, K.const(0, dt))))
+    return For(p, Const(0), Const(panels), inner)
 
 
 __all__ = ["lower_conv_integer"]

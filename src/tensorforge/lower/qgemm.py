@@ -96,8 +96,8 @@ def lower_matmul_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt 
     za = za[:1].reshape(()) if za.size == 1 or np.all(za == za[0]) else za
     zb = np.broadcast_to(zb.reshape(-1), (N,)) if zb.size > 1 else zb.reshape(())
     opa, opb = G8.operands(isa, a.dtype, b.dtype, za, zb, "b")
-    plan = G8.plan_int8(ctx, isa, Mt, N, Kd)
-    Kp, Mp = -(-Kd // plan.KS) * plan.KS, -(-Mt // plan.MR) * plan.MR
+    plan = G8.plan_int8(ctx, isa, Mt, N, Kd, a_rows=True)
+    Kp = -(-Kd // plan.KS) * plan.KS
     name = node.name
     bs = G8.store_value(b.const, opb, zb)
     bp = ctx.const_view(G8.pack_b_panels_const(bs, plan, Kp), f"{name}_Bpacked").buf
@@ -119,8 +119,15 @@ def lower_matmul_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt 
     v = af.view
     in_place = (v is not None and v.is_contiguous and a.dtype is opa.dtype and opa.shift == 0 and Kd % plan.KS == 0
                 and Mt % plan.MR == 0)  # fmt: skip
-    if in_place:
+    a_tiles = isa == "amx" and bool((ctx.options.get("int8_gemm") or {}).get("a_pack", not in_place))
+    if a_tiles:  # packed A tiles take the plan of a packed A
+        plan = G8.plan_int8(ctx, isa, Mt, N, Kd)
+    Mp = -(-Mt // plan.MR) * plan.MR
+    if in_place and not a_tiles:
         abuf, aoff = v.buf, K.Const(v.offset)
+    elif a_tiles:
+        abuf, aoff = ctx.workspace(opa.dtype, Mp * Kp, f"{name}_Apack"), K.Const(0)
+        stmts.append(G8.emit_pack_a_tiles(ctx, a_stored, Mt, Kd, Mp, Kp, plan.MR, abuf, parallel))
     else:
         abuf, aoff = ctx.workspace(opa.dtype, Mp * Kp, f"{name}_Apack"), K.Const(0)
         stmts.append(G8.emit_pack_a_rows(ctx, a_stored, Mt, Kd, Mp, Kp, abuf, parallel))
@@ -145,7 +152,7 @@ def lower_matmul_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt 
         return sink.store(idx, val)
 
     ctx.stores_once = True
-    g = G8.Int8Gemm(Mt, N, Kp, abuf, aoff, bp, K.Const(0), store, corr)
+    g = G8.Int8Gemm(Mt, N, Kp, abuf, aoff, bp, K.Const(0), store, corr, a_tiles=a_tiles)
     stmts.append(G8.emit_int8_gemm(ctx, plan, g, parallel))
     return K.seq(stmts)
 

@@ -44,6 +44,7 @@ def format_report(art, threads: int | None = None, cache_hit: bool = False, load
         + (f" ({', '.join(sorted({c.op for c in p.checks}))}; status word after the arena)" if p.checks else ""),
         f"resident during a run: {_fmt_bytes(p.resident_bytes)} (constants + arena + inputs and outputs)",
     ]
+    lines += [f"note: {text}" for text in meta.get("notes", [])]  # what a stage decided (e.g. which ops run in bf16)
     lines += [f"threads: {threads}", ""] if threads is not None else [""]
     if passes:
         lines.append("passes:")

@@ -7,7 +7,10 @@ i1 in registers and one byte in memory (``lltypes.py``, ``convert.py``, ``memory
 the kernel IR are emitted by the LLVM side of the scalar-op table (``scalar_ops.py``).
 """
 
-from . import intdot  # noqa: F401  (registers the Dot / TileDot emitters)
+from . import (
+    bf16dot,  # noqa: F401  (registers the bf16 emitters: ToBF16, BfDot, BfTileDot)
+    intdot,  # noqa: F401  (registers the Dot / TileDot emitters)
+)
 from .lltypes import llty, memty
 from .module import ModuleBuilder
 

@@ -23,8 +23,9 @@ import llvmlite.ir as ir
 from ...errors import CompileError
 from ...ir.dtype import DType
 from ...lower.kir import Dot, TileDot
+from ...lower.kir.tile import Interleave, TileGemm
 from . import emitter as E
-from .lltypes import I16, I64, PTR, gep, memty
+from .lltypes import I16, I32, I64, PTR, gep, memty
 
 if TYPE_CHECKING:
     from .emitter import Emitter
@@ -129,5 +130,117 @@ def emit_tile_dot(em: Emitter, e: TileDot) -> ir.Value:
     return b.call(to_vec, [b.call(dot, [rows, colb, colb, acc, ta, tb])])
 
 
+def _elem_ptr(em: Emitter, ld, extra: ir.Value | None = None) -> ir.Value:
+    idx = em.expr(ld.index)
+    if extra is not None:
+        idx = em.b.add(idx, extra)
+    return gep(em.b, em.buf_ptr(ld.buf), [idx], source_etype=memty(ld.buf.dtype))
+
+
+def emit_tile_gemm(em: Emitter, s) -> bool:
+    """``TileGemm`` (``lower/kir/tile.py``): the K loop with the accumulators as ``x86_amx`` phis."""
+    if not isinstance(s, TileGemm):
+        return False
+    if not (_feature(em, "amx-int8") and _feature(em, "amx-tile")):
+        raise CompileError(f"TileGemm needs a target with amx-int8 (target {em.mb.target.name} lacks it)")
+    b, mb = em.b, em.mb
+    load = mb.declare("llvm.x86.tileloadd64.internal", X86_AMX, [I16, I16, PTR, I64])
+    zero = mb.declare("llvm.x86.tilezero.internal", X86_AMX, [I16, I16])
+    store = mb.declare("llvm.x86.tilestored64.internal", ir.VoidType(), [I16, I16, PTR, I64, X86_AMX])
+    op = _TDP[(_SIGNED8[s.a.buf.dtype], _SIGNED8[s.b.buf.dtype])]
+    dot = mb.declare(f"llvm.x86.{op}.internal", X86_AMX, [I16, I16, I16, X86_AMX, X86_AMX, X86_AMX])
+    rows, colb = ir.Constant(I16, 16), ir.Constant(I16, 64)
+    i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
+    cstride = i64(4 * s.c_stride)
+    offs = [[i * 16 * s.c_stride + j * 16 for j in range(s.nb)] for i in range(s.ma)]
+    ins = s.c_in_stride or s.c_stride
+    in_offs = [[i * 16 * ins + j * 16 for j in range(s.nb)] for i in range(s.ma)]
+    a0, b0 = _elem_ptr(em, s.a), _elem_ptr(em, s.b)
+    init = [[b.call(load, [rows, colb, _elem_ptr(em, s.c_in, i64(in_offs[i][j])), i64(4 * ins)]) if s.c_in is not None
+             else b.call(zero, [rows, colb]) for j in range(s.nb)] for i in range(s.ma)]  # fmt: skip
+    n = em.expr(s.ksteps)
+    fn = em.s.fn
+    pre = b.block
+    head, body, done = (fn.append_basic_block(f"tile.{x}") for x in ("head", "body", "end"))
+    b.branch(head)
+    b.position_at_end(head)
+    k = b.phi(I64, "tk")
+    accs = [[b.phi(X86_AMX, f"tacc{i}{j}") for j in range(s.nb)] for i in range(s.ma)]
+    k.add_incoming(i64(0), pre)
+    for i in range(s.ma):
+        for j in range(s.nb):
+            accs[i][j].add_incoming(init[i][j], pre)
+    b.cbranch(b.icmp_signed("<", k, n), body, done)
+    b.position_at_end(body)
+    i8 = ir.IntType(8)
+    pa = b.gep(a0, [b.mul(k, i64(s.a_k * s.a.buf.dtype.itemsize))], source_etype=i8)
+    pb = b.gep(b0, [b.mul(k, i64(s.b_k * s.b.buf.dtype.itemsize))], source_etype=i8)
+    pf = mb.declare("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
+
+    def tile_a(i):
+        return b.call(load, [rows, colb, b.gep(pa, [i64(i * s.a_tile)], source_etype=i8), i64(s.a_stride)])
+
+    def tile_b(j):
+        return b.call(load, [rows, colb, b.gep(pb, [i64(j * s.b_tile)], source_etype=i8), i64(s.b_stride)])
+
+    # loads in the order that keeps the fewest tiles live: the side with one tile first (1 x nb: A, then
+    # each B tile used at once; ma x 1 the other way round), else all B tiles and one A row at a time
+    new = [[None] * s.nb for _ in range(s.ma)]
+    if s.ma == 1:
+        at = tile_a(0)
+        for j in range(s.nb):
+            new[0][j] = b.call(dot, [rows, colb, colb, accs[0][j], at, tile_b(j)])
+    else:
+        bt = [tile_b(j) for j in range(s.nb)]
+        for i in range(s.ma):
+            at = tile_a(i)
+            for j in range(s.nb):
+                new[i][j] = b.call(dot, [rows, colb, colb, accs[i][j], at, bt[j]])
+    if s.prefetch:  # the 16 rows of each tile ``prefetch`` steps ahead
+        for base, step, ntiles, tile, rs in ((pa, s.a_k, s.ma, s.a_tile, s.a_stride),
+                                             (pb, s.b_k, s.nb, s.b_tile, s.b_stride)):  # fmt: skip
+            ahead = b.gep(base, [i64(s.prefetch * step)], source_etype=i8)
+            for t in range(ntiles):
+                for row in range(16):
+                    p = b.gep(ahead, [i64(t * tile + row * rs)], source_etype=i8)
+                    b.call(pf, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+    k.add_incoming(b.add(k, i64(1)), b.block)
+    for i in range(s.ma):
+        for j in range(s.nb):
+            accs[i][j].add_incoming(new[i][j], b.block)
+    b.branch(head)
+    b.position_at_end(done)
+    for i in range(s.ma):
+        for j in range(s.nb):
+            b.call(store, [rows, colb, _elem_ptr(em, s.c_out, i64(offs[i][j])), cstride, accs[i][j]])
+    em._invalidate(buf=s.c_out.buf)
+    return True
+
+
+def emit_interleave(em: Emitter, e: Interleave) -> ir.Value:
+    """Lane ``G*i + j`` = lane ``i`` of part ``j``: pairs of equal width merged by shuffles (a tree for G = 4)."""
+    vals = [em.expr(p) for p in e.parts]
+    G, L = len(vals), e.parts[0].lanes
+    b = em.b
+    if G & (G - 1) == 0:
+        width = L
+        while len(vals) > 1:  # lane-interleave part j with part j + half: after log2(G) rounds, G-groups
+            half = len(vals) // 2
+            merged = []
+            for j in range(half):
+                x, y = vals[j], vals[j + half]
+                idx = [v for i in range(width) for v in (i, width + i)]
+                merged.append(b.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), 2 * width), idx)))
+            vals, width = merged, 2 * width
+        return vals[0]
+    out = ir.Constant(ir.VectorType(vals[0].type.element, G * L), None)
+    for j, v in enumerate(vals):
+        for i in range(L):
+            out = b.insert_element(out, b.extract_element(v, ir.Constant(I32, i)), ir.Constant(I32, G * i + j))
+    return out
+
+
+E.EXPR_HOOKS[Interleave] = emit_interleave
 E.EXPR_HOOKS[Dot] = emit_dot
 E.EXPR_HOOKS[TileDot] = emit_tile_dot
+E.STMT_HOOKS.append(emit_tile_gemm)
