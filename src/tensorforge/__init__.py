@@ -11,6 +11,7 @@ from . import lower as _lower  # noqa: E402,F401  (registers lowerings)
 from . import ops as _ops  # noqa: E402,F401  (registers ops)
 from .autodiff import grad  # noqa: E402
 from .compiler import Options, TuningError, assembly, compile, load, tune  # noqa: E402
+from .compiler.api import compare, quantize  # noqa: E402
 from .compiler.tensorflow_api import from_tensorflow  # noqa: E402
 from .compiler.torch_aot import torch_report  # noqa: E402
 from .compiler.torch_backend import from_torch, torch_backend  # noqa: E402
@@ -60,6 +61,7 @@ __all__ = [
     "TuningError",
     "UnsupportedError",
     "assembly",
+    "compare",
     "compile",
     "explore",
     "from_tensorflow",
@@ -68,6 +70,7 @@ __all__ = [
     "load",
     "optim",
     "prune",
+    "quantize",
     "torch_backend",
     "torch_report",
     "training_step",

@@ -6,6 +6,7 @@
     tensorforge info model.onnx                   # inputs, outputs, ops, parameters, FLOPs
     tensorforge graph model.onnx -o g.svg         # the optimized graph drawn (Graphviz), fused groups boxed
     tensorforge demo                              # the built-in example, end to end
+    tensorforge quantize model.onnx --calibration calib.npz   # int8 QDQ ONNX (compress.py: quantize, compare)
 
 Each command lives in the module of its kind (``build.py``: compile, asm, info, graph, export; ``run.py``:
 run, bench, profile; ``train.py``; ``demo.py``) and registers itself with ``common.command``.
@@ -22,12 +23,13 @@ import traceback
 
 from .. import __version__
 from ..errors import TensorforgeError
-from . import build, run, train  # noqa: F401  (register their commands)
+from . import build, compress, run, train  # noqa: F401  (register their commands)
 from . import explore as _explore  # noqa: F401  (registers tensorforge explore)
 from . import prune as _prune  # noqa: F401  (registers tensorforge prune)
 from .common import ARGS, COMMANDS, command
 
-ORDER = ["compile", "run", "asm", "info", "graph", "demo", "export", "bench", "train", "export-train", "profile"]
+ORDER = ["compile", "run", "asm", "info", "graph", "demo", "export", "bench", "train", "export-train", "profile",
+         "quantize", "compare"]  # fmt: skip
 
 
 def _demo_args(p):

@@ -21,6 +21,7 @@ from .common import (
     parse_shapes,
     write_file,
 )
+from .compress import add_compile_quantize_args, quantized_model
 
 
 def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
@@ -38,7 +39,7 @@ def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
         lowering["precision"] = args.precision
     opts = Options(opt_level=args.opt_level, passes=args.passes, input_shapes=parse_shapes(args.input_shape),
                    symbolic_as_one=symbolic_as_one, lowering=lowering, **options)  # fmt: skip
-    art, _, _ = build_artifact(load_model(args.model), target, opts, until=until)
+    art, _, _ = build_artifact(quantized_model(args, load_model(args.model)), target, opts, until=until)
     for text in art.metadata.get("notes", []):
         note(text)
     return art
@@ -61,6 +62,7 @@ def _compile_args(p):
                    help="bf16: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation "
                         "(AMX-BF16 or AVX512-BF16 targets), everything else and the inputs/outputs stay float32 "
                         "(default fp32)")  # fmt: skip
+    add_compile_quantize_args(p)
 
 
 @command("compile", "compile a model; write assembly, IR and a report to a directory", _compile_args)

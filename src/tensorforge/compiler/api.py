@@ -81,6 +81,9 @@ def compile(
     verify: bool = False,
     print_ir_after: set[str] | str | None = None,
     tuning_db: str | os.PathLike | None = None,
+    quantize: str | None = None,
+    calibration=None,
+    quantize_options: Mapping | None = None,
     precision: str = "fp32",
 ) -> CompiledModel | DynamicModel:
     """Compile an ONNX model (path, bytes, ``onnx.ModelProto``) or a ``Graph`` for this machine.
@@ -89,9 +92,10 @@ def compile(
     use (or pass ``input_shapes`` to fix them now). ``target="cuda"`` (or ``"cuda:N"``) compiles for the
     visible NVIDIA GPU and runs through the CUDA driver (``runtime/cuda.py``). Plans found by ``tensorforge
     tune`` for this CPU are used: from ``tuning_db`` when given, else from the cache directory's database.
-    ``precision="bf16"``: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation
-    (AMX-BF16 / AVX512-BF16 targets; refused elsewhere), everything else and the inputs and outputs stay
-    float32 (``lower/bf16_gemm.py``)."""
+    ``quantize="int8"`` compiles the model quantized on ``calibration`` data first (``"int8-dynamic"``: no calibration;
+    ``quantize_options``: ``tfg.quantize``'s keyword arguments). ``precision="bf16"``: GEMMs and convolutions
+    multiply bfloat16 operands with float32 accumulation (AMX-BF16 / AVX512-BF16 targets; refused elsewhere),
+    everything else and the inputs and outputs stay float32 (``lower/bf16_gemm.py``)."""
     from .gpu import compile_cuda, is_cuda
 
     if is_cuda(target):  # the visible NVIDIA GPU, through the CUDA driver (runtime/cuda.py)
@@ -108,6 +112,10 @@ def compile(
 
         check_precision(tgt, {"precision": precision}, name or getattr(model, "name", "") or "model")
         options.lowering["precision"] = precision
+    if quantize is not None or calibration is not None:
+        from ..compress.api import for_compile
+
+        model = for_compile(model, quantize, calibration, quantize_options, compile_fn=compile)
     t0 = time.perf_counter()
     art, hit, b = build_artifact(model, tgt, options, name=name, dynamic_ok=True)
     if art is None:
@@ -203,4 +211,18 @@ def load(path: str, num_threads: int | None = None):
     return CompiledModel(art, num_threads, cache_hit=True, load_seconds=time.perf_counter() - t0)
 
 
-__all__ = ["assembly", "build_artifact", "compile", "compile_graph", "compile_tiered", "load"]
+def quantize(model, calibration=None, **options):
+    """``tensorforge.compress.quantize`` (see there) with calibration runs compiled by ``compile``."""
+    from ..compress.api import quantize as _quantize
+
+    return _quantize(model, calibration, compile_fn=compile, **options)
+
+
+def compare(reference, *models, **options):
+    """``tensorforge.compress.compare`` (see there) with the models compiled by ``compile``."""
+    from ..compress.compare import compare as _compare
+
+    return _compare(reference, *models, compile_fn=compile, **options)
+
+
+__all__ = ["assembly", "build_artifact", "compare", "compile", "compile_graph", "compile_tiered", "load", "quantize"]
