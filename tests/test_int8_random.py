@@ -5,6 +5,8 @@ was stored out of bounds for N = 144); a new seed each run (the ``rng`` fixture 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -80,3 +82,26 @@ def test_random_geometries_exact(isa, rng):
     got = m.run(feeds)
     for name, w in want.items():
         assert got[name].dtype == np.int32 and np.array_equal(got[name], w), (isa, name, w.shape)
+
+
+@pytest.mark.parametrize("isa", RUNNABLE)
+def test_run_time_zero_point_of_a_exact(isa, rng):
+    """DynamicQuantizeLinear's zero point is a run-time scalar: MatMulInteger corrects for it in the epilogue
+    (or, on AVX2, subtracts it while widening) instead of leaving the int8 kernels."""
+    m, k, n = int(rng.integers(1, 70)), int(rng.integers(1, 200)), int(rng.integers(1, 90))
+    for adt, bdt in [(np.uint8, np.int8), (np.int8, np.int8), (np.uint8, np.uint8)]:
+        a, b = _ints(rng, (2, m, k), adt), _ints(rng, (k, n), bdt)
+        za = _zp(rng, adt)
+        zb = _zp(rng, bdt) if bdt == np.uint8 else None
+        inits = [numpy_helper.from_array(b, "b")] + ([numpy_helper.from_array(zb, "zb")] if zb is not None else [])
+        node = helper.make_node("MatMulInteger", ["a", "b", "za", "zb" if zb is not None else ""], ["y"])
+        dt = helper.np_dtype_to_tensor_dtype(np.dtype(adt))
+        g = helper.make_graph([node], "dyn", [helper.make_tensor_value_info("a", dt, a.shape),
+                                              helper.make_tensor_value_info("za", dt, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)], inits)  # fmt: skip
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+        m_ = compile_graph(to_graph(model), host(), Options(lowering={"int8_isa": isa}))
+        if isa != "generic":  # the int8 kernel's instructions, not the generic int32 GEMM
+            assert re.search(r"tile_gemm<|dot[24]\(", m_.kernel_ir()), isa
+        got = m_.run({"a": a, "za": za})["y"]
+        assert np.array_equal(got, _matmul_integer_ref({}, a, b, za, zb)[0]), (isa, adt, bdt, m, k, n)

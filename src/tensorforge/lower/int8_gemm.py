@@ -270,13 +270,15 @@ def emit_row_sums(ctx: LowerCtx, src: Elem2, M: int, Kd: int, dst: Buffer) -> St
 # -- corrections -------------------------------------------------------------------------------------------
 @dataclass
 class Corrections:
-    """``value += sum(row[m] * col[n])`` over terms; a missing side is 1. Buffers are int32, padded."""
+    """``value += sum(row[m] * col[n])`` over terms; a missing side is 1. Buffers are int32, padded; a row side
+    may also be an int32 scalar expression (the same for every row)."""
 
-    terms: list[tuple[Buffer | None, Buffer | None]] = field(default_factory=list)
+    terms: list[tuple[Buffer | Expr | None, Buffer | None]] = field(default_factory=list)
 
     def apply(self, v: Expr, m: Expr, n: Expr) -> Expr:
         for row, col in self.terms:
-            r = Load(row, m) if row is not None else None
+            # a row side that is an expression is the same for every row (a run-time zero point)
+            r = (Load(row, m) if isinstance(row, Buffer) else row) if row is not None else None
             c = Load(col, n) if col is not None else None
             t = r if c is None else c if r is None else binop("mul", r, c)
             v = binop("add", v, t)

@@ -86,6 +86,12 @@ def lower_matmul_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt 
     a, b = ins[0], ins[1]
     isa = int8_isa(ctx)
     za, zb = _zp_const(ins[2] if len(ins) > 2 else None), _zp_const(ins[3] if len(ins) > 3 else None)
+    # a zero point of A known only at run time (DynamicQuantizeLinear's): one scalar, corrected in the epilogue
+    za_rt = None
+    if za is None and int(np.prod(ins[2].shape)) == 1:
+        zt = ins[2]
+        za_rt = K.cast(zt([K.Const(0)] * zt.rank), I32)
+        za = np.zeros((), np.int64)
     if isa == "generic" or b.const is None or b.rank != 2 or a.rank < 2 or za is None or zb is None:
         return None
     lead = a.shape[:-1]
@@ -108,7 +114,9 @@ def lower_matmul_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt 
 
     def a_stored(m, k):
         z = None
-        if opa.dtype is I16 and np.any(za):
+        if opa.dtype is I16 and za_rt is not None:  # AVX2 subtracts the zero point while widening
+            z = K.cast(za_rt, I16)
+        elif opa.dtype is I16 and np.any(za):
             z = (
                 K.const(int(za), I16)
                 if za.ndim == 0
@@ -135,7 +143,10 @@ def lower_matmul_integer(ctx: LowerCtx, node, ins: list[TExpr], sink) -> K.Stmt 
     if opa.dtype is not I16:
         cs = bs.astype(np.int64).sum(axis=0)  # column sums of the stored B (over the real K)
         zbp = np.broadcast_to(opb.zp, (N,))
-        if opa.zp.ndim == 0:
+        if za_rt is not None:  # z'A = zA + shift at run time: z'A * (K z'B - colsum(B'))
+            zrow = K.binop("add", za_rt, K.const(int(opa.zp), I32)) if int(opa.zp) else za_rt
+            corr.terms.append((zrow, G8._vec(ctx, Kd * zbp - cs, -(-N // plan.NR) * plan.NR, f"{name}_colcorr")))
+        elif opa.zp.ndim == 0:
             colc = -int(opa.zp) * cs + Kd * int(opa.zp) * zbp
             if np.any(colc):
                 corr.terms.append((None, G8._vec(ctx, colc, -(-N // plan.NR) * plan.NR, f"{name}_colcorr")))
