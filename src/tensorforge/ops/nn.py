@@ -216,14 +216,16 @@ def _conv_infer(ctx: InferCtx):
     return [TensorType(dt, (x[0], m, *win.out_size))]
 
 
-def conv_reference(attrs, x, w, b=None):
+def conv_accumulate(attrs, x, w, acc_dtype=np.float64) -> np.ndarray:
+    """The convolution of ``x`` by ``w`` (no bias) accumulated in ``acc_dtype`` (float64, or int64 for the
+    integer convolution's exact reference), zero padding."""
     win = _conv_window(None, x.shape, w.shape, attrs)
     group = int(attrs.get("group", 1))
     sp = len(win.kernel)
     xp = np.pad(x, [(0, 0), (0, 0)] + [(win.pads_begin[i], win.pads_end[i]) for i in range(sp)])
     n, c = x.shape[:2]
     m = w.shape[0]
-    y = np.zeros((n, m, *win.out_size), dtype=np.float64)
+    y = np.zeros((n, m, *win.out_size), dtype=acc_dtype)
     cg, mg = c // group, m // group
     for g in range(group):
         xg = xp[:, g * cg : (g + 1) * cg]
@@ -234,8 +236,13 @@ def conv_reference(attrs, x, w, b=None):
             patch = xg[(slice(None), slice(None), *sl)]
             wk = w[(slice(g * mg, (g + 1) * mg), slice(None), *kidx)]
             y[:, g * mg : (g + 1) * mg] += np.einsum("nc...,mc->nm...", patch, wk)
+    return y
+
+
+def conv_reference(attrs, x, w, b=None):
+    y = conv_accumulate(attrs, x, w)
     if b is not None:
-        y += b.reshape((1, m) + (1,) * sp)
+        y += b.reshape((1, w.shape[0]) + (1,) * (x.ndim - 2))
     return (y.astype(x.dtype),)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..ir.dtype import DType
 from ..ir.graph import Node, TensorType
 from .common import prod
-from .nn import WINDOW_ATTRS, _conv_window, _static, matmul_shape
+from .nn import WINDOW_ATTRS, _conv_window, _static, conv_accumulate, matmul_shape
 from .registry import Attr, InferCtx, OpDef, Pattern, register
 
 INT8_TYPES = (DType.U8, DType.I8)
@@ -126,29 +126,13 @@ def _conv_integer_infer(ctx: InferCtx):
 
 
 def conv_integer_reference(attrs, x, w, xzp=None, wzp=None) -> np.ndarray:
-    """The exact int64 convolution of ``x - x_zp`` and ``w - w_zp`` (w_zp scalar or per output channel)."""
-    win = _conv_window(None, x.shape, w.shape, attrs)
-    group = int(attrs.get("group", 1))
-    sp = len(win.kernel)
+    """The exact int64 convolution of ``x - x_zp`` and ``w - w_zp`` (w_zp scalar or per output channel); the
+    padding is the zero point (0 once shifted)."""
     x64 = x.astype(np.int64) - (0 if xzp is None else np.int64(np.asarray(xzp).reshape(-1)[0]))
     w64 = w.astype(np.int64)
     if wzp is not None:
         w64 = w64 - np.asarray(wzp).astype(np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
-    xp = np.pad(x64, [(0, 0), (0, 0)] + [(win.pads_begin[i], win.pads_end[i]) for i in range(sp)])
-    n, c = x.shape[:2]
-    m = w.shape[0]
-    y = np.zeros((n, m, *win.out_size), dtype=np.int64)
-    cg, mg = c // group, m // group
-    for g in range(group):
-        xg = xp[:, g * cg : (g + 1) * cg]
-        for kidx in np.ndindex(*win.kernel):
-            sl = tuple(slice(kidx[i] * win.dilations[i],
-                             kidx[i] * win.dilations[i] + win.strides[i] * (win.out_size[i] - 1) + 1,
-                             win.strides[i]) for i in range(sp))  # fmt: skip
-            patch = xg[(slice(None), slice(None), *sl)]
-            wk = w64[(slice(g * mg, (g + 1) * mg), slice(None), *kidx)]
-            y[:, g * mg : (g + 1) * mg] += np.einsum("nc...,mc->nm...", patch, wk)
-    return y
+    return conv_accumulate(attrs, x64, w64, np.int64)
 
 
 def _conv_integer_ref(attrs, x, w, xzp=None, wzp=None):
