@@ -388,3 +388,25 @@ def test_int8_model_exports(target, tmp_path, rng):
     build_example(out)
     (g,) = run_example(out, [x])
     np.testing.assert_array_equal(g, want)
+
+
+def test_export_quantizes_a_float_model(tmp_path, rng):
+    """`export --quantize int8 --calibration`: an int8 library straight from a float model, its code the
+    target's integer instructions, its outputs those of the quantized model compiled in process."""
+    from tensorforge.cli import main
+    from tensorforge.codegen.targets import host
+
+    model = small_cnn(batch=2)
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    vi = model.graph.input[0]
+    shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    np.savez(tmp_path / "cal.npz", **{vi.name: rng.standard_normal([8, *shape[1:]]).astype(np.float32)})
+    out = tmp_path / "lib"
+    assert main(["export", str(tmp_path / "m.onnx"), "-o", str(out), "--name", "q", "--quantize", "int8",
+                 "--calibration", str(tmp_path / "cal.npz")]) == 0  # fmt: skip
+    mnemonic = {"amx": r"tdpb[su][su]d", "vnni512": "vpdpbusd", "vnni256": "vpdpbusd", "avx2": "vpmaddwd"}
+    if host().int8_isa in mnemonic:
+        assert re.search(mnemonic[host().int8_isa], (out / "q.s").read_text())
+    q = tfg.quantize(model, calibration=str(tmp_path / "cal.npz"))
+    x = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(tfg.load(str(out))(x), tfg.compile(q)(x))

@@ -45,6 +45,13 @@ def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
     return art
 
 
+def add_precision(p):
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation "
+                        "(AMX-BF16 or AVX512-BF16 targets), everything else and the inputs/outputs stay float32 "
+                        "(default fp32)")  # fmt: skip
+
+
 def _compile_args(p):
     add_model(p)
     p.add_argument("-o", "--output", default="out", help="output directory (default: out/)")
@@ -58,10 +65,7 @@ def _compile_args(p):
     p.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
                    help="print the graph after the named pass (repeatable)")  # fmt: skip
     p.add_argument("--verify", action="store_true", help="run the IR verifier between passes")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation "
-                        "(AMX-BF16 or AVX512-BF16 targets), everything else and the inputs/outputs stay float32 "
-                        "(default fp32)")  # fmt: skip
+    add_precision(p)
     add_compile_quantize_args(p)
 
 
@@ -221,6 +225,8 @@ def _export_args(p):
                    help="embedded (default: in the library) or file: <NAME>.weights, read by <NAME>_session_create")
     add_opt(p)
     add_shapes(p)
+    add_precision(p)
+    add_compile_quantize_args(p)  # export an int8 library straight from a float model
 
 
 @command("export", "write a standalone C library (.so, .a, header, example program) for a model", _export_args)
