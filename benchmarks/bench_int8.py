@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from tensorforge.codegen.targets import host
+from tensorforge.codegen.targets import get_target, host
 from tensorforge.compiler import Options, compile_graph, to_graph
 
 SHAPES = [(1024, 1024, 1024), (64, 784, 256), (128, 768, 3072)]  # M x K x N
@@ -80,6 +81,29 @@ def run(threads: int, quick: bool) -> list[dict]:
     return rows
 
 
+def run_avx2_target(quick: bool) -> list[dict]:
+    """The AVX2 path against fp32 both compiled for the AVX2 target ``x86_64`` (ymm, 16 registers), 1 thread:
+    what an AVX2-only host gets. Run here (an x86_64 target's code loads on any AVX2 host)."""
+    if not host().has_feature("avx2") or host().arch != "x86_64":
+        return []
+    t = replace(get_target("x86_64"), is_host=True)
+    rng = np.random.default_rng(1)
+    rows = []
+    for M, K, N in SHAPES[:1] if quick else SHAPES[:1] + SHAPES[2:]:
+        a = rng.integers(0, 256, (M, K)).astype(np.uint8)
+        b = rng.integers(-128, 128, (K, N)).astype(np.int8)
+        q = _model("MatMulInteger", M, K, N, b, TensorProto.UINT8, TensorProto.INT32, np.array(3, np.uint8))
+        f = _model("MatMul", M, K, N, b.astype(np.float32), TensorProto.FLOAT, TensorProto.FLOAT)
+        mi, mf = compile_graph(to_graph(q), t, Options()), compile_graph(to_graph(f), t, Options())
+        mi.num_threads = mf.num_threads = 1
+        af = a.astype(np.float32)
+        ops = 2 * M * N * K
+        med = _medians({"avx2": lambda: mi.run({"a": a}), "fp32": lambda: mf.run({"a": af})}, 3 if quick else 9,
+                       max(1, int(1e8 // ops)))  # fmt: skip
+        rows.append({"shape": f"{M}x{K}x{N}", **{k: ops / v / 1e9 for k, v in med.items()}})
+    return rows
+
+
 def section():
     quick = bool(os.environ.get("TENSORFORGE_BENCH_QUICK"))
     records = run(1, quick) + run(2, quick)
@@ -93,6 +117,12 @@ def section():
         lines.append(f"| {r['shape']} | {r['threads']} | {vals} | {r['ort']:.0f} | {r['fp32']:.0f} | "
                      f"{r[best] / r['ort']:.2f}x | {r[best] / r['fp32']:.2f}x |")  # fmt: skip
     md = "GOP/s (medians of alternating blocks, one run); A uint8 with a zero point, B a constant int8.\n\n"
+    avx2 = run_avx2_target(quick)
+    if avx2:
+        lines += ["", "Compiled for the AVX2 target `x86_64` (1 thread): int8 `vpmaddwd` vs fp32 FMA.", "",
+                  "| M x K x N | int8 avx2 | tf fp32 | avx2 / fp32 |", "|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['shape']} | {r['avx2']:.0f} | {r['fp32']:.0f} | {r['avx2'] / r['fp32']:.2f}x |" for r in avx2]
+        records += [{**r, "target": "x86_64"} for r in avx2]
     return "Int8 GEMM", md + "\n".join(lines), records
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import tensorforge as tfg
 from tensorforge.codegen.targets import host
 from tensorforge.compiler import Options, compile_graph, to_graph
 from tensorforge.lower.kir import Buffer, Const, Load
@@ -112,3 +113,37 @@ def test_matmul_ref_unchanged(rng):
     a, b = _ints(rng, (5, 7), np.uint8), _ints(rng, (7, 3), np.int8)
     want = (a.astype(np.int64) - 2) @ b.astype(np.int64)
     assert np.array_equal(_matmul_integer_ref({}, a, b, np.array(2, np.uint8), None)[0], want)
+
+
+def _hot_block(asm: str, instr: str) -> str:
+    """The basic block (between labels) of the listing with the most ``instr``: a micro-kernel's K loop."""
+    blocks = [b for b in asm.split("\n.LBB") if instr in b]
+    return max(blocks, key=lambda b: b.count(instr))
+
+
+@pytest.mark.parametrize("unroll", [1, 2, 3])
+def test_avx2_unrolls_exact(unroll, rng):
+    """The AVX2 int16 register tile at each K unroll, with a remainder loop (K/2 not a multiple of it)."""
+    if not can_run("avx2"):
+        pytest.skip("host cannot run avx2")
+    for a_shape, N, adt, bdt, za, zb in [((37, 130), 45, np.uint8, np.int8, 7, None),
+                                         ((16, 250), 24, np.int8, np.uint8, -3, 200)]:  # fmt: skip
+        model, a, want = matmul_case(rng, a_shape, N, adt, bdt, za, zb)
+        opts = {"int8_isa": "avx2", "int8_gemm": {"unroll": unroll}}
+        m = compile_graph(to_graph(model), host(), Options(lowering=opts))
+        assert np.array_equal(m.run({"x": a})["y"], want), (unroll, a_shape, N)
+
+
+def test_avx2_tile_keeps_its_accumulators_in_registers(rng):
+    """The AVX2 tile plans a product register per step (``vpmaddwd`` + ``vpaddd``): its K loop never spills
+    (a 6x2 tile unrolled by 4 did: 12 accumulators through the stack every step)."""
+    model, _, _ = matmul_case(rng, (256, 512), 256, np.uint8, np.int8, 3, None)
+    hot = _hot_block(tfg.assembly(model, target="x86_64"), "vpmaddwd")
+    assert hot.count("vpmaddwd") >= 8 and "rsp" not in hot, hot
+
+
+def test_amx_prefetches_by_default(rng):
+    """The AMX micro-kernel prefetches its next tiles (steady under cache pressure) unless told not to."""
+    model, _, _ = matmul_case(rng, (64, 512), 64, np.uint8, np.int8, 3, None)
+    hot = _hot_block(tfg.assembly(model, target="x86_64-amx"), "tdpbusd")
+    assert "prefetcht0" in hot, hot
