@@ -174,11 +174,21 @@ def main(argv: list[str] | None = None) -> int:
         row["tensorforge_tf32_tflops"] = flops / tf32.benchmark(a, b, repeat=repeat) / 1e12
         row["torch_tf32_tflops"] = flops / _torch_time(torch.matmul, (ta, tb), repeat) / 1e12
         torch.backends.cuda.matmul.allow_tf32 = False
+        # fp16 / bf16 tensor cores (m16n8k16, float32 accumulation; operands converted while staging tiles)
+        # against torch.matmul on half-precision tensors (its cuBLAS also accumulates in float32)
+        for prec, tdt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+            half = compile_cuda(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), precision=prec)
+            row[f"tensorforge_{prec}_tflops"] = flops / half.benchmark(a, b, repeat=repeat) / 1e12
+            row[f"torch_{prec}_tflops"] = flops / _torch_time(torch.matmul, (ta.to(tdt), tb.to(tdt)), repeat) / 1e12
+            ref = (ta.to(tdt).double() @ tb.to(tdt).double()).cpu().numpy()
+            row[f"{prec}_max_abs_diff"] = float(np.abs(half.call(a, b)[0] - ref).max())
         rows.append(row)
         share = row["tensorforge_tflops"] / peak
         print(f"gemm {n:5d}  tensorforge {row['tensorforge_tflops']:6.2f} TFLOP/s ({share:5.1%} of peak) | "
               f"torch {row['torch_tflops']:6.2f} TFLOP/s | max |diff| {err:.2e} | tf32: tensorforge "
-              f"{row['tensorforge_tf32_tflops']:6.2f}, torch {row['torch_tf32_tflops']:6.2f} TFLOP/s",
+              f"{row['tensorforge_tf32_tflops']:6.2f}, torch {row['torch_tf32_tflops']:6.2f} TFLOP/s | fp16: "
+              f"{row['tensorforge_fp16_tflops']:6.2f} vs {row['torch_fp16_tflops']:6.2f} | bf16: "
+              f"{row['tensorforge_bf16_tflops']:6.2f} vs {row['torch_bf16_tflops']:6.2f} TFLOP/s",
               flush=True)  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:

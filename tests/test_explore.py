@@ -118,7 +118,7 @@ def test_report_ties_kernels_to_nodes_listings_and_times():
     assert r.nodes[conv.node].op == "Fused" and conv.name in r.nodes[conv.node].kernels
     assert conv.asm.startswith(f"{conv.name}:") and f'@"{conv.name}"' in conv.llvm_ir.splitlines()[0]
     assert conv.kernel_ir and conv.analysis.hot is not None and conv.analysis.hot.fmas > 0
-    assert sum(k.share for k in r.kernels) == pytest.approx(1.0, abs=0.05)
+    assert sum(k.share for k in r.kernels) == pytest.approx(1.0, abs=0.1)  # medians of parts vs of the whole
     for k in r.kernels:  # the numbers follow from the measurement and the peak given
         assert k.seconds > 0
         assert k.pct_peak == pytest.approx(100 * k.flops / k.seconds / 1e9 / 200.0)
@@ -163,11 +163,14 @@ def test_page_is_self_contained_with_one_point_and_panel_per_kernel(tmp_path):
     assert 'class="l hot hot0"' in asm and "vfmadd" in asm
 
 
-def test_explore_from_a_model_records_the_graph_after_each_pass(tmp_path):
-    path = tfg.explore(small_cnn(batch=1), tmp_path / "r.html", repeat=2)
-    html = open(path).read()
-    assert "fold_bn: graph diff" in html and "fuse: graph diff" in html
-    assert "-1 BatchNormalization" in html  # what fold_bn changed, in op counts
+def test_explore_from_a_model_records_the_graph_after_each_pass(tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    model = small_cnn(batch=1)
+    for i in range(2):  # the second report reads the listings and pass graphs the first one made
+        html = open(tfg.explore(model, tmp_path / f"r{i}.html", repeat=2)).read()
+        assert "fold_bn: graph diff" in html and "fuse: graph diff" in html
+        assert "-1 BatchNormalization" in html  # what fold_bn changed, in op counts
+        assert ("read from the cache directory" in html) == (i == 1)
 
 
 def test_compare_matches_kernels_by_graph_nodes(tmp_path):
@@ -211,17 +214,27 @@ def test_cli_explore_and_its_errors(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50", "bert_encoder"])
 def test_large_model_report_time_and_size(tmp_path, monkeypatch, name):
-    """ResNet-50 and a BERT encoder: the report (compile from scratch, profile, listings) in under 30 s (a
-    machine shared with other work may be slower), the file under 10 MB."""
+    """ResNet-50 and a BERT encoder: the report from scratch (compile with an empty cache, listings made side
+    by side, profile within its time budget) in under 30 s, and again with the build and listings cached in
+    under 10 s (TENSORFORGE_TIME_SLACK scales both on a machine shared with other work); the file under 10 MB."""
     import time
 
     from tensorforge import examples
+    from tensorforge.compiler import cache
     from tensorforge.runtime.peak import machine_peak
 
     machine_peak()  # the machine's model, measured once per machine (not per report)
     monkeypatch.setenv("TENSORFORGE_CACHE_DIR", str(tmp_path / "cache"))  # compile from scratch
-    t0 = time.perf_counter()
-    path = tfg.explore(getattr(examples, name)(batch=1), tmp_path / "r.html")
-    took = time.perf_counter() - t0
-    assert os.path.getsize(path) < 10 * 2**20
-    assert took < 30 * float(os.environ.get("TENSORFORGE_TIME_SLACK", "1")), f"{name}: {took:.1f} s"
+    slack = float(os.environ.get("TENSORFORGE_TIME_SLACK", "1"))
+    model = getattr(examples, name)(batch=1)
+    took = []
+    for i in range(2):
+        t0 = time.perf_counter()
+        path = tfg.explore(model, tmp_path / f"r{i}.html")
+        took.append(time.perf_counter() - t0)
+        cache.wait()  # the artifact written in the background (not part of the report's time)
+        page = open(path).read()
+        assert os.path.getsize(path) < 10 * 2**20
+        assert ("read from the cache directory" in page) == (i == 1)  # the second report reuses the listings
+    assert took[0] < 30 * slack, f"{name} from scratch: {took[0]:.1f} s"
+    assert took[1] < 10 * slack, f"{name} cached: {took[1]:.1f} s"

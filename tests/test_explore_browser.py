@@ -9,6 +9,7 @@ import os
 import shutil
 import time
 
+import numpy as np
 import pytest
 
 import tensorforge as tfg
@@ -105,4 +106,32 @@ def test_compare_in_a_browser(browser, tmp_path):
     cols = _wait(browser, "return document.querySelectorAll('#kpanel .cmp .pane[data-pane=asm] .lz.ready').length")
     assert cols == 2
     assert len(browser.find_elements("css selector", "svg.roofline")) == 2
+    assert _errors(browser) == []
+
+
+def test_torch_sources_and_family_roofs_in_a_browser(browser, tmp_path):
+    """A torch.export model's page: the kernel panel shows each node's source line; an int8 QDQ model's page
+    draws its int8 roof (where the host has an int8 dot-product instruction) with one point per kernel."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
+    m = tfg.from_torch(net, (torch.randn(1, 3, 12, 12),))
+    _open(browser, m.explore(str(tmp_path / "t.html"), repeat=2))
+    conv = next(k.name for k in m.kernels if "conv" in k.name.lower())
+    browser.find_element("css selector", f'#roofline circle.pt[data-kernel="{conv}"]').click()
+    src = _wait(browser, "var s=document.querySelector('#kpanel .members .src');return s && s.innerText")
+    assert src.startswith("@ ") and ".py:" in src
+    assert _errors(browser) == []
+
+    from tensorforge.explore.page import render
+    from tensorforge.runtime.peak import machine_peak
+    from test_explore_peaks import _profiled_report, _quantized
+
+    q = tfg.compile(str(_quantized(tmp_path, np.random.default_rng(2))))
+    r = _profiled_report(q, machine_peak())
+    page = tmp_path / "q.html"
+    page.write_text(render(r))
+    _open(browser, str(page))
+    assert len(browser.find_elements("css selector", "#roofline circle.pt")) == len(r.kernels)
+    roofs = browser.find_elements("css selector", "#roofline path.roof[data-family]")
+    assert sorted(x.get_attribute("data-family") for x in roofs) == sorted(r.families)
     assert _errors(browser) == []

@@ -154,6 +154,13 @@ class FakeDriver:
         self.ct.memmove(dst, self._at(src.value, n.value).ctypes.data, n.value)
         return 0
 
+    def cuMemcpyDtoDAsync_v2(self, dst, src, n, stream):
+        self._at(dst.value, n.value)[:] = self._at(src.value, n.value)
+        return 0
+
+    def cuMemcpyDtoH_v2(self, dst, src, n):
+        return self.cuMemcpyDtoHAsync_v2(dst, src, n, None)
+
     def cuMemsetD8Async(self, dst, value, n, stream):
         self._at(dst.value, n.value)[:] = value
         return 0

@@ -76,7 +76,7 @@ def test_cuda_targets_from_compute_capability(arch, feat):
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_tf32_tensor_core_kernels_assemble(arch):
     target = get_target("nvptx-" + arch.replace("_", ""))
-    b = Build(small_cnn(2), target, Options(lowering={"gpu_mma": "tf32"})).run("llvm")
+    b = Build(small_cnn(2), target, Options(lowering={"precision": "tf32"})).run("llvm")
     _check(b, arch)
     text = b.artifact().assembly()
     assert "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" in text and "cvt.rna.tf32.f32" in text

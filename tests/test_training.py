@@ -417,3 +417,16 @@ def test_dropout_trains_as_identity_with_a_warning():
     model.graph.node.insert(list(model.graph.node).index(relu) + 1, drop)
     with pytest.warns(UserWarning, match=r"Dropout node\(s\) \['drop'\] train as the identity"):
         tfg.training_step(model)
+
+
+def test_training_graph_text_round_trips():
+    """The training program's graph prints as text the parser reads back (a cached artifact is parsed from it):
+    every value name holds only the characters of the graph text (the update check once named values
+    'update check_concat')."""
+    from tensorforge.ir.parser import parse_graph
+
+    step = tfg.training_step(mlp(batch=8, sizes=(32, 16, 4), softmax=False), tiered=False)
+    rng = np.random.default_rng(0)
+    prog, _, _ = step.profile_rows(rng.standard_normal((8, 32)).astype(np.float32), rng.integers(0, 4, 8), 2)
+    text = prog.artifact.graph_text
+    assert str(parse_graph(text)).splitlines()[0] == text.splitlines()[0]

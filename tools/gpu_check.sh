@@ -31,7 +31,8 @@ fi
 
 echo "== GPU tests"
 $PY -m pytest -q -p no:cacheprovider -rs tests/test_gpu_cuda.py tests/test_gpu_kernels.py tests/test_gpu_interp.py \
-    tests/test_gpu_ptx.py --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+    tests/test_gpu_ptx.py tests/test_gpu_mma.py tests/test_gpu_device_io.py tests/test_gpu_train.py \
+    tests/test_gpu_export.py --junitxml="$OUT/gpu_tests.xml" 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 tests_rc=${PIPESTATUS[0]}
 
 echo "== GPU benchmark"
@@ -70,6 +71,11 @@ for r in data["rows"]:
         print(f"{r['gemm']:<10d} {r['tensorforge_tflops']:15.2f} {r['torch_tflops']:10.2f} "
               f"{r['tensorforge_tflops'] / r['peak_tflops']:11.1%} {r['tensorforge_tf32_tflops']:9.2f} "
               f"{r['torch_tf32_tflops']:11.2f}")
+print(f"{'gemm n':10s} {'tf fp16':>15s} {'torch fp16':>10s} {'tf bf16':>11s} {'torch bf16':>11s}  (tensor cores, TFLOP/s)")
+for r in data["rows"]:
+    if "tensorforge_fp16_tflops" in r:
+        print(f"{r['gemm']:<10d} {r['tensorforge_fp16_tflops']:15.2f} {r['torch_fp16_tflops']:10.2f} "
+              f"{r['tensorforge_bf16_tflops']:11.2f} {r['torch_bf16_tflops']:11.2f}")
 PYEOF
 echo "tests exit $tests_rc, bench exit $bench_rc"
 [ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ]

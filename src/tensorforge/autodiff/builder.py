@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import CompileError, ShapeError
 from ..ir.dtype import DType
-from ..ir.graph import Node, Shape, TensorType, Value
+from ..ir.graph import Node, Shape, TensorType, Value, clean_name
 from ..ops.registry import infer_node
 
 
@@ -28,7 +28,7 @@ class GraphBuilder:
         self.prefix = ""  # "d_" while building a gradient
 
     def fresh(self, base: str) -> str:
-        base = base or "v"
+        base = clean_name(base)  # labels such as "update check" name values too
         name, k = base, 1
         while name in self._names:
             name = f"{base}_{k}"

@@ -46,10 +46,11 @@ def _artifact(args, until: str, symbolic_as_one: bool = True, **options):
 
 
 def add_precision(p):
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+    p.add_argument("--precision", choices=["fp32", "bf16", "tf32", "fp16"], default="fp32",
                    help="bf16: GEMMs and convolutions multiply bfloat16 operands with float32 accumulation "
-                        "(AMX-BF16 or AVX512-BF16 targets), everything else and the inputs/outputs stay float32 "
-                        "(default fp32)")  # fmt: skip
+                        "(AMX-BF16 or AVX512-BF16 targets; on NVIDIA GPUs bf16 tensor cores), everything else and "
+                        "the inputs/outputs stay float32 (default fp32); GPU targets only: tf32 / fp16 tensor "
+                        "cores (sm_80+)")  # fmt: skip
 
 
 def _compile_args(p):
@@ -233,6 +234,13 @@ def _export_args(p):
 def cmd_export(args) -> int:
     from ..runtime.aot import export_library
 
+    if args.target == "cuda" or args.target.startswith("nvptx"):  # a GPU library with its PTX (runtime/aot_cuda.py)
+        from ..runtime import cuda
+        from ..runtime.aot_cuda import export_cuda_library as export_library  # noqa: F811
+
+        if args.target == "cuda" and not cuda.available():
+            note("no CUDA driver/GPU here: exporting PTX for sm_80 (the driver's JIT compiles it for newer GPUs)")
+            args.target = "nvptx-sm80"
     with StagedDir(args.output) as out:
         art = _artifact(args, "llvm", symbolic_as_one=False)
         files = export_library(art, out.tmp, args.name, weights=args.weights)

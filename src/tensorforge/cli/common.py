@@ -100,11 +100,12 @@ def add_library_args(p: argparse.ArgumentParser) -> None:
                         "symbol starts with <NAME>_ (default: model)")  # fmt: skip
     p.add_argument("--target", default="host",
                    choices=["host", "x86_64", "x86_64-avx512", "x86_64-avx512vnni", "x86_64-avxvnni", "x86_64-amx",
-                            "aarch64"],
+                            "aarch64", "cuda", "nvptx-sm80", "nvptx-sm90"],
                    help="host (default: this CPU's ISA); x86_64 (AVX2) / x86_64-avx512 for a portable x86 build, "
                         "x86_64-avx512vnni / x86_64-avxvnni / x86_64-amx for the int8 (and bf16) instructions of "
                         "newer x86 CPUs; or aarch64 (NEON; needs Debian's gcc-aarch64-linux-gnu: `make "
-                        "cross-tools`)")  # fmt: skip
+                        "cross-tools`); export only: cuda (PTX for the visible GPU, else sm_80; the library loads "
+                        "it through the CUDA driver at run time) or nvptx-sm80 / nvptx-sm90")  # fmt: skip
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:

@@ -43,6 +43,13 @@ def _explore_args(p: argparse.ArgumentParser) -> None:
         "and assembly diffs)",
     )
     p.add_argument(
+        "--compare-model",
+        default=None,
+        metavar="MODEL2",
+        help="a second model (e.g. the int8 version of MODEL) built with the same options and shown side by "
+        "side, kernels matched by graph node names",
+    )
+    p.add_argument(
         "--input",
         action="append",
         default=[],
@@ -50,7 +57,11 @@ def _explore_args(p: argparse.ArgumentParser) -> None:
         help="input array to profile on, from a .npy file (repeatable); missing inputs are random (seeded)",
     )
     p.add_argument(
-        "--repeat", type=positive_int, default=10, help="profiled runs to take the per-kernel medians over (default 10)"
+        "--repeat",
+        type=positive_int,
+        default=10,
+        help="profiled runs to take the per-kernel medians over (default 10; fewer, at least 3, when they would "
+        "take over 1.5 s)",
     )
     add_threads(p)
     add_shapes(p)
@@ -71,6 +82,8 @@ def cmd_explore(args) -> int:
         raise TensorforgeError(f"--compare needs two -O levels (e.g. -O0 -O2), got {len(levels)}")
     if not args.compare and len(levels) > 1:
         raise TensorforgeError("-O given more than once; add --compare to compare two builds")
+    if args.compare and args.compare_model:
+        raise TensorforgeError("--compare (two -O levels) and --compare-model (two models) do not go together")
     compare = [{"opt_level": o, "passes": args.passes} for o in levels] if args.compare else None
     path = explore(
         load_model(args.model),
@@ -82,6 +95,7 @@ def cmd_explore(args) -> int:
         input_shapes=parse_shapes(args.input_shape),
         num_threads=args.threads,
         compare=compare,
+        compare_model=load_model(args.compare_model) if args.compare_model else None,
         model_hint=args.model,
     )
     print(f"wrote {path}")

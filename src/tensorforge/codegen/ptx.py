@@ -8,7 +8,9 @@ registered as hooks of the kernel emitter (``codegen/llvm/emitter.py``), and the
 * ``Barrier``: ``llvm.nvvm.barrier0`` (``bar.sync 0``);
 * ``Shfl``: ``llvm.nvvm.shfl.sync.{bfly,down,idx}.{f32,i32}`` over the full warp (64-bit values as two
   32-bit halves);
-* ``Mma``: ``llvm.nvvm.mma.m16n8k8.row.col.tf32`` on operands rounded by ``llvm.nvvm.f2tf32.rna``.
+* ``Mma``: ``llvm.nvvm.mma.m16n8k8.row.col.tf32`` on operands rounded by ``llvm.nvvm.f2tf32.rna``;
+  ``llvm.nvvm.mma.m16n8k16.row.col.f32.f32`` (f16 operands in ``<2 x half>``, float32 C and D) and
+  ``llvm.nvvm.mma.m16n8k16.row.col.bf16`` (bf16 pairs in an i32).
 
 ``ptxas`` (from the CUDA toolkit or the ``nvidia-cuda-nvcc`` wheel) checks what we emit: ``ptxas_check``.
 Importing this module registers the hooks (the pipeline does for GPU targets).
@@ -22,12 +24,15 @@ import subprocess
 import tempfile
 
 import llvmlite.ir as ir
+import numpy as np
 
 from ..errors import CompileError
+from ..ir.dtype import DType
 from ..lower.gpu_kir import Barrier, BlockIdx, Mma, SharedBuffer, Shfl, ThreadIdx
-from ..lower.kir import For, Stmt
+from ..lower.kir import Bin, Const, For, Load, Stmt, Var
 from .llvm import emitter as E
-from .llvm.lltypes import I32, I64, PTR, VOID, memty
+from .llvm.convert import _to_bf16_bits
+from .llvm.lltypes import I32, I64, PTR, VOID, gep, memty
 
 
 def _sreg(em, name: str) -> ir.Value:
@@ -67,16 +72,75 @@ def _mma(em, s: Stmt) -> bool:
         return False
     b = em.b
     f32 = ir.FloatType()
-    tf32 = em.mb.declare("llvm.nvvm.f2tf32.rna", I32, [f32])
-    ab = [b.call(tf32, [em.expr(x)]) for x in (*s.a, *s.b)]
     c = [em.expr(x) for x in s.c]
     ret = ir.LiteralStructType([f32] * 4)
-    fn = em.mb.declare("llvm.nvvm.mma.m16n8k8.row.col.tf32", ret, [I32] * 6 + [f32] * 4)
+    if s.kind == "tf32":
+        tf32 = em.mb.declare("llvm.nvvm.f2tf32.rna", I32, [f32])
+        ab = [b.call(tf32, [em.expr(x)]) for x in (*s.a, *s.b)]
+        fn = em.mb.declare("llvm.nvvm.mma.m16n8k8.row.col.tf32", ret, [I32] * 6 + [f32] * 4)
+    else:  # f16 / bf16: pairs of 16-bit values in one 32-bit register, the first in the low half
+        vals = (*s.a, *s.b)
+        ab = [_pair(em, s.kind, vals[i], vals[i + 1]) for i in range(0, len(vals), 2)]
+        if s.kind == "f16":
+            h2 = ir.VectorType(ir.HalfType(), 2)
+            ab = [b.bitcast(x, h2) for x in ab]
+            fn = em.mb.declare("llvm.nvvm.mma.m16n8k16.row.col.f32.f32", ret, [h2] * 6 + [f32] * 4)
+        else:
+            fn = em.mb.declare("llvm.nvvm.mma.m16n8k16.row.col.bf16", ret, [I32] * 6 + [f32] * 4)
     r = b.call(fn, [*ab, *c])
     for i, v in enumerate(s.d):
         b.store(b.extract_value(r, i), em.var_slot(v))
         em._invalidate(var_uid=v.uid)
     return True
+
+
+def _affine(e) -> tuple[dict[int, int], int] | None:
+    """``e`` as integer coefficients of its variables plus a constant; None when it is not such a sum."""
+    if isinstance(e, Const) and isinstance(e.value, int | np.integer):
+        return {}, int(e.value)
+    if isinstance(e, Var):
+        return {e.uid: 1}, 0
+    if isinstance(e, Bin) and e.op in ("add", "sub", "mul"):
+        a, b = _affine(e.a), _affine(e.b)
+        if a is None or b is None:
+            return None
+        if e.op == "mul":
+            if a[0] and b[0]:
+                return None
+            (c, k), (vs, m) = (a, b) if not a[0] else (b, a)
+            return {u: x * k for u, x in vs.items()}, m * k
+        sign = 1 if e.op == "add" else -1
+        vs = dict(a[0])
+        for u, x in b[0].items():
+            vs[u] = vs.get(u, 0) + sign * x
+        return {u: x for u, x in vs.items() if x}, a[1] + sign * b[1]
+    return None
+
+
+def _word_pair(x, y) -> bool:
+    """Whether ``x``, ``y`` are the two 16-bit halves of one aligned 32-bit word of a shared tile: loads of the
+    same (16-byte aligned) shared buffer at indices ``i`` and ``i + 1`` with ``i`` provably even."""
+    if not (isinstance(x, Load) and isinstance(y, Load) and x.buf is y.buf and isinstance(x.buf, SharedBuffer)):
+        return False
+    if x.lanes != 1 or y.lanes != 1 or x.mask is not None or y.mask is not None or x.buf.dtype.itemsize != 2:
+        return False
+    fx, fy = _affine(x.index), _affine(y.index)
+    return (fx is not None and fy is not None and fx[0] == fy[0] and fy[1] == fx[1] + 1
+            and fx[1] % 2 == 0 and all(c % 2 == 0 for c in fx[0].values()))  # fmt: skip
+
+
+def _pair(em, kind: str, x, y) -> ir.Value:
+    """The i32 register of an f16/bf16 mma operand pair: one 32-bit shared-memory load when ``x`` and ``y``
+    are the halves of one word (the tiles are stored k-inner for that), else both values converted."""
+    b = em.b
+    if _word_pair(x, y) and x.buf.dtype is (DType.F16 if kind == "f16" else DType.BF16):
+        p = gep(b, em.buf_ptr(x.buf), [em.expr(x.index)], source_etype=memty(x.buf.dtype))
+        return b.load(p, typ=I32, align=4)
+    if kind == "f16":
+        lo, hi = (b.zext(b.bitcast(b.fptrunc(em.expr(v), ir.HalfType()), ir.IntType(16)), I32) for v in (x, y))
+    else:
+        lo, hi = (b.zext(_to_bf16_bits(em, em.expr(v)), I32) for v in (x, y))
+    return b.or_(lo, b.shl(hi, ir.Constant(I32, 16)))
 
 
 def _shfl(em, e: Shfl) -> ir.Value:

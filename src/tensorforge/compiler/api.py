@@ -99,7 +99,8 @@ def compile(
     from .gpu import compile_cuda, is_cuda
 
     if is_cuda(target):  # the visible NVIDIA GPU, through the CUDA driver (runtime/cuda.py)
-        return compile_cuda(model, target, opt_level=opt_level, passes=passes, input_shapes=input_shapes, name=name)
+        return compile_cuda(model, target, opt_level=opt_level, passes=passes, input_shapes=input_shapes, name=name,
+                            precision=precision)  # fmt: skip
     tgt = get_target(target)
     if not tgt.is_host:
         raise TensorforgeError(f"target {tgt.name} cannot run in this process; use tensorforge.assembly(model, "

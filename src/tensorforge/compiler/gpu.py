@@ -47,16 +47,20 @@ def is_cuda(target) -> bool:
 
 
 def _lowering(precision: str | None) -> dict:
-    if precision not in (None, "fp32", "tf32"):
-        raise TargetError(f"GPU precision must be 'fp32' or 'tf32', got {precision!r}")
-    return {"gpu_mma": "tf32"} if precision == "tf32" else {}
+    """The lowering options of a GPU ``precision`` (checked against the target by ``check_precision``)."""
+    from ..lower.bf16_gemm import GPU_PRECISIONS
+
+    if precision not in (None, *GPU_PRECISIONS):
+        raise TargetError(f"GPU precision must be one of {', '.join(GPU_PRECISIONS)}, got {precision!r}")
+    return {"precision": precision} if precision not in (None, "fp32") else {}
 
 
 def compile_cuda(model, target: str = "cuda", *, opt_level: int = 2, passes: str | None = None,
                  input_shapes: Mapping[str, Sequence[int]] | None = None, name: str | None = None,
                  precision: str | None = None):  # fmt: skip
     """``model`` compiled for the GPU ``target`` names (``cuda``, ``cuda:1``), loaded and ready to run.
-    ``precision="tf32"``: GEMMs and convolutions on tf32 tensor cores with float32 accumulation (sm_80+)."""
+    ``precision="tf32"`` / ``"bf16"`` / ``"fp16"``: GEMMs and convolutions on tensor cores (``mma.sync``, sm_80+)
+    with operands rounded to tf32 / converted to bfloat16 / float16 and float32 accumulation."""
     from ..runtime.cuda import CudaModel
     from .api import build_artifact
 
@@ -88,9 +92,109 @@ def simulate(model, target: str | Target = "nvptx-sm80", *, opt_level: int = 2,
     return SimulatedModel(b.run("llvm").artifact())
 
 
+class GpuBound:
+    """A program compiled for an NVPTX target behind the bound-array interface of ``runtime.Executable``
+    (``bind_input`` / ``bind_output`` / ``run_bound``), as a training step drives it: on the visible GPU
+    (``ordinal``: inputs copied in, the kernels launched, the bound outputs and the state inputs the program
+    updates in place (``Program.state``: parameters, optimizer state) copied back), or on the grid interpreter
+    (``ordinal=None``, for checking without a GPU)."""
+
+    def __init__(self, artifact, ordinal: int | None = None):
+        from ..ir.signature import InputSpec
+        from ..runtime.gridinterp import GridInterpreter
+
+        p = self.program = artifact.program
+        self.artifact, self.name = artifact, p.name
+        self.input_index = {n: i for i, (n, _, _) in enumerate(p.inputs)}
+        self.output_index = {n: i for i, (n, _, _) in enumerate(p.outputs)}
+        self.inputs = [InputSpec(n, dt, tuple(s)) for n, dt, s in p.inputs]
+        self.outputs = [InputSpec(n, dt, tuple(s)) for n, dt, s in p.outputs]
+        self.num_threads = 1  # kept for the Executable interface: a GPU runs the grid
+        self._in: list = [None] * len(p.inputs)
+        self._out: list = [None] * len(p.outputs)
+        if ordinal is None:
+            self.interp, self.cuda = GridInterpreter(p), None
+        else:
+            from ..runtime.cuda import CudaModel
+
+            self.interp, self.cuda = None, CudaModel(artifact, ordinal)
+
+    def bind_input(self, i: int, a) -> None:
+        self._in[i] = a
+
+    def bind_output(self, i: int, a) -> None:
+        self._out[i] = a
+
+    def run_bound(self) -> None:
+        missing = [self.inputs[i].name for i, a in enumerate(self._in) if a is None]
+        if missing:
+            raise UnsupportedError(f"model '{self.name}': inputs {missing} are not bound")
+        if self.cuda is None:  # the interpreter updates the state inputs in place (C-contiguous arrays of their type)
+            outs = self.interp.run(self._in)
+        else:
+            outs = self._run_cuda()
+        for o, r in zip(self._out, outs):
+            if o is not None:
+                o[...] = r
+
+    def _run_cuda(self) -> list:
+        import ctypes
+
+        from ..runtime.cuda import _DevicePtr
+
+        m = self.cuda
+        outs = m.call(*self._in)
+        with m._lock:  # the state the kernels updated in the inputs' device buffers, back into the host arrays
+            m.d.cuCtxSetCurrent(m.ctx)
+            for ii in sorted(set(self.program.state.values())):
+                a = self._in[ii]
+                m.d.cuMemcpyDtoHAsync_v2(a.ctypes.data_as(ctypes.c_void_p), _DevicePtr(m.in_bufs[ii]),
+                                         ctypes.c_size_t(a.nbytes), m.stream)  # fmt: skip
+            m.d.cuStreamSynchronize(m.stream)
+        return outs
+
+    def wait(self) -> None:
+        return None
+
+    def profile_kernels(self, *args, **kwargs):
+        raise UnsupportedError(f"model '{self.name}': per-kernel profiles of GPU programs are not available yet")
+
+
+def gpu_program(g, target: Target, options: Options, ordinal: int | None, state: dict[int, int] | None = None):
+    """A training step's (or predict) graph compiled for an NVPTX target, as a ``GpuBound`` on the GPU
+    ``ordinal`` or (None) on the grid interpreter."""
+    from .api import build_artifact
+
+    if ordinal is None:  # not cached: the interpreter needs the kernel bodies
+        return GpuBound(Build(g, target, options, state=state).run("llvm").artifact())
+    return GpuBound(build_artifact(g, target, options, state=state, until="llvm")[0], ordinal)
+
+
+def gpu_runner(target) -> tuple[Target, int | None] | None:
+    """For a training step's ``target``: (the NVPTX target, the GPU ordinal) for ``cuda`` / ``cuda:N``, (the
+    target, None: the grid interpreter) for an NVPTX target name (``nvptx-sm80``, ``sm_80``); None otherwise."""
+    if is_cuda(target):
+        ordinal = _ordinal(target)
+        return cuda_target(ordinal), ordinal
+    if isinstance(target, str) and target.startswith("sm_"):
+        return nvptx_target(target), None
+    if isinstance(target, str) and target.startswith("nvptx"):
+        return get_target(target), None
+    return None
+
+
 def _static_only(g) -> None:
     raise UnsupportedError(f"model '{g.name}': its shapes depend on input values or data (or are symbolic); GPU "
                            "targets compile static graphs only: give input_shapes, or run it on the CPU")  # fmt: skip
 
 
-__all__ = ["compile_cuda", "cuda_target", "is_cuda", "nvptx_target", "simulate"]
+__all__ = [
+    "GpuBound",
+    "compile_cuda",
+    "cuda_target",
+    "gpu_program",
+    "gpu_runner",
+    "is_cuda",
+    "nvptx_target",
+    "simulate",
+]

@@ -19,19 +19,21 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..codegen.targets import get_target
 from ..compiler.api import compile as compile_model
-from ..compiler.pipeline import Build, Options
+from ..compiler.pipeline import Options
 from ..errors import TensorforgeError
 from ..runtime.artifact import Artifact
 from ..runtime.model import CompiledModel
 from ..runtime.peak import MachinePeak, machine_peak
 from ..train.step import TrainingStep
 from ..util.files import atomic_write
+from .gather import Listings, gather, pass_snapshots
 from .page import render
 from .report import Report, build_report
 
 DEFAULT_REPEAT = 10
+MIN_REPEAT = 3
+PROFILE_BUDGET = 1.5  # seconds of profiled runs ``explore`` aims at (a long model gets fewer than ``repeat``)
 
 
 def random_feeds(specs, seed: int = 0) -> dict[str, np.ndarray]:
@@ -43,23 +45,6 @@ def random_feeds(specs, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def pass_snapshots(model, options: Options) -> list[str]:
-    """The graph's text before the passes, then after each pass (the import and passes run once more)."""
-    texts: list[str] = []
-    opts = Options(
-        opt_level=options.opt_level,
-        passes=options.passes,
-        input_shapes=options.input_shapes,
-        print_ir_after="all",
-        printer=lambda s: texts.append(s.split("\n", 1)[1].rstrip("\n")),
-    )
-    b = Build(model, get_target(None), opts)
-    b.run("specialize")
-    source = str(b.graph)
-    b.run("optimize")
-    return [source, *texts]
-
-
 def report_of(
     m: CompiledModel,
     feeds: Mapping[str, np.ndarray] | None = None,
@@ -67,8 +52,11 @@ def report_of(
     peak: MachinePeak | None = None,
     title: str | None = None,
     pass_graphs: list[str] | None = None,
+    listings: Listings | None = None,
+    budget: float | None = None,
 ) -> Report:
-    """Profile ``m`` (on ``feeds``, else seeded random inputs) and gather its report."""
+    """Profile ``m`` (on ``feeds``, else seeded random inputs) and gather its report. ``budget``: seconds
+    the profile may take (fewer runs than ``repeat``, at least ``MIN_REPEAT``, when one run is long)."""
     if not isinstance(m, CompiledModel):
         raise TensorforgeError(
             f"explore needs a model compiled for fixed input shapes, got {type(m).__name__} "
@@ -76,8 +64,15 @@ def report_of(
         )
     xs = dict(random_feeds(m.inputs))
     xs.update(feeds or {})
+    listings = listings or gather(m.artifact)  # before profiling: its worker processes are gone by then
+    if budget is not None and repeat > MIN_REPEAT:
+        t0 = time.perf_counter()
+        m.run(xs)  # one run (also the warm-up) sizes the profile
+        repeat = max(MIN_REPEAT, min(repeat, int(budget / max(time.perf_counter() - t0, 1e-9))))
     rows, total = m.profile(xs, repeat=repeat)
-    return build_report(m.artifact, rows, total, m.num_threads, peak or machine_peak(), repeat, title, pass_graphs)
+    return build_report(
+        m.artifact, rows, total, m.num_threads, peak or machine_peak(), repeat, title, pass_graphs, listings=listings
+    )
 
 
 def write_report(
@@ -139,6 +134,7 @@ def explore(
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     num_threads: int | None = None,
     compare: Sequence[Mapping] | None = None,
+    compare_model=None,
     title: str | None = None,
     model_hint: str | None = None,
 ) -> str:
@@ -147,12 +143,25 @@ def explore(
     ``model``: an ONNX path / bytes / ModelProto, a Graph, or a ``CompiledModel`` (compiled as it is).
     ``compare``: two dicts of compile options (``opt_level``, ``passes``), e.g. ``[{"opt_level": 0},
     {"opt_level": 2}]``, for two builds side by side. ``feeds``: inputs to profile on (missing ones seeded
-    random); ``repeat``: profiled runs (per-kernel medians)."""
+    random); ``repeat``: profiled runs (per-kernel medians). ``compare_model``: a second model (e.g. the int8
+    version of ``model``) compiled with the same options and shown beside it, kernels matched by graph node
+    names (a quantized node keeps its float node's name)."""
     if repeat < 1:
         raise TensorforgeError(f"explore: repeat must be >= 1, got {repeat}")
     t0 = time.perf_counter()
     peak = machine_peak()
     hint = model_hint or (os.fspath(model) if isinstance(model, str | os.PathLike) else "MODEL")
+    if compare_model is not None:
+        from .compare import render_compare
+
+        if compare is not None or isinstance(model, CompiledModel) or isinstance(compare_model, CompiledModel):
+            raise TensorforgeError("explore: compare_model takes two models to compile (not compiled models) "
+                                   "and no compare options")  # fmt: skip
+        reports = []
+        for which, mdl in (("", model), (" (compared)", compare_model)):
+            m = _compile(mdl, {"opt_level": opt_level, "passes": passes}, input_shapes, num_threads)
+            reports.append(report_of(m, feeds, repeat, peak, f"{title or m.name}{which}", budget=PROFILE_BUDGET))
+        return _write(path, render_compare(reports[0], reports[1], hint))
     if compare is not None:
         from .compare import render_compare
 
@@ -164,15 +173,18 @@ def explore(
         reports = []
         for opts in compare:
             m = _compile(model, opts, input_shapes, num_threads)
-            reports.append(report_of(m, feeds, repeat, peak, f"{title or m.name} {_describe(opts)}"))
+            label = f"{title or m.name} {_describe(opts)}"
+            reports.append(report_of(m, feeds, repeat, peak, label, budget=PROFILE_BUDGET))
         return _write(path, render_compare(reports[0], reports[1], hint))
     if isinstance(model, CompiledModel):
-        r = report_of(model, feeds, repeat, peak, title)
+        r = report_of(model, feeds, repeat, peak, title, budget=PROFILE_BUDGET)
     else:
         m = _compile(model, {"opt_level": opt_level, "passes": passes}, input_shapes, num_threads)
         options = Options(opt_level=opt_level, passes=passes, input_shapes=dict(input_shapes) if input_shapes else None)
-        snaps = pass_snapshots(model, options)
-        r = report_of(m, feeds, repeat, peak, title, snaps)
+        lst = gather(m.artifact, model, options)  # listings and the graph after each pass, side by side
+        r = report_of(m, feeds, repeat, peak, title, listings=lst, budget=PROFILE_BUDGET)
+        if lst.cached:
+            r.notes.append("listings and pass graphs read from the cache directory (made by an earlier report)")
     r.notes.append(f"report built in {time.perf_counter() - t0:.1f} s (compile or cache load, profile, listings)")
     return _write(path, render(r, hint))
 

@@ -224,4 +224,33 @@ def arch_of(triple: str) -> str:
     return "other"
 
 
-__all__ = ["AsmAnalysis", "Loop", "LoopSummary", "analyze", "arch_of", "find_loops", "summarize"]
+# the int8/bf16 instruction families of ``runtime/peak.py`` (FAMILIES), the strongest first: a kernel that
+# issues one of these instructions is measured against that family's peak instead of the fp32 FMA peak
+_FAMILY_RULES = [
+    ("int8-amx", re.compile(r"^\s*tdpb[su][su]d\b", re.M)),
+    ("bf16-amx", re.compile(r"^\s*tdpbf16ps\b", re.M)),
+    ("int8-vnni512", re.compile(r"^\s*(?:\{evex\}\s*)?vpdpbus?ds?\b.*%zmm", re.M)),
+    ("int8-vnni256", re.compile(r"^\s*(?:\{vex\}\s*)?vpdpbus?ds?\b.*%[yx]mm", re.M)),
+    ("bf16-avx512", re.compile(r"^\s*vdpbf16ps\b", re.M)),
+]
+
+
+def instruction_family(listing: str) -> str:
+    """The peak family a kernel's assembly runs on: ``int8-amx``, ``bf16-amx``, ``int8-vnni512``,
+    ``int8-vnni256``, ``bf16-avx512`` (the first whose instruction appears), else ``fp32``."""
+    for name, rule in _FAMILY_RULES:
+        if rule.search(listing):
+            return name
+    return "fp32"
+
+
+__all__ = [
+    "AsmAnalysis",
+    "Loop",
+    "LoopSummary",
+    "analyze",
+    "arch_of",
+    "find_loops",
+    "instruction_family",
+    "summarize",
+]

@@ -36,9 +36,12 @@ def roofline_svg(r: Report, svg_id: str = "roofline") -> str:
     flop_k = [k for k in r.kernels if k.flops and k.bytes]
     mem_k = [k for k in r.kernels if not (k.flops and k.bytes)]
     xs = [k.intensity for k in flop_k] + [pk / bw if bw else 1.0]
+    fams = r.families  # int8/bf16 peaks of the families the kernels run on: extra roofs above fp32's
+    top_pk = max([pk, *fams.values()])
+    xs += [p / bw for p in fams.values()] if bw else []
     ys = [max(k.gflops, 1e-3) for k in flop_k] + [pk]
     x0, x1 = _log_axis(min(xs) / 2, max(xs) * 2)
-    y0, y1 = _log_axis(min(ys) / 2, pk * 2)
+    y0, y1 = _log_axis(min(ys) / 2, top_pk * 2)
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
 
     def px(x: float) -> float:
@@ -85,10 +88,22 @@ def roofline_svg(r: Report, svg_id: str = "roofline") -> str:
             f'<text x="{px(ridge) - 6:.1f}" y="{py(pk) + 14:.1f}" text-anchor="end" fill="#1b5e20">memory '
             f"{bw:.1f} GB/s</text>"
         )
+    for fam, fpk in sorted(fams.items(), key=lambda f: f[1]):
+        fr = fpk / bw if bw else 10.0**x0
+        fpts = [(fr, fpk), (10.0**x1, fpk)] if bw else [(xa, fpk), (10.0**x1, fpk)]
+        fpath = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f},{py(y):.1f}" for i, (x, y) in enumerate(fpts))
+        if bw:  # the memory roof continued up to this family's ridge
+            fpath = f"M{px(ridge):.1f},{py(pk):.1f} L" + fpath[1:]
+        out.append(
+            f'<path class="roof roof-{escape(fam)}" data-family="{escape(fam)}" d="{fpath}" fill="none" '
+            f'stroke="#6a1b9a" stroke-width="1.5" stroke-dasharray="5,3"/>'
+            f'<text x="{PAD_L + pw - 4}" y="{py(fpk) - 5:.1f}" text-anchor="end" fill="#6a1b9a">{escape(fam)} peak '
+            f"{fpk:,.0f} GOP/s</text>"
+        )
     for k in sorted(flop_k, key=lambda k: k.share):
         tip = (
             f"{k.name}: {k.seconds * 1e6:.1f} us ({100 * k.share:.1f}%), {k.gflops:.1f} GFLOP/s = "
-            f"{k.pct_peak:.1f}% of peak, {k.intensity:.2f} flop/byte, {k.gbs:.1f} GB/s"
+            f"{k.pct_peak:.1f}% of the {k.family} peak, {k.intensity:.2f} flop/byte, {k.gbs:.1f} GB/s"
         )
         out.append(
             f'<circle class="pt" data-kernel="{escape(k.name)}" cx="{px(k.intensity):.1f}" '

@@ -43,7 +43,7 @@ display:inline-block;width:4.5em;color:#999;text-align:right;margin-right:1em}
 pre.code .hot{background:#fff3cd} pre.code .hot0{border-top:2px solid #f0ad4e}
 .tabs button,.zoom button{margin-right:4px} .tabs button.on{font-weight:bold;background:#cfd8dc}
 .cut{color:#777;font-style:italic} .summary{background:#f1f8e9;padding:6px;margin:6px 0;font-size:13px}
-.muted{color:#777} details{margin:4px 0} summary{cursor:pointer}
+.muted{color:#777} .src{color:#555;font-family:monospace;font-size:90%} details{margin:4px 0} summary{cursor:pointer}
 .diff .add{color:#1b5e20} .diff .del{color:#b71c1c}
 """
 
@@ -131,6 +131,21 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "\u2026"
 
 
+_FAMILY_WHAT = {
+    "fp32": "fp32 FMA (no int8/bf16 dot-product instruction in its code)",
+    "int8-amx": "int8 AMX tile products (tdpb*d)",
+    "bf16-amx": "bf16 AMX tile products (tdpbf16ps)",
+    "int8-vnni512": "int8 AVX512-VNNI dot products (vpdpbusd on zmm)",
+    "int8-vnni256": "int8 AVX-VNNI dot products (vpdpbusd on ymm)",
+    "bf16-avx512": "bf16 AVX512-BF16 dot products (vdpbf16ps)",
+}
+
+
+def _family_text(k: KernelInfo) -> str:
+    what = _FAMILY_WHAT.get(k.family, k.family)
+    return f"{k.family}: {what}, {k.family_peak:,.0f} GOP/s measured" + (f" ({k.family_note})" if k.family_note else "")
+
+
 def kernel_panel(r: Report, k: KernelInfo, model_hint: str = "MODEL") -> str:
     """The panel of one kernel: numbers, graph nodes, hot-loop summary, and its three listings."""
     a = k.analysis
@@ -141,10 +156,11 @@ def kernel_panel(r: Report, k: KernelInfo, model_hint: str = "MODEL") -> str:
         ("bytes moved", f"{k.bytes:,}"),
         (
             "GFLOP/s",
-            f"{k.gflops:,.1f} = {k.pct_peak:.1f}% of {r.peak_gflops:.0f} (fp32 peak)"
+            f"{k.gflops:,.1f} = {k.pct_peak:.1f}% of {k.family_peak or r.peak_gflops:,.0f} ({k.family} peak)"
             if k.flops
             else "- (no floating-point work)",
         ),
+        ("peak that applies", _family_text(k)),
         ("GB/s", f"{k.gbs:,.1f} = {k.pct_bw:.0f}% of {r.bandwidth:.1f} (DRAM)"),
         ("flop / byte", f"{k.intensity:.2f}" if k.intensity is not None else "-"),
         ("loops", f"{len(a.loops)} ({sum(1 for lp in a.loops if lp.inner)} innermost)"),
@@ -160,7 +176,12 @@ def kernel_panel(r: Report, k: KernelInfo, model_hint: str = "MODEL") -> str:
         )
     out.append('<h4>graph nodes</h4><ul class="members">')
     for m in k.members or []:
-        out.append(f"<li><b>{escape(m.op)}</b> {escape(m.name)} &rarr; {escape(', '.join(m.outputs))}</li>")
+        src = (
+            f' <span class="src" title="where the model\'s code wrote it">@ {escape(m.source)}</span>'
+            if m.source
+            else ""
+        )
+        out.append(f"<li><b>{escape(m.op)}</b> {escape(m.name)} &rarr; {escape(', '.join(m.outputs))}{src}</li>")
     if not k.members:
         out += [f"<li>{escape(lab)}</li>" for lab in k.labels]
     out.append("</ul>")

@@ -17,7 +17,8 @@ from ..ir.graph import Graph, Node
 from ..runtime.artifact import Artifact
 from ..runtime.peak import MachinePeak
 from ..runtime.profile import KernelTime
-from .asm import AsmAnalysis, analyze, arch_of
+from .asm import AsmAnalysis, analyze, arch_of, instruction_family
+from .gather import Listings, gather
 
 
 @dataclass
@@ -27,6 +28,7 @@ class MemberNode:
     name: str
     op: str
     outputs: list[str]  # 'name: f32[1,64,56,56]'
+    source: str = ""  # where the user wrote it (torch.export's stack trace; '' for ONNX: its name says it)
 
     @property
     def label(self) -> str:
@@ -53,6 +55,9 @@ class KernelInfo:
     asm: str
     analysis: AsmAnalysis
     alias_of: str | None = None  # structurally identical to this earlier kernel: runs its function
+    family: str = "fp32"  # the instruction family whose peak pct_peak is of (runtime/peak.py FAMILIES)
+    family_peak: float = 0.0  # that peak, GOP/s on the threads used
+    family_note: str = ""  # why the fp32 peak stands in (the family's peak was not measured)
 
     @property
     def intensity(self) -> float | None:
@@ -126,6 +131,11 @@ class Report:
     def bandwidth(self) -> float:
         return self.peak.bandwidth(self.threads)
 
+    @property
+    def families(self) -> dict[str, float]:
+        """The int8/bf16 peaks (GOP/s on the threads used) of the families the kernels run on."""
+        return {k.family: k.family_peak for k in self.kernels if k.family != "fp32"}
+
     def kernel(self, name: str) -> KernelInfo:
         for k in self.kernels:
             if k.name == name:
@@ -156,7 +166,7 @@ def split_llvm(ir: str, names: list[str]) -> dict[str, str]:
 
 def _member(n: Node) -> MemberNode:
     outs = [f"{v.name}: {v.type}" if v.type is not None else v.name for v in n.outputs]
-    return MemberNode(n.name or n.outputs[0].name, n.op, outs)
+    return MemberNode(n.name or n.outputs[0].name, n.op, outs, n.source)
 
 
 def graph_nodes(g: Graph) -> list[GraphNode]:
@@ -191,15 +201,22 @@ def build_report(
     title: str | None = None,
     pass_graphs: list[str] | None = None,
     notes: list[str] | None = None,
+    listings: Listings | None = None,
 ) -> Report:
     """The report of one build: ``rows``/``total`` from ``profile_kernels`` on ``threads`` threads.
-    ``pass_graphs``: the graph's text before the passes, then after each pass of the artifact's pass log."""
+    ``pass_graphs``: the graph's text before the passes, then after each pass of the artifact's pass log.
+    ``listings``: the build's assembly and kernel IR (``gather.py``; made here when not given)."""
     prog = art.program
     names = [k.name for k in prog.kernels]
-    asm_parts = split_assembly(art.assembly(), names)
-    llvm_parts = split_llvm(art.llvm_ir, names)
+    listings = listings or gather(art)
+    if pass_graphs is None:
+        pass_graphs = listings.pass_graphs
+    asm_parts = split_assembly(listings.assembly, names)
+    llvm_parts: dict[str, str] = {}
+    for part in art.llvm_parts:  # each module on its own: no linking into one module
+        llvm_parts.update(split_llvm(part, names))
     # kernel IR of the kernels with their own code (an alias's panel links to its twin)
-    kir = ["" if k.name in art.aliases else str(k) for k in prog.kernels]
+    kir = listings.kernel_ir
     arch = arch_of(art.target.triple)
     g = art.graph
     nodes = graph_nodes(g)
@@ -227,6 +244,11 @@ def build_report(
             nodes[idx].kernels.append(k.name)
         gf = k.flops / secs / 1e9 if secs > 0 else 0.0
         gb = k.bytes / secs / 1e9 if secs > 0 else 0.0
+        fam = instruction_family(asm)
+        fpk = peak.family_gops(fam, threads)
+        fnote = ""
+        if fpk is None:  # a family the measuring host lacks (a cross build): against the fp32 peak
+            fnote, fam, fpk = f"{fam} peak not measured on this machine: % of the fp32 peak", "fp32", pk
         kernels.append(
             KernelInfo(
                 i,
@@ -238,7 +260,7 @@ def build_report(
                 secs / total if total > 0 else 0.0,
                 gf,
                 gb,
-                100 * gf / pk if pk else 0.0,
+                100 * gf / fpk if fpk else 0.0,
                 100 * gb / bw if bw else 0.0,
                 idx,
                 members,
@@ -247,6 +269,9 @@ def build_report(
                 asm,
                 analyses[code],
                 alias,
+                fam,
+                fpk,
+                fnote,
             )
         )
     meta = art.metadata

@@ -10,7 +10,6 @@ names, before anything is compiled. Shape computations whose inputs are known at
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..errors import (
     node_context,
 )
 from ..ir.dtype import DType
-from ..ir.graph import Graph, Node, TensorType, Value
+from ..ir.graph import Graph, Node, TensorType, Value, clean_name
 from ..ir.limits import check_fits, type_bytes
 from ..ops.fold import fold_node
 from ..ops.registry import Attr, attr_problem, describe_value, get_op, has_op, infer_or_defer
@@ -142,7 +141,7 @@ def load_model(model: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.Model
 
 
 def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "v"
+    return clean_name(name)
 
 
 def _dtype(elem_type: int, what: str) -> DType:

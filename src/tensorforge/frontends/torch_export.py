@@ -233,6 +233,7 @@ class TorchImporter:
                  dim_names: Sequence[dict[int, str]] = ()):  # fmt: skip
         self.ep = ep
         self.name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "model"
+        self.current_source = ""  # source_of the FX node being converted (each IR node it emits keeps it)
         self.input_names = list(input_names) if input_names is not None else None
         self.dim_names = list(dim_names)
         self.env: dict[Any, Any] = {}
@@ -275,7 +276,8 @@ class TorchImporter:
         opdef = get_op(op)
         attrs = {**opdef.defaults, **attrs}
         outs = tuple(Value(self.fresh(name)) for _ in range(n))
-        node = Node(op, tuple(inputs), outs, attrs, self.fresh(name, self.node_names))
+        node = Node(op, tuple(inputs), outs, attrs, self.fresh(name, self.node_names),
+                    source=self.current_source)  # fmt: skip
         types = infer_or_defer(node, self.name)
         if types is None:
             guess = dtype or self._deferred_dtype(node)
@@ -384,6 +386,9 @@ class TorchImporter:
         args = _map_args(node.args, self.env)
         kwargs = _map_args(node.kwargs, self.env)
         cx = Ctx(self, node, key)
+        # the user's source line, kept on every IR node this FX node becomes (the explorer shows it)
+        known = node.meta.get("stack_trace") or node.meta.get("nn_module_stack")
+        self.current_source = " ".join(source_of(node).split()) if known else ""  # one line, as printed
         try:
             out = fn(cx, *args, **kwargs)
         except TensorforgeError as e:

@@ -11,6 +11,7 @@ Passes treat graphs as values: they build a new node list instead of editing nod
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,14 @@ class TensorType:
 
 _value_ids = itertools.count()
 
+# the characters of a value name in the graph text (``%name``; ir/parser.py reads exactly these)
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def clean_name(name: str) -> str:
+    """``name`` with every character the graph text cannot hold in a value name replaced by ``_``."""
+    return _NOT_NAME.sub("_", name) or "v"
+
 
 class Value:
     """A tensor flowing through the graph. ``const`` holds its data when known at compile time."""
@@ -95,13 +104,16 @@ class Value:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Node:
-    """One op application. ``name`` is the source model's node name (used in every error message)."""
+    """One op application. ``name`` is the source model's node name (used in every error message).
+    ``source``: where the user wrote it, when the frontend knows (torch.export's stack trace: 'file:line in
+    fn: code'); metadata only: passes and code generation ignore it, rewrites keep it through ``replace``."""
 
     op: str
     inputs: tuple[Value | None, ...]
     outputs: tuple[Value, ...]
     attrs: Mapping[str, Any] = field(default_factory=dict)
     name: str = ""
+    source: str = ""
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
@@ -114,7 +126,9 @@ class Node:
         return f"{self.name or self.outputs[0].name} ({self.op})"
 
     def replace(self, **kw) -> Node:
-        d = dict(op=self.op, inputs=self.inputs, outputs=self.outputs, attrs=self.attrs, name=self.name)
+        d = dict(
+            op=self.op, inputs=self.inputs, outputs=self.outputs, attrs=self.attrs, name=self.name, source=self.source
+        )
         d.update(kw)
         return Node(**d)
 

@@ -27,6 +27,8 @@ from ..errors import TensorforgeError
 from .dtype import DType
 from .graph import Graph, Node, TensorType, Value
 
+_SOURCE = re.compile(r"^(.*?)(?:^|\s\s)@ (.*)$")  # a node comment's name and source location
+
 
 class ParseError(TensorforgeError):
     """The graph text is malformed (the message gives the line and what was expected)."""
@@ -272,9 +274,12 @@ class _Parser:
         if self.t.at("{"):
             self.t.next()
             body_open = True
-        comment = ""
+        comment, source = "", ""
         if self.t.peek()[0] == "comment":
             comment = self.t.next()[1][1:].strip()
+            m = _SOURCE.match(comment)  # 'name  @ file:line in fn: code' (printer.SOURCE_MARK)
+            if m:
+                comment, source = m.group(1), m.group(2).strip()
         if body_open:
             body = self.body()
             attrs["body"] = tuple(body)
@@ -285,9 +290,9 @@ class _Parser:
                 if v is None or v.type != type_:
                     raise ParseError(f"line {line}: output %{name}: {type_} is not produced by the body")
                 values.append(v)
-            return Node(op, tuple(ins), tuple(values), attrs, comment)
+            return Node(op, tuple(ins), tuple(values), attrs, comment, source)
         values = [self.define(name, type_, line) for name, type_ in outs]
-        return Node(op, tuple(ins), tuple(values), attrs, comment)
+        return Node(op, tuple(ins), tuple(values), attrs, comment, source)
 
     def body(self) -> list[Node]:
         nodes = []

@@ -55,6 +55,9 @@ def format_operand(v: Value | None, inline_consts: bool = True) -> str:
     return f"%{v.name}"
 
 
+SOURCE_MARK = "  @ "  # in a node's trailing comment: its name, then this, then its source location
+
+
 def format_node(n: Node, indent: str = "") -> str:
     """One node per line; a node with a ``body`` (a fused group) lists its body's nodes below it, in braces."""
     outs = ", ".join(f"%{v.name}: {v.type}" for v in n.outputs)
@@ -64,6 +67,8 @@ def format_node(n: Node, indent: str = "") -> str:
     if shown:
         attrs = " {" + ", ".join(f"{k}={format_attr(v)}" for k, v in sorted(shown.items())) + "}"
     comment = f"  # {n.name}" if n.name else ""
+    if n.source:  # where the user wrote it (one line: the parser reads it back after SOURCE_MARK)
+        comment = f"  # {n.name}{SOURCE_MARK}{' '.join(n.source.split())}"
     body = n.attrs.get("body")
     if body is None:
         return f"{indent}{outs} = {n.op}({args}){attrs}{comment}"

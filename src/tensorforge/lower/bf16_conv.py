@@ -29,7 +29,18 @@ import numpy as np
 from ..ir.dtype import DType
 from ..ops.nn import _conv_window
 from . import kir as K
-from .bf16_gemm import BfGemm, Segment, ceil_to, edge, emit_bf16_gemm, is_parallel, pack_a_rows, plan_bf16, use_bf16
+from .bf16_gemm import (
+    BfGemm,
+    Segment,
+    ceil_to,
+    edge,
+    emit_bf16_gemm,
+    is_parallel,
+    pack_a_rows,
+    pack_a_tiles,
+    plan_bf16,
+    use_bf16,
+)
 from .conv import CONV_VARIANTS, MAX_UNROLLED_TAPS, ConvGeom, _store_rows, conv_geom, emit_build_p
 from .kir import Buffer, Const, For, Load, LoopKind, Stmt, Store, Var, binop
 from .kir.bf16 import ToBF16
@@ -55,10 +66,13 @@ def lower_conv_bf16(ctx: LowerCtx, node, x: TExpr, w: TExpr, bias: TExpr | None,
     Kt = g.taps * Cp  # K as (tap, channel), channels padded
     plan = plan_bf16(ctx, isa, g.mg, g.nq, g.cg * g.taps)
     Mp = ceil_to(g.mg, plan.MR)
-    # weights: [group][Mp][taps][Cp] bf16, k = t * Cp + c
+    # weights: [group][Mp][taps][Cp] bf16, k = t * Cp + c (on AMX in whole A tiles: [group][Mp/MR][Kt/32][..])
     wt = np.zeros((g.group, g.mg, g.taps, Cp), np.float32)
     wt[..., : g.cg] = np.asarray(w.const, np.float32).reshape(g.group, g.mg, g.cg, g.taps).transpose(0, 1, 3, 2)
-    wbuf = ctx.const_view(pack_a_rows(wt.reshape(g.group, g.mg, Kt), Mp, Kt), f"{name}_Wbf16").buf
+    amx = isa == "amx"
+    wt = wt.reshape(g.group, g.mg, Kt)
+    wpacked = pack_a_tiles(wt, Mp, Kt, plan.MR) if amx else pack_a_rows(wt, Mp, Kt)
+    wbuf = ctx.const_view(wpacked, f"{name}_Wbf16").buf
     # the input planes: every tile reads up to its last column past the furthest tap
     Np = ceil_to(g.nq, plan.NR)
     plane_p = ceil_to(max(g.plane, max(taps) + Np), 16)
@@ -90,7 +104,7 @@ def lower_conv_bf16(ctx: LowerCtx, node, x: TExpr, w: TExpr, bias: TExpr | None,
 
     segs = [Segment(t * Cp, 2 * off, pairs) for t, off in enumerate(taps)]
     gemm = BfGemm(g.mg, g.nq, wbuf, binop("mul", gi, Mp * Kt), Kt, Pi, lambda p: binop("mul", p, 2 * plan.NR),
-                  2 * plane_p, segs, epilogue)  # fmt: skip
+                  2 * plane_p, segs, epilogue, a_tiles=amx)  # fmt: skip
     ctx.stores_once = True
     body = K.seq(build, convert, emit_bf16_gemm(ctx, plan, gemm, parallel))
     return For(img, Const(0), Const(g.n), For(gi, Const(0), Const(g.group), body))

@@ -5,17 +5,20 @@ outputs too).
 Paths, from the target's features (``bf16_isa``; the lowering option ``bf16_isa`` forces one):
 
 * ``amx`` (AMX-BF16): 32x32 blocks of four 16x16 float32 tiles; per step of 32 k two A tiles (16 rows x 32
-  bf16) and two B tiles (16 k-pairs x 16 columns x 2) loaded and four ``tdpbf16ps`` (``kir.BfTileDot``);
+  bf16) and two B tiles (16 k-pairs x 16 columns x 2) loaded and four ``tdpbf16ps``: the int8 side's
+  ``TileGemm`` with ``kind="bf16"``, whose accumulators stay in tile registers over all of K (and over a
+  convolution's taps, its ``segments``); A and constant B in whole 1 KiB tiles, macro tiles (``_emit_amx``);
 * ``avx512bf16``: ``MR x NR`` register tiles of ``vdpbf16ps`` (``kir.BfDot``): per k-pair, ``nv`` loads of B
   (16 columns x 2 bf16) and ``MR`` broadcasts of one pair of A;
 * neither: ``precision="bf16"`` is refused (``check_precision``). Emulating it (bf16-rounded operands through
   the float32 GEMM) would run no faster than float32 and only reproduce the rounding, so a model compiled
   "in bf16" would silently be a float32 model; float32 runs everywhere.
 
-Layouts (bf16 as u16 bits, ``lower/kir/bf16.py``): A row-major ``[Mp][Kp]`` (an AMX A tile is 16 rows of 64
-bytes), B in VNNI-2 panels ``[Np/NR][Kp/2][NR][2]`` (two k of a column side by side; an AMX B tile is 16 rows
-of a panel). Constant B (weights) are rounded to bf16 (nearest even) and packed at compile time; a run-time A
-is converted while it is copied into rows (``vcvtne2ps2bf16``, 32 values per instruction). Partial tiles at
+Layouts (bf16 as u16 bits, ``lower/kir/bf16.py``): A row-major ``[Mp][Kp]``, B in VNNI-2 panels
+``[Np/NR][Kp/2][NR][2]`` (two k of a column side by side); on AMX A in blocks ``[Mp/MR][Kp/32][MR/16][16][32]``
+(``pack_a_tiles``) and a GEMM's B in whole tiles ``[Np/NR][Kp/32][NR/16][16][16][2]`` (``pack_b_tiles``).
+Constant B (weights) are rounded to bf16 (nearest even) and packed at compile time; a run-time A is converted
+while it is copied into rows or tiles (``vcvtne2ps2bf16``, 32 values per instruction). Partial tiles at
 the edges are computed on zero (or ignored) padding and dropped by the epilogue, which applies alpha, C,
 bias and any fused elementwise epilogue through the output ``Sink``.
 
@@ -40,12 +43,14 @@ from .gemm import MATMUL_VARIANTS, _broadcast_c_index, _fold_rows, _kloop
 from .gemm_plan import PARALLEL_FLOPS_PER_ELEMENT, choose_tile
 from .kir import Buffer, Const, Decl, Expr, For, If, Load, LoopKind, Stmt, Store, Var, binop
 from .kir.bf16 import BfDot, BfTileDot, ToBF16, round_bf16_bits
+from .kir.tile import TileGemm
 from .rules import LowerCtx, Sink
 from .shape_ops import unflatten
 from .tensor import TExpr
 
 F32, U16 = DType.F32, DType.U16
 PRECISIONS = ("fp32", "bf16")
+GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")  # NVPTX targets: tensor cores (``lower/gpu_gemm.py``)
 BF16_OPS = ("Conv", "Gemm", "MatMul")  # the ops with bf16 kernels
 
 
@@ -66,12 +71,31 @@ def precision_of(options: dict) -> str:
 def check_precision(target: Target, options: dict, model: str = "model") -> None:
     """Refuse a precision this target cannot run (see the module docstring: no float32 emulation)."""
     p = precision_of(options)
+    if target.is_gpu:
+        return _check_gpu_precision(target, p, model)
     if p not in PRECISIONS:
-        raise UnsupportedError(f"model '{model}': precision must be one of {', '.join(PRECISIONS)}, got {p!r}")
+        extra = f" ({p} is a GPU precision)" if p in GPU_PRECISIONS else ""
+        raise UnsupportedError(
+            f"model '{model}': precision must be one of {', '.join(PRECISIONS)} on CPU targets, got {p!r}{extra}"
+        )
     if p == "bf16" and bf16_isa_of(target, options) is None:
         raise UnsupportedError(
             f"model '{model}': precision 'bf16' needs AVX512-BF16 or AMX-BF16, and target {target.name} "
             f"({target.cpu}) has neither; compile with precision 'fp32' (the default) for this target"
+        )
+
+
+def _check_gpu_precision(target: Target, p: str, model: str) -> None:
+    from .gpu_gemm import MMA_PRECISIONS
+    from .gpu_kir import gpu_spec
+
+    if p not in GPU_PRECISIONS:
+        allowed = ", ".join(GPU_PRECISIONS)
+        raise UnsupportedError(f"model '{model}': GPU precision must be one of {allowed}, got {p!r}")
+    if p != "fp32" and MMA_PRECISIONS[p] not in gpu_spec(target).tensor_cores:
+        raise UnsupportedError(
+            f"model '{model}': precision {p!r} needs tensor cores with {p} operands (sm_80 or newer); "
+            f"target {target.name} ({target.cpu}) has none: use precision 'fp32'"
         )
 
 
@@ -93,6 +117,9 @@ class BfPlan:
     MR: int  # rows per block
     NR: int  # columns per block (= panel width)
     W: int = 16  # float32 lanes per accumulator vector (a 16-column AMX tile)
+    MC: int = 0  # AMX: rows per macro tile (0: all)
+    NC: int = 0  # AMX: columns per macro tile (0: all)
+    prefetch: int = 0  # AMX: software prefetch distance in K steps (0: none)
 
     @property
     def nv(self) -> int:
@@ -108,9 +135,36 @@ class BfPlan:
 def plan_bf16(ctx: LowerCtx, isa: str, M: int, N: int, Kd: int) -> BfPlan:
     over = ctx.options.get("bf16_gemm") or {}
     if isa == "amx":
-        return BfPlan(isa, int(over.get("MR", 16 if M <= 16 else 32)), int(over.get("NR", 16 if N <= 16 else 32)))
+        return _plan_amx(ctx, M, N, Kd, over)
     mr, nv = choose_tile(ctx.target, F32, M, N, -(-Kd // 2), max_nv=4)
     return BfPlan(isa, int(over.get("MR", mr)), 16 * int(over.get("nv", nv)))
+
+
+def _plan_amx(ctx: LowerCtx, M: int, N: int, Kd: int, over: dict) -> BfPlan:
+    """2x2 tiles (32x32 float32 blocks) unless a side is at most 16, whose accumulators stay in tile registers
+    over the whole K (``TileGemm``); macro tiles of MC rows x NC columns, the B block (``Kp x NC`` bf16) within
+    half of L2, enough of them (at least 4 per core when the blocks allow) to balance the threads; a thread
+    walks a macro tile's row blocks outside its column blocks, so each 32-row A block stays in L1/L2 while it
+    meets the whole B block. No K blocks: a 32 x K micro-panel of bf16 stays within L2 up to K = 8192."""
+    t = ctx.target
+    MR = int(over.get("MR", 16 if M <= 16 else 32))
+    NR = int(over.get("NR", 16 if N <= 16 else 32))
+    ma, nb = MR // 16, NR // 16
+    if MR % 16 or NR % 16 or not ma or not nb or ma * nb + (nb if ma > 1 else 1) + 1 > 8:
+        raise ValueError(f"bf16 AMX block {MR}x{NR}: needs multiples of 16 whose accumulator, A and B tiles fit "
+                         "the 8 tile registers (e.g. 16x32, 32x32, 16x64, 64x16)")  # fmt: skip
+    Kp = ceil_to(Kd, 32)
+    mt_n, np_n = -(-M // MR), -(-N // NR)
+    nc_p = max(1, min(np_n, (t.l2 // 2) // (2 * Kp * NR)))
+    jc_n = -(-np_n // nc_p)
+    want = max(1, -(-4 * t.cores // jc_n))
+    mc_t = max(1, -(-mt_n // want))
+    if -(-mt_n // mc_t) * jc_n < 4 * t.cores and np_n > 1:  # few row blocks: split the columns further
+        nc_p = max(1, min(nc_p, -(-np_n * -(-mt_n // mc_t) // (4 * t.cores))))
+    MC = int(over.get("MC", 0 if mc_t >= mt_n else mc_t * MR))
+    NC = int(over.get("NC", 0 if nc_p >= np_n else nc_p * NR))
+    return BfPlan("amx", MR, NR, 16, ceil_to(MC, MR) if MC else 0, ceil_to(NC, NR) if NC else 0,
+                  int(over.get("prefetch", 0)))  # fmt: skip
 
 
 def ceil_to(x: int, m: int) -> int:
@@ -131,6 +185,34 @@ def pack_b_panels(b: np.ndarray, NR: int, Kp: int) -> np.ndarray:
     return np.ascontiguousarray(full.reshape(Kp // 2, 2, Np // NR, NR).transpose(2, 0, 3, 1))
 
 
+def pack_b_tiles(b: np.ndarray, NR: int, Kp: int) -> np.ndarray:
+    """float32 [K, N] -> bf16 bits in whole AMX B tiles ``[Np/NR][Kp/32][NR/16][16][16][2]`` (each tile 1 KiB
+    contiguous: 16 k-pairs x 16 columns x 2), zero-padded."""
+    k, n = b.shape
+    Np = ceil_to(n, NR)
+    full = np.zeros((Kp, Np), np.uint16)
+    full[:k, :n] = round_bf16_bits(b)
+    t = full.reshape(Kp // 32, 16, 2, Np // NR, NR // 16, 16).transpose(3, 0, 4, 1, 5, 2)
+    return np.ascontiguousarray(t)
+
+
+def pack_a_tiles(a: np.ndarray, Mp: int, Kp: int, MR: int) -> np.ndarray:
+    """float32 [..., M, K] -> bf16 bits in AMX A blocks ``[..., Mp/MR][Kp/32][MR/16][16][32]`` (each tile 1 KiB
+    contiguous), zero-padded: a block's K step is one contiguous ``MR x 32`` run."""
+    rows = pack_a_rows(a, Mp, Kp)
+    lead = rows.shape[:-2]
+    t = rows.reshape(*lead, Mp // MR, MR // 16, 16, Kp // 32, 32)
+    n = len(lead)
+    return np.ascontiguousarray(t.transpose(*range(n), n, n + 3, n + 1, n + 2, n + 4))
+
+
+def a_tile_index(m: Expr, k: Expr, Kp: int, MR: int) -> Expr:
+    """The element of ``pack_a_tiles``' layout holding row ``m``, column ``k``."""
+    blk = binop("mul", binop("floordiv", m, MR), MR * Kp)
+    at = binop("add", binop("mul", binop("floordiv", k, 32), MR * 32), binop("mul", binop("mod", m, MR), 32))
+    return binop("add", blk, binop("add", at, binop("mod", k, 32)))
+
+
 def pack_a_rows(a: np.ndarray, Mp: int, Kp: int) -> np.ndarray:
     """float32 [..., M, K] -> bf16 bits [..., Mp, Kp], zero-padded."""
     out = np.zeros((*a.shape[:-2], Mp, Kp), np.uint16)
@@ -139,10 +221,15 @@ def pack_a_rows(a: np.ndarray, Mp: int, Kp: int) -> np.ndarray:
 
 
 # -- run-time conversion -----------------------------------------------------------------------------------
-def emit_rows_to_bf16(ctx: LowerCtx, a: TExpr, M: int, Kd: int, Kp: int, dst: Buffer, parallel: bool) -> Stmt:
-    """``dst[m*Kp + k] = bf16(a[m, k])`` for m < M, zero for k in [Kd, Kp) (``Kp`` a multiple of 32). Rows
-    contiguous along K are converted 32 values per ``vcvtne2ps2bf16`` (a masked last one); any other A one
-    element at a time."""
+def emit_rows_to_bf16(ctx: LowerCtx, a: TExpr, M: int, Kd: int, Kp: int, dst: Buffer, parallel: bool,
+                      tile_mr: int = 0) -> Stmt:  # fmt: skip
+    """``dst[m*Kp + k] = bf16(a[m, k])`` for m < M, zero for k in [Kd, Kp) (``Kp`` a multiple of 32); with
+    ``tile_mr``, into ``pack_a_tiles``' layout of ``tile_mr``-row blocks instead. Rows contiguous along K are
+    converted 32 values per ``vcvtne2ps2bf16`` (a masked last one); any other A one element at a time."""
+    if tile_mr:
+        where = lambda m, k: a_tile_index(m, k, Kp, tile_mr)  # noqa: E731
+    else:
+        where = lambda m, k: binop("add", binop("mul", m, Kp), k)  # noqa: E731
     m, c = Var("m"), Var("c")
     kind = LoopKind.PARALLEL if parallel and M > 1 else LoopKind.SERIAL
     v = a.view
@@ -154,13 +241,13 @@ def emit_rows_to_bf16(ctx: LowerCtx, a: TExpr, M: int, Kd: int, Kp: int, dst: Bu
             k0 = binop("mul", c, 32)
             mask = K.cmp("lt", K.Ramp(k0, 1, 32), Const(Kd, K.I64, 32)) if masked else None
             x = Load(v.buf, binop("add", row, k0), 32, mask)
-            return Store(dst, binop("add", binop("mul", m, Kp), k0), ToBF16(x))
+            return Store(dst, where(m, k0), ToBF16(x))
 
         body = K.seq(For(c, Const(0), Const(full), chunk(False)) if full else None,
                      For(c, Const(full), Const(chunks), chunk(True)) if chunks > full else None)  # fmt: skip
         return For(m, Const(0), Const(M), body, kind)
     k = Var("k")
-    at = binop("add", binop("mul", m, Kp), k)
+    at = where(m, k)
     body = K.seq(For(k, Const(0), Const(Kd), Store(dst, at, ToBF16(K.cast(a([m, k]), F32)))),
                  For(k, Const(Kd), Const(Kp), Store(dst, at, Const(0, U16))) if Kp > Kd else None)  # fmt: skip
     return For(m, Const(0), Const(M), body, kind)
@@ -190,17 +277,21 @@ class BfGemm:
     # epilogue(tile, base, m0, n0, rows, cols): store the rows x cols block at tile[base:] (row-major), whose
     # first element is C[m0, n0]; it drops rows >= M and columns >= N
     epilogue: Callable[[Buffer, int, Expr, Expr, int, int], Stmt]
-    order: str = "mp"  # "mp": row blocks outer, "pm": column blocks outer
+    order: str = "mp"  # "mp": row blocks outer, "pm": column blocks outer (vector path)
+    a_tiles: bool = False  # AMX: A in ``pack_a_tiles``' blocks of MR rows (``lda`` = its padded K)
+    b_tiles: bool = False  # AMX: B in ``pack_b_tiles``' whole tiles (one segment; ``b_base`` its panel)
 
 
 def emit_bf16_gemm(ctx: LowerCtx, plan: BfPlan, g: BfGemm, parallel: bool) -> Stmt:
+    if plan.isa == "amx":
+        return _emit_amx(plan, g, parallel)
     mt_n, np_n = -(-g.M // plan.MR), -(-g.N // plan.NR)
     t, mt, p = Var("tile"), Var("mt"), Var("p")
     if g.order == "pm":
         decls = [Decl(p, binop("floordiv", t, mt_n)), Decl(mt, binop("mod", t, mt_n))]
     else:
         decls = [Decl(mt, binop("floordiv", t, np_n)), Decl(p, binop("mod", t, np_n))]
-    body = (_amx_block if plan.isa == "amx" else _vector_block)(plan, g, mt, p)
+    body = _vector_block(plan, g, mt, p)
     kind = LoopKind.PARALLEL if parallel and mt_n * np_n > 1 else LoopKind.SERIAL
     return For(t, Const(0), Const(mt_n * np_n), K.seq(*decls, body), kind)
 
@@ -230,28 +321,44 @@ def _vector_block(plan: BfPlan, g: BfGemm, mt: Var, p: Var) -> Stmt:
     return K.seq(out)
 
 
-def _amx_block(plan: BfPlan, g: BfGemm, mt: Var, p: Var) -> Stmt:
-    ma, nb = plan.MR // 16, plan.NR // 16
-    acc = [[Var(f"tile{i}_{j}", F32, 256) for j in range(nb)] for i in range(ma)]
-    out: list[Stmt] = [Decl(acc[i][j], Const(0.0, F32, 256)) for i in range(ma) for j in range(nb)]
-    m0, n0 = binop("mul", mt, plan.MR), binop("mul", p, plan.NR)
-    a_base = binop("add", g.a_offset, binop("mul", m0, g.lda))
-    b_base = g.b_base(p)
-    for seg in g.segments:
-        kt = Var("kt")
-        a_t = [Load(g.a, binop("add", a_base, binop("add", binop("mul", kt, 32), seg.a_off + 16 * i * g.lda)))
-               for i in range(ma)]  # fmt: skip
-        b_at = binop("add", b_base, binop("add", binop("mul", kt, 16 * g.pair_stride), seg.b_off))
-        b_t = [Load(g.b, binop("add", b_at, 32 * j)) for j in range(nb)]
-        steps = [K.Assign(acc[i][j], BfTileDot(acc[i][j], a_t[i], b_t[j], g.lda, g.pair_stride))
-                 for i in range(ma) for j in range(nb)]  # fmt: skip
-        out.append(For(kt, Const(0), Const(seg.pairs // 16), K.seq(steps)))
-    tile = Buffer("ctile", F32, plan.MR * plan.NR)
-    out += [Store(tile, Const((i * nb + j) * 256), acc[i][j]) for i in range(ma) for j in range(nb)]
-    for i in range(ma):
-        for j in range(nb):
-            out.append(g.epilogue(tile, (i * nb + j) * 256, binop("add", m0, 16 * i), binop("add", n0, 16 * j), 16, 16))
-    return K.seq(out)
+def _emit_amx(plan: BfPlan, g: BfGemm, parallel: bool) -> Stmt:
+    """Macro tiles (parallel) x row blocks x column blocks of ``TileGemm`` micro-kernels (``kind="bf16"``):
+    each block's ``MR x NR`` float32 accumulators stay in tile registers over every segment and K step, are
+    stored once to a stack tile and go through the epilogue."""
+    MR, NR = plan.MR, plan.NR
+    ma, nb = MR // 16, NR // 16
+    mt_n, np_n = -(-g.M // MR), -(-g.N // NR)
+    mc_t = plan.MC // MR if plan.MC else mt_n
+    nc_p = plan.NC // NR if plan.NC else np_n
+    ic_n, jc_n = -(-mt_n // mc_t), -(-np_n // nc_p)
+    steps = {seg.pairs for seg in g.segments}
+    if len(steps) != 1 or next(iter(steps)) % 16:
+        raise ValueError(f"bf16 AMX: segments need one length, a multiple of 16 pairs (got {sorted(steps)})")
+    ksteps = next(iter(steps)) // 16
+    t, mt, p = Var("macro"), Var("mt"), Var("p")
+    ic, jc = binop("floordiv", t, jc_n), binop("mod", t, jc_n)
+    m0, n0 = binop("mul", mt, MR), binop("mul", p, NR)
+    if g.a_tiles:  # A blocks: the 16 rows of a tile 32 apart, tiles 512 apart, a K step MR x 32
+        a_at = binop("add", g.a_offset, binop("mul", mt, MR * g.lda))
+        a_geom = (32, 512, MR * 32)
+        a_segs = [seg.a_off // 32 * MR * 32 for seg in g.segments]
+    else:
+        a_at = binop("add", g.a_offset, binop("mul", m0, g.lda))
+        a_geom = (g.lda, 16 * g.lda, 32)
+        a_segs = [seg.a_off for seg in g.segments]
+    if g.b_tiles:  # whole 1 KiB tiles: rows 32 apart, tiles 512 apart, a K step NR x 32
+        b_geom = (32, 512, NR * 32)
+    else:  # 16 k-pairs of a panel or of the interleaved planes, ``pair_stride`` apart
+        b_geom = (g.pair_stride, 32, 16 * g.pair_stride)
+    segs = tuple((ao, seg.b_off) for ao, seg in zip(a_segs, g.segments, strict=True))
+    tile = Buffer("ctile", F32, MR * NR)
+    mm = TileGemm(Load(g.a, a_at), *a_geom, Load(g.b, g.b_base(p)), *b_geom, None, Load(tile, Const(0)), NR, ma, nb,
+                  Const(ksteps), plan.prefetch, 0, "bf16", segs if segs != ((0, 0),) else ())  # fmt: skip
+    block = K.seq(mm, g.epilogue(tile, 0, m0, n0, MR, NR))
+    inner = For(p, binop("mul", jc, nc_p), K.minimum(binop("mul", binop("add", jc, 1), nc_p), Const(np_n)), block)
+    rows = For(mt, binop("mul", ic, mc_t), K.minimum(binop("mul", binop("add", ic, 1), mc_t), Const(mt_n)), inner)
+    kind = LoopKind.PARALLEL if parallel and ic_n * jc_n > 1 else LoopKind.SERIAL
+    return For(t, Const(0), Const(ic_n * jc_n), rows, kind)
 
 
 def edge(extent: int, start: Expr, size: int, block: int) -> tuple[Expr, bool]:
@@ -297,10 +404,11 @@ def lower_matmul_bf16(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bo
     plan = plan_bf16(ctx, isa, M, N, Kd)
     Kp, Mp = ceil_to(Kd, plan.KS), ceil_to(M, plan.MR)
     name = ctx.node.name
-    bp = ctx.const_view(pack_b_panels(bmat, plan.NR, Kp), f"{name}_Bbf16").buf
+    amx = isa == "amx"
+    bp = ctx.const_view((pack_b_tiles if amx else pack_b_panels)(bmat, plan.NR, Kp), f"{name}_Bbf16").buf
     parallel = is_parallel(ctx, 2 * M * N * Kd)
     abuf = ctx.workspace(U16, Mp * Kp, f"{name}_Abf16")
-    pack = emit_rows_to_bf16(ctx, _fold_rows(a), M, Kd, Kp, abuf, parallel)
+    pack = emit_rows_to_bf16(ctx, _fold_rows(a), M, Kd, Kp, abuf, parallel, plan.MR if amx else 0)
 
     def store(m: Expr, n: Expr, v: Expr) -> Stmt:
         if alpha != 1.0:
@@ -314,7 +422,7 @@ def lower_matmul_bf16(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bo
 
     seg = Segment(0, 0, Kp // 2 if isa == "amx" else -(-Kd // 2))
     g = BfGemm(M, N, abuf, Const(0), Kp, bp, lambda p: binop("mul", p, Kp * plan.NR), 2 * plan.NR, [seg],
-               block_epilogue(M, N, plan, store))  # fmt: skip
+               block_epilogue(M, N, plan, store), a_tiles=amx, b_tiles=amx)  # fmt: skip
     ctx.stores_once = True
     return K.seq(pack, emit_bf16_gemm(ctx, plan, g, parallel))
 
@@ -322,14 +430,18 @@ def lower_matmul_bf16(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bo
 MATMUL_VARIANTS.append(lower_matmul_bf16)
 
 
-__all__ = ["BF16_OPS", "PRECISIONS", "BfGemm", "BfPlan", "Segment", "check_precision", "emit_bf16_gemm",
-           "lower_matmul_bf16", "plan_bf16", "target_bf16_isa", "use_bf16"]  # fmt: skip
+__all__ = ["BF16_OPS", "GPU_PRECISIONS", "PRECISIONS", "BfGemm", "BfPlan", "Segment", "check_precision",
+           "emit_bf16_gemm", "lower_matmul_bf16", "plan_bf16", "target_bf16_isa", "use_bf16"]  # fmt: skip
 
 
 # -- what ran in bf16 ----------------------------------------------------------------------------------------
 def precision_note(graph, program, options: dict) -> str | None:
     """One line for the report: which ops run in bf16 (their kernels hold bf16 dot products) and which of the
     ops that could stayed float32. None at precision fp32."""
+    if program.target.is_gpu and precision_of(options) != "fp32":
+        from .gpu_gemm import gpu_precision_note
+
+        return gpu_precision_note(graph, program, precision_of(options))
     if precision_of(options) != "bf16":
         return None
     from .kir import walk_expr, walk_stmt
@@ -342,8 +454,10 @@ def precision_note(graph, program, options: dict) -> str | None:
     bf16: set[str] = set()
     for k in program.kernels:
         seen: set[int] = set()
-        if any(isinstance(x, BfDot | BfTileDot) for s in walk_stmt(k.body) for e in stmt_exprs(s)
-               for x in walk_expr(e, seen)):  # fmt: skip
+        stmts = list(walk_stmt(k.body))
+        tiles = any(isinstance(s, TileGemm) and s.kind == "bf16" for s in stmts)
+        if tiles or any(isinstance(x, BfDot | BfTileDot) for s in stmts for e in stmt_exprs(s)
+                        for x in walk_expr(e, seen)):  # fmt: skip
             names = (label.rsplit(" (", 1)[0] for label in k.labels)  # "node (op)"
             bf16.update(name for name in names if ops.get(name) in BF16_OPS)
 

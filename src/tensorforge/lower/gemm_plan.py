@@ -46,7 +46,17 @@ IN_PLACE_B_MAX_TILES = 12
 # -- the micro-tile -----------------------------------------------------------------------------------
 FMA_LATENCY = 4  # cycles; every accumulator chain gets one FMA per k step
 LOADS_PER_CYCLE = 2
-L2_BYTES_PER_CYCLE = 16  # sustained L2 -> L1 stream, conservatively
+# sustained L2 -> L1 stream per cycle, conservatively, by the width of the FMA datapath (cores with 512-bit FMA
+# units, Intel Skylake-SP .. Sapphire Rapids and Zen 5, have a 64-byte L2 -> L1 path, the others 32 bytes).
+# Measured on Sapphire Rapids, 1 thread (a shared, loaded machine): with 16 B/cycle the model made 7x7-output
+# convolutions (ResNet-50's last stage) pick 12x2 pixel tiles, a quarter of them padding, over 7x3 channel tiles
+# that stream ~21 B/cycle (220 bytes per 10.5 FMA cycles) and ran 1.06-1.25x faster on the 1x1 2048->512 layer;
+# 32 B/cycle let GEMMs pick 6x4 tiles (256 bytes per 12 cycles) that ran 0.7-0.94x the 8x3 ones.
+L2_BYTES_PER_CYCLE = {128: 16, 256: 16, 512: 20}
+
+
+def _l2_bytes_per_cycle(t: Target) -> int:
+    return L2_BYTES_PER_CYCLE.get(min(t.fma_bits, t.vector_bits), 16)
 
 
 def _fma_per_cycle(t: Target) -> float:
@@ -60,7 +70,7 @@ def tile_cycles(t: Target, dtype: DType, M: int, N: int, K: int, mr: int, nv: in
     es = max(dtype.itemsize, 4)
     tiles = -(-M // mr) * -(-N // (nv * W))
     streamed = nv * W * es + (mr * es if K * mr * es > t.l1d // 2 else 0)
-    step = max(mr * nv / _fma_per_cycle(t), (mr + nv) / LOADS_PER_CYCLE, FMA_LATENCY, streamed / L2_BYTES_PER_CYCLE)
+    step = max(mr * nv / _fma_per_cycle(t), (mr + nv) / LOADS_PER_CYCLE, FMA_LATENCY, streamed / _l2_bytes_per_cycle(t))
     cycles = tiles * (max(K, 1) * step + 3 * mr * nv + 20)
     # the model's bounds never overlap perfectly: favour arithmetic intensity (FMAs per load)
     return cycles * (1 + 0.1 * (mr + nv) / (mr * nv))

@@ -9,11 +9,12 @@ FMAs), a barrier before the next slice overwrites the tiles. Edges read zeros (i
 selected: no load outside a buffer). The final values go through the ``Sink`` (fused bias, activation,
 residual: the same epilogues as on the CPU).
 
-With the lowering option ``gpu_mma="tf32"`` (``compile_cuda(..., precision="tf32")``, sm_80 and later) the
-products run on tensor cores instead (``gpu_gemm_mma``): ``mma.sync.m16n8k8`` on tf32-rounded operands with
-float32 accumulation, a 64x64 block tile of four warps, each warp 32x32 (8 instructions per k step of 8),
-fragments read from the same shared tiles. fp32 SIMT stays the default (exact float32 products, as
-PyTorch's default ``allow_tf32=False``).
+With the lowering option ``precision`` = ``tf32`` / ``fp16`` / ``bf16`` (``compile_cuda(..., precision=...)``,
+sm_80 and later) the products run on tensor cores instead (``gpu_gemm_mma``): ``mma.sync.m16n8k8`` on
+tf32-rounded operands, or ``mma.sync.m16n8k16`` on operands converted to float16 / bfloat16 as the tiles are
+staged in shared memory, always with float32 accumulation; a 64x64 block tile of four warps, each warp 32x32
+(8 instructions per k step), fragments read from the shared tiles. fp32 SIMT stays the default (exact
+float32 products, as PyTorch's default ``allow_tf32=False``).
 
 Convolution is an implicit GEMM: per image and group, ``A`` is the weights ``[Cout/g, Cin/g * kernel]``
 and ``B`` the im2col matrix ``[Cin/g * kernel, out pixels]``, each element computed from the input as the
@@ -29,7 +30,7 @@ import numpy as np
 from ..ir.dtype import DType
 from ..ops.nn import _conv_window
 from . import kir as K
-from .gpu_kir import WARP, Barrier, Mma, SharedBuffer, gpu_spec, launch
+from .gpu_kir import MMA_SHAPES, WARP, Barrier, Mma, SharedBuffer, gpu_spec, launch, mma_fragments
 from .kir import Const, Decl, Expr, For, If, Load, Stmt, Store, Var, binop
 from .rules import LowerCtx, schedule_rule
 from .shape_ops import unflatten
@@ -52,13 +53,15 @@ def _tile(extent: int) -> int:
 class _Geometry:
     """Block tiles of a batched GEMM and the shared tiles they are staged through."""
 
-    def __init__(self, batch: int, M: int, N: int, Kd: int, BM: int, BN: int, threads: int, cdt: DType):
+    def __init__(self, batch: int, M: int, N: int, Kd: int, BM: int, BN: int, threads: int, cdt: DType,
+                 k_inner: bool = False):  # fmt: skip
         self.M, self.N, self.Kd, self.BM, self.BN, self.threads = M, N, Kd, BM, BN, threads
+        self.k_inner = k_inner  # tiles stored [m][k] / [n][k]: k-adjacent pairs of 16-bit values share a word
         self.nm, self.nn = -(-M // BM), -(-N // BN)
         self.blocks = batch * self.nm * self.nn
         self.n_k = -(-Kd // BK)
-        self.As = SharedBuffer("As", cdt, BK * BM)  # [k][m]
-        self.Bs = SharedBuffer("Bs", cdt, BK * BN)  # [k][n]
+        self.As = SharedBuffer("As", cdt, BK * BM)  # [k][m] (k_inner: [m][k])
+        self.Bs = SharedBuffer("Bs", cdt, BK * BN)  # [k][n] (k_inner: [n][k])
         self.cdt = cdt
 
     def block(self, b: Var) -> tuple[list[Stmt], Var, Var, Var]:
@@ -82,7 +85,7 @@ class _Geometry:
             m, k = binop("add", binop("mul", bm, BM), mm), binop("add", kbase, kk)
             ok = K.binop("and", K.cmp("lt", m, Const(M)), K.cmp("lt", k, Const(Kd)))
             v = a_at(bi, K.minimum(m, Const(M - 1)), K.minimum(k, Const(Kd - 1)))
-            st = Store(self.As, binop("add", binop("mul", kk, BM), mm), K.select(ok, K.cast(v, self.cdt), zero))
+            st = Store(self.As, self.at_a(kk, mm), K.select(ok, K.cast(v, self.cdt), zero))
             out.append(st if (ld + 1) * threads <= BM * BK else If(K.cmp("lt", e, Const(BM * BK)), st))
         for ld in range(-(-(BK * BN) // threads)):
             e = binop("add", t, ld * threads)
@@ -93,9 +96,16 @@ class _Geometry:
             k, n = binop("add", kbase, kk), binop("add", binop("mul", bn, BN), nn_)
             ok = K.binop("and", K.cmp("lt", k, Const(Kd)), K.cmp("lt", n, Const(N)))
             v = b_at(bi, K.minimum(k, Const(Kd - 1)), K.minimum(n, Const(N - 1)))
-            st = Store(self.Bs, binop("add", binop("mul", kk, BN), nn_), K.select(ok, K.cast(v, self.cdt), zero))
+            st = Store(self.Bs, self.at_b(kk, nn_), K.select(ok, K.cast(v, self.cdt), zero))
             out.append(st if (ld + 1) * threads <= BK * BN else If(K.cmp("lt", e, Const(BK * BN)), st))
         return out
+
+    def at_a(self, k: Expr, m: Expr) -> Expr:
+        """The element of the shared A tile holding (k, m)."""
+        return binop("add", binop("mul", m, BK), k) if self.k_inner else binop("add", binop("mul", k, self.BM), m)
+
+    def at_b(self, k: Expr, n: Expr) -> Expr:
+        return binop("add", binop("mul", n, BK), k) if self.k_inner else binop("add", binop("mul", k, self.BN), n)
 
     def store_if_inside(self, m: Expr, n: Expr, st: Stmt) -> Stmt:
         return If(K.binop("and", K.cmp("lt", m, Const(self.M)), K.cmp("lt", n, Const(self.N))), st)
@@ -103,11 +113,11 @@ class _Geometry:
 
 def gpu_gemm(batch: int, M: int, N: int, Kd: int, a_at: Elem, b_at: Elem,
              store: Callable[[Expr, Expr, Expr, Expr], Stmt], cdt: DType, a_k_contiguous: bool = True,
-             b_n_contiguous: bool = True, mma: bool = False) -> Stmt:  # fmt: skip
+             b_n_contiguous: bool = True, mma: str | None = None) -> Stmt:  # fmt: skip
     """The launch nest of the batched GEMM ``store(bi, m, n, sum_k a_at(bi, m, k) * b_at(bi, k, n))``: fp32 SIMT,
-    or with ``mma`` tf32 tensor cores (``gpu_gemm_mma``)."""
+    or with ``mma`` (``tf32``, ``f16``, ``bf16``) on tensor cores (``gpu_gemm_mma``)."""
     if mma:
-        return gpu_gemm_mma(batch, M, N, Kd, a_at, b_at, store, a_k_contiguous, b_n_contiguous)
+        return gpu_gemm_mma(batch, M, N, Kd, a_at, b_at, store, a_k_contiguous, b_n_contiguous, mma)
     BM, BN = _tile(M), _tile(N)
     tx_n = BN // TN
     geo = _Geometry(batch, M, N, Kd, BM, BN, tx_n * (BM // TM), cdt)
@@ -148,20 +158,25 @@ def gpu_gemm(batch: int, M: int, N: int, Kd: int, a_at: Elem, b_at: Elem,
     return launch(geo.blocks, geo.threads, body)
 
 
-# tensor cores: a 64x64 block tile, four warps of 32x32, each warp 2 x 4 mma.m16n8k8 tiles per k step of 8
+# tensor cores: a 64x64 block tile, four warps of 32x32, each warp 2 x 4 mma tiles of 16x8 per k step
 MMA_BM = MMA_BN = 64
 MMA_WARPS_N = 2
+_MMA_SHARED = {"tf32": DType.F32, "f16": DType.F16, "bf16": DType.BF16}  # the staged tiles' element type
 
 
 def gpu_gemm_mma(batch: int, M: int, N: int, Kd: int, a_at: Elem, b_at: Elem,
                  store: Callable[[Expr, Expr, Expr, Expr], Stmt], a_k_contiguous: bool = True,
-                 b_n_contiguous: bool = True) -> Stmt:  # fmt: skip
-    """The batched GEMM on tf32 tensor cores with float32 accumulation (``gpu_kir.Mma``): tiles staged through
-    shared memory as in the SIMT schedule; each warp reads its fragments from there in the instruction's
-    layout and keeps its 32x32 accumulator tile in registers (32 per thread)."""
+                 b_n_contiguous: bool = True, kind: str = "tf32") -> Stmt:  # fmt: skip
+    """The batched GEMM on tensor cores with float32 accumulation (``gpu_kir.Mma`` of ``kind``: tf32
+    m16n8k8, or f16 / bf16 m16n8k16 with the operands converted to float16 / bfloat16 as the tiles are
+    staged in shared memory, halving their size): each warp reads its fragments from the shared tiles in the
+    instruction's layout (``mma_fragments``) and keeps its 32x32 accumulator tile in registers (32 per
+    thread)."""
     f32 = DType.F32
-    geo = _Geometry(batch, M, N, Kd, MMA_BM, MMA_BN, 128, f32)
+    geo = _Geometry(batch, M, N, Kd, MMA_BM, MMA_BN, 128, _MMA_SHARED[kind], k_inner=kind != "tf32")
     As, Bs = geo.As, geo.Bs
+    ks = MMA_SHAPES[kind][0][2]  # k per instruction
+    fa, fb, fc = mma_fragments(kind)
 
     def body(b: Var, t: Var) -> Stmt:
         stmts, bm, bn, bi = geo.block(b)
@@ -175,33 +190,31 @@ def gpu_gemm_mma(batch: int, M: int, N: int, Kd: int, a_at: Elem, b_at: Elem,
         loads = geo.loads(t, bm, bn, bi, binop("mul", k0, BK), a_at, b_at, a_k_contiguous, b_n_contiguous)
         kk = Var("kk")
 
-        def a_el(row: Expr, kof: int) -> Expr:
-            return Load(As, binop("add", binop("mul", binop("add", binop("mul", kk, 8), binop("add", q, kof)), MMA_BM),
-                                  row))  # fmt: skip
+        def k_at(kmul: int, koff: int) -> Expr:  # the k row of the shared tiles
+            return binop("add", binop("mul", kk, ks), binop("add", binop("mul", q, kmul), koff))
 
-        def b_el(col: Expr, kof: int) -> Expr:
-            return Load(Bs, binop("add", binop("mul", binop("add", binop("mul", kk, 8), binop("add", q, kof)), MMA_BN),
-                                  col))  # fmt: skip
+        def a_el(row: Expr, kmul: int, koff: int) -> Expr:
+            return Load(As, geo.at_a(k_at(kmul, koff), row))
+
+        def b_el(col: Expr, kmul: int, koff: int) -> Expr:
+            return Load(Bs, geo.at_b(k_at(kmul, koff), col))
 
         inner: list[Stmt] = []
         for i in range(2):
             row = binop("add", binop("add", binop("mul", wm, 32), i * 16), g)
-            a = (a_el(row, 0), a_el(binop("add", row, 8), 0), a_el(row, 4), a_el(binop("add", row, 8), 4))
+            a = tuple(a_el(binop("add", row, ro), km, ko) for ro, km, ko in fa)
             for j in range(4):
                 col = binop("add", binop("add", binop("mul", wn, 32), j * 8), g)
-                inner.append(Mma(tuple(acc[i][j]), a, (b_el(col, 0), b_el(col, 4)), tuple(acc[i][j])))
-        kloop = For(kk, Const(0), Const(BK // 8), K.seq(inner))
+                bv = tuple(b_el(col, km, ko) for km, ko in fb)
+                inner.append(Mma(tuple(acc[i][j]), a, bv, tuple(acc[i][j]), kind))
+        kloop = For(kk, Const(0), Const(BK // ks), K.seq(inner))
         stmts.append(For(k0, Const(0), Const(geo.n_k), K.seq(*loads, Barrier(), kloop, Barrier())))
         for i in range(2):
             for j in range(4):
-                for r in range(4):
-                    m = binop(
-                        "add",
-                        binop("mul", bm, MMA_BM),
-                        binop("add", binop("mul", wm, 32), i * 16 + (8 if r >= 2 else 0)),
-                    )
+                for r, (ro, co) in enumerate(fc):
+                    m = binop("add", binop("mul", bm, MMA_BM), binop("add", binop("mul", wm, 32), i * 16 + ro))
                     m = binop("add", m, g)
-                    n = binop("add", binop("mul", bn, MMA_BN), binop("add", binop("mul", wn, 32), j * 8 + (r & 1)))
+                    n = binop("add", binop("mul", bn, MMA_BN), binop("add", binop("mul", wn, 32), j * 8 + co))
                     n = binop("add", n, binop("mul", q, 2))
                     stmts.append(geo.store_if_inside(m, n, store(bi, m, n, acc[i][j][r])))
         return K.seq(stmts)
@@ -209,9 +222,15 @@ def gpu_gemm_mma(batch: int, M: int, N: int, Kd: int, a_at: Elem, b_at: Elem,
     return launch(geo.blocks, geo.threads, body)
 
 
-def _use_mma(ctx: LowerCtx, cdt: DType) -> bool:
-    """tf32 tensor cores when asked for (lowering option ``gpu_mma="tf32"``) and the GPU has them."""
-    return ctx.options.get("gpu_mma") == "tf32" and cdt is DType.F32 and "tf32" in gpu_spec(ctx.target).tensor_cores
+# the GPU precisions (lowering option ``precision``) that run GEMMs on tensor cores, and their mma kinds
+MMA_PRECISIONS = {"tf32": "tf32", "fp16": "f16", "bf16": "bf16"}
+
+
+def mma_kind(ctx: LowerCtx, cdt: DType) -> str | None:
+    """The tensor-core kind of a float32 GEMM at the lowering option ``precision`` (tf32, fp16, bf16) on a GPU
+    that has it; None: fp32 SIMT."""
+    kind = MMA_PRECISIONS.get(str(ctx.options.get("precision") or "fp32"))
+    return kind if kind and cdt is DType.F32 and kind in gpu_spec(ctx.target).tensor_cores else None
 
 
 # -- MatMul and Gemm -------------------------------------------------------------------------------------------
@@ -267,7 +286,7 @@ def gpu_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink, trans_a: bool = False, t
         return sink.store(oidx, v)
 
     ctx.stores_once = True
-    return gpu_gemm(batch, M, N, Kd, a_at, b_at, store, cdt, not trans_a, not trans_b, _use_mma(ctx, cdt))
+    return gpu_gemm(batch, M, N, Kd, a_at, b_at, store, cdt, not trans_a, not trans_b, mma_kind(ctx, cdt))
 
 
 @schedule_rule("gpu", "Gemm")
@@ -331,7 +350,32 @@ def _conv(ctx: LowerCtx, node, ins, outs):
         return sink.store([img, ch, *unflatten(n, out_sp)], v)
 
     ctx.stores_once = True
-    return gpu_gemm(n_img * group, mg, N, Kd, a_at, b_at, store, cdt, True, True, _use_mma(ctx, cdt))
+    return gpu_gemm(n_img * group, mg, N, Kd, a_at, b_at, store, cdt, True, True, mma_kind(ctx, cdt))
 
 
-__all__ = ["gpu_gemm", "gpu_matmul"]
+__all__ = ["MMA_PRECISIONS", "gpu_gemm", "gpu_matmul", "mma_kind"]
+
+
+def gpu_precision_note(graph, program, precision: str) -> str:
+    """One line for the report at a GPU precision other than fp32: which GEMM, MatMul and Conv nodes run on
+    tensor cores (their kernels hold an ``Mma``), and which stayed fp32 SIMT."""
+    from .kir import walk_stmt
+
+    ops = {n.name: n.op for n in graph.nodes for n in (n.attrs.get("body") or (n,))}
+    on_tc: set[str] = set()
+    for k in program.kernels:
+        if any(isinstance(s, Mma) for s in walk_stmt(k.body)):
+            on_tc.update(label.rsplit(" (", 1)[0] for label in k.labels)
+
+    def count(names) -> str:
+        by_op: dict[str, int] = {}
+        for name in names:
+            by_op[ops[name]] = by_op.get(ops[name], 0) + 1
+        return ", ".join(f"{op} x{c}" for op, c in sorted(by_op.items())) or "none"
+
+    kind = MMA_PRECISIONS[precision]
+    shape = "m{}n{}k{}".format(*MMA_SHAPES[kind][0])
+    tc = [n for n, op in ops.items() if op in ("Conv", "Gemm", "MatMul") and n in on_tc]
+    rest = [n for n, op in ops.items() if op in ("Conv", "Gemm", "MatMul") and n not in on_tc]
+    line = f"precision {precision} (tensor cores mma.sync.{shape}.{kind}, float32 accumulation): {count(tc)}"
+    return line + (f"; fp32 SIMT {count(rest)}" if rest else "") + "; everything else float32"

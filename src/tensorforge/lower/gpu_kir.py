@@ -43,7 +43,7 @@ class GpuSpec:
     warp: int = 32
     max_threads: int = 1024  # per block
     shared_bytes: int = 48 * 1024  # static shared memory per block
-    tensor_cores: tuple[str, ...] = ()  # mma.sync element types
+    tensor_cores: tuple[str, ...] = ()  # mma.sync element types (``Mma.kind``) the schedules may use
 
 
 def gpu_spec(target) -> GpuSpec:
@@ -51,7 +51,7 @@ def gpu_spec(target) -> GpuSpec:
     if not target.is_gpu or not target.cpu.startswith("sm_"):
         raise ValueError(f"target {target.name} is not an NVIDIA GPU target")
     sm = int(target.cpu[3:].rstrip("a"))
-    tc = ("f16", "bf16", "tf32") if sm >= 80 else ("f16",) if sm >= 70 else ()
+    tc = ("f16", "bf16", "tf32") if sm >= 80 else ()  # the m16n8k8 / m16n8k16 shapes need sm_80
     return GpuSpec(sm, tensor_cores=tc)
 
 
@@ -115,32 +115,65 @@ class Shfl(Expr):
         return f"shfl_{self.mode}({ops[0]}, {self.lane})"
 
 
+# the tensor-core instructions (``Mma.kind``): (m, n, k), values per lane of a, b, c/d, PTX operand types
+MMA_SHAPES = {"tf32": ((16, 8, 8), 4, 2, 4), "f16": ((16, 8, 16), 8, 4, 4), "bf16": ((16, 8, 16), 8, 4, 4)}
+
+
+def mma_fragments(kind: str) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]], list[tuple[int, int]]]:
+    """Where each lane's fragment values sit in A (m x k), B (k x n) and C/D (m x n) for ``kind``, as affine
+    forms in the lane's ``g = lane // 4`` and ``q = lane % 4`` (PTX ISA, "Matrix Fragments for mma.m16n8k8"
+    (.tf32) and "for mma.m16n8k16 with floating point type" (.f16/.bf16)):
+
+    * A: ``(row offset, k multiplier, k offset)``: element ``A[g + row][kmul * q + koff]``;
+    * B: ``(k multiplier, k offset)``: element ``B[kmul * q + koff][g]``;
+    * C/D: ``(row offset, column offset)``: element ``C[g + row][2q + col]``.
+    """
+    cd = [(0, 0), (0, 1), (8, 0), (8, 1)]
+    if kind == "tf32":
+        return [(0, 1, 0), (8, 1, 0), (0, 1, 4), (8, 1, 4)], [(1, 0), (1, 4)], cd
+    if kind in ("f16", "bf16"):  # pairs along k packed in one 32-bit register, low half first
+        a = [(8 * ((i >> 1) & 1), 2, (i & 1) + 8 * (i >> 2)) for i in range(8)]
+        return a, [(2, (i & 1) + 8 * (i >> 1)) for i in range(4)], cd
+    raise ValueError(f"no mma of kind {kind!r} (one of {', '.join(MMA_SHAPES)})")
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class Mma(Stmt):
-    """``mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32`` by the whole warp: ``D = A @ B + C`` with A 16x8
-    (row-major), B 8x8 (column-major), C and D 16x8 float32, each spread over the warp's 32 lanes. Lane ``l``
-    (``g = l // 4``, ``q = l % 4``) gives ``a = (A[g][q], A[g+8][q], A[g][q+4], A[g+8][q+4])``,
-    ``b = (B[q][g], B[q+4][g])``, ``c = (C[g][2q], C[g][2q+1], C[g+8][2q], C[g+8][2q+1])`` and receives D at the
-    positions of C in ``d`` (PTX ISA, "Matrix Fragments for mma.m16n8k8", .tf32). A and B are rounded to tf32
-    (10-bit mantissa, to nearest, ties away: ``cvt.rna.tf32.f32``)."""
+    """``D = A @ B + C`` by the whole warp on tensor cores, float32 accumulation, A row-major, B column-major,
+    C and D 16x8 float32, each matrix spread over the warp's 32 lanes (``mma_fragments``):
+
+    * ``kind="tf32"``: ``mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32``, A 16x8, B 8x8; lane ``l``
+      (``g = l // 4``, ``q = l % 4``) gives ``a = (A[g][q], A[g+8][q], A[g][q+4], A[g+8][q+4])``,
+      ``b = (B[q][g], B[q+4][g])``, ``c = (C[g][2q], C[g][2q+1], C[g+8][2q], C[g+8][2q+1])`` and receives D at
+      the positions of C in ``d``. A and B are rounded to tf32 (10-bit mantissa, to nearest, ties away:
+      ``cvt.rna.tf32.f32``).
+    * ``kind="f16"`` / ``"bf16"``: ``mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32``, A 16x16,
+      B 16x8; ``a`` 8 values (``A[g + 8*((i>>1)&1)][2q + (i&1) + 8*(i>>2)]``), ``b`` 4 values
+      (``B[2q + (i&1) + 8*(i>>1)][g]``); operands rounded to float16 / bfloat16 (to nearest even).
+    """
 
     d: tuple[Var, ...]
     a: tuple[Expr, ...]
     b: tuple[Expr, ...]
     c: tuple[Expr, ...]
+    kind: str = "tf32"
 
     def __post_init__(self):
-        if (len(self.d), len(self.a), len(self.b), len(self.c)) != (4, 4, 2, 4):
-            raise ValueError("m16n8k8 tf32 fragments: d 4, a 4, b 2, c 4 values per lane")
+        if self.kind not in MMA_SHAPES:
+            raise ValueError(f"no mma of kind {self.kind!r} (one of {', '.join(MMA_SHAPES)})")
+        _, na, nb, nc = MMA_SHAPES[self.kind]
+        if (len(self.d), len(self.a), len(self.b), len(self.c)) != (nc, na, nb, nc):
+            raise ValueError(f"{self.kind} mma fragments: d {nc}, a {na}, b {nb}, c {nc} values per lane")
 
     def exprs(self):
         return (*self.a, *self.b, *self.c)
 
     def map_exprs(self, fe, fb, fs):
-        return Mma(self.d, tuple(map(fe, self.a)), tuple(map(fe, self.b)), tuple(map(fe, self.c)))
+        return Mma(self.d, tuple(map(fe, self.a)), tuple(map(fe, self.b)), tuple(map(fe, self.c)), self.kind)
 
     def format(self) -> str:
-        return "<mma.m16n8k8.tf32>"
+        m, n, k = MMA_SHAPES[self.kind][0]
+        return f"<mma.m{m}n{n}k{k}.{self.kind}>"
 
 
 def launch(blocks: int, threads: int, body: Callable[[BlockIdx, ThreadIdx], Stmt]) -> Stmt:
@@ -204,6 +237,7 @@ __all__ = [
     "WARP",
     "Barrier",
     "GpuSpec",
+    "MMA_SHAPES",
     "Mma",
     "BlockIdx",
     "SharedBuffer",
@@ -215,5 +249,6 @@ __all__ = [
     "is_launch",
     "launch",
     "launch_dims",
+    "mma_fragments",
     "shared",
 ]

@@ -42,7 +42,8 @@ STATUS = {"OK": (0, "success"),
           "ERROR_BUSY": (4, "the session is in use by another thread"),
           "ERROR_CPU": (5, "this CPU lacks an instruction set extension the library was compiled for"),
           "ERROR_NOT_FINITE": (6, "a training step's loss or update is not finite; nothing was changed"),
-          "ERROR_IO": (7, "a file could not be read or written")}  # fmt: skip
+          "ERROR_IO": (7, "a file could not be read or written"),
+          "ERROR_DEVICE": (8, "no usable CUDA driver or GPU, or a CUDA driver call failed")}  # fmt: skip
 
 # x86 features the code may use that GCC's __builtin_cpu_supports can test (checked at session creation)
 _CPU_CHECKS = ["sse4.2", "avx", "avx2", "fma", "bmi2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd",

@@ -252,14 +252,21 @@ class CudaModel:
         outs = self.call(*args, **kwargs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
-    def call(self, *args, **kwargs) -> list[np.ndarray]:
-        """Run; returns fresh numpy outputs (inputs by position or name: numpy arrays or CUDA arrays)."""
+    def call(self, *args, **kwargs) -> list:
+        """Run; returns fresh outputs (inputs by position or name: numpy arrays or CUDA arrays). When an input is
+        on the device the outputs stay there: torch CUDA tensors when it was one (on its device), else
+        ``DeviceArray`` (``__cuda_array_interface__``, for CuPy, Numba, ``torch.as_tensor``); otherwise numpy."""
         args = bind_args(self.name, [s.name for s in self.inputs], args, kwargs)
         p = self.program
         with self._lock:
             self.d.cuCtxSetCurrent(self.ctx)
             ins, keep = self._device_inputs(args)
             self._launch_all(ins)
+            on_device = [x for x in args if getattr(x, "__cuda_array_interface__", None) is not None]
+            if on_device:
+                outs = [self._device_output(i, on_device[0]) for i in range(len(p.outputs))]
+                self.d.cuStreamSynchronize(self.stream)
+                return outs
             outs = []
             for i, (_, dt, shape) in enumerate(p.outputs):
                 if i in p.const_outputs:
@@ -273,6 +280,30 @@ class CudaModel:
             self.d.cuStreamSynchronize(self.stream)
             del keep
         return outs
+
+    def _device_output(self, i: int, like):
+        """Output ``i`` copied on the device into a new array of the kind of the device input ``like``."""
+        p = self.program
+        _, dt, shape = p.outputs[i]
+        host = np.asarray(p.const_outputs[i], dt.np) if i in p.const_outputs else None
+        if _is_torch(like):
+            import torch
+
+            t = torch.empty(tuple(shape), dtype=getattr(torch, np.dtype(dt.np).name), device=like.device)
+            dst = t.data_ptr()
+            out = t
+        else:
+            out = DeviceArray(self, tuple(shape), np.dtype(dt.np))
+            dst = out.ptr
+        nbytes = dt.itemsize * int(np.prod(shape))
+        if nbytes and host is not None:
+            self.d.cuMemcpyHtoDAsync_v2(_DevicePtr(dst), np.ascontiguousarray(host).ctypes.data_as(ctypes.c_void_p),
+                                        ctypes.c_size_t(nbytes), self.stream)  # fmt: skip
+            self.d.cuStreamSynchronize(self.stream)  # the host array dies here
+        elif nbytes:
+            self.d.cuMemcpyDtoDAsync_v2(_DevicePtr(dst), _DevicePtr(self.out_bufs[i]), ctypes.c_size_t(nbytes),
+                                        self.stream)  # fmt: skip
+        return out
 
     def benchmark(self, *args, repeat: int = 50, warmup: int = 5) -> float:
         """Median seconds of the kernels of one run on the device (inputs copied in once, outside the timing)."""
@@ -311,4 +342,117 @@ class CudaModel:
             pass
 
 
-__all__ = ["CudaError", "CudaModel", "CudaUnavailable", "available", "device_info", "driver"]
+def _is_torch(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "data_ptr")
+
+
+# -- DLPack (unversioned "dltensor" capsules, DLPack 0.8 structs) ----------------------------------------------
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32), ("dtype", _DLDataType),
+                ("shape", ctypes.POINTER(ctypes.c_int64)), ("strides", ctypes.POINTER(ctypes.c_int64)),
+                ("byte_offset", ctypes.c_uint64)]  # fmt: skip
+
+
+class DLManagedTensor(ctypes.Structure):
+    pass
+
+
+_DL_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))
+DLManagedTensor._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _DL_DELETER)]
+KDL_CUDA = 2
+_DL_CODES = {"f": 2, "i": 0, "u": 1, "b": 6}  # kDLFloat, kDLInt, kDLUInt, kDLBool
+_DL_LIVE: dict[int, tuple] = {}  # managed tensor address -> what it keeps alive (the array, the structs)
+_DL_NAME = b"dltensor"
+
+
+def _dl_delete(managed) -> None:
+    _DL_LIVE.pop(ctypes.addressof(managed.contents), None)
+
+
+_DL_DELETE = _DL_DELETER(_dl_delete)
+_CAPSULE_DESTRUCTOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _capsule_gone(capsule: int) -> None:
+    """A capsule no consumer took (still named ``dltensor``): its tensor is released here."""
+    api = ctypes.pythonapi
+    api.PyCapsule_IsValid.restype, api.PyCapsule_IsValid.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p]
+    if api.PyCapsule_IsValid(capsule, _DL_NAME):
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        _DL_LIVE.pop(api.PyCapsule_GetPointer(capsule, _DL_NAME), None)
+
+
+_CAPSULE_GONE = _CAPSULE_DESTRUCTOR(_capsule_gone)
+
+
+class DeviceArray:
+    """An output in device memory (``cuMemAlloc``, freed when the array is): ``__cuda_array_interface__``
+    (version 3) for CuPy, Numba or ``torch.as_tensor`` and ``__dlpack__`` (``torch.from_dlpack``,
+    ``cupy.from_dlpack``) to read it without a copy; ``numpy()`` copies it to the host."""
+
+    def __init__(self, model: CudaModel, shape: tuple[int, ...], dtype: np.dtype):
+        self.shape, self.dtype, self._d, self._ctx = shape, dtype, model.d, model.ctx
+        self.device_id = int(model.info.get("device", 0))
+        ptr = _DevicePtr()
+        self._d.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(max(dtype.itemsize * int(np.prod(shape)), 8)))
+        self.ptr = ptr.value
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "strides": None,
+                "version": 3, "stream": None}  # fmt: skip
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (KDL_CUDA, self.device_id)
+
+    def __dlpack__(self, stream=None, max_version=None, dl_device=None, copy=None):
+        """A ``dltensor`` capsule viewing this array (kept alive until the consumer calls the deleter); the
+        data is ready (the model's stream was synchronized), so ``stream`` needs no wait."""
+        if copy:
+            raise BufferError("DeviceArray.__dlpack__: copy=True is not supported")
+        if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
+            raise BufferError(f"DeviceArray is on CUDA device {self.device_id}, not {tuple(dl_device)}")
+        shape = (ctypes.c_int64 * max(len(self.shape), 1))(*self.shape)
+        code = _DL_CODES.get(self.dtype.kind)
+        if code is None:
+            raise BufferError(f"no DLPack type for {self.dtype}")
+        m = DLManagedTensor()
+        m.dl_tensor = _DLTensor(self.ptr, _DLDevice(KDL_CUDA, self.device_id), len(self.shape),
+                                _DLDataType(code, self.dtype.itemsize * 8, 1), shape, None, 0)  # fmt: skip
+        m.deleter = _DL_DELETE
+        _DL_LIVE[ctypes.addressof(m)] = (self, m, shape)
+        api = ctypes.pythonapi
+        api.PyCapsule_New.restype = ctypes.py_object
+        api.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        return api.PyCapsule_New(ctypes.addressof(m), _DL_NAME, ctypes.cast(_CAPSULE_GONE, ctypes.c_void_p))
+
+    def numpy(self) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        if out.nbytes:
+            self._d.cuCtxSetCurrent(self._ctx)
+            self._d.cuMemcpyDtoH_v2(
+                out.ctypes.data_as(ctypes.c_void_p), _DevicePtr(self.ptr), ctypes.c_size_t(out.nbytes)
+            )
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __del__(self):
+        try:
+            self._d.lib.cuMemFree_v2(_DevicePtr(self.ptr))
+        except Exception:
+            pass
+
+
+__all__ = ["CudaError", "CudaModel", "DeviceArray", "CudaUnavailable", "available", "device_info", "driver"]

@@ -28,7 +28,18 @@ from ..errors import TensorforgeError
 from ..ir.dtype import DType
 from ..ir.scalar_ops import SCALAR_OPS
 from ..lower import kir as K
-from ..lower.gpu_kir import WARP, Barrier, BlockIdx, Mma, SharedBuffer, Shfl, ThreadIdx, launch_dims
+from ..lower.gpu_kir import (
+    MMA_SHAPES,
+    WARP,
+    Barrier,
+    BlockIdx,
+    Mma,
+    SharedBuffer,
+    Shfl,
+    ThreadIdx,
+    launch_dims,
+    mma_fragments,
+)
 from ..lower.kir import (
     Assign,
     Bin,
@@ -53,6 +64,7 @@ from ..lower.kir import (
     Var,
 )
 
+_MMA_DT = {"f16": DType.F16, "bf16": DType.BF16}  # the operand types of the half-precision tensor cores
 MAX_THREADS = 1 << 18  # threads run at once (blocks are run in groups of about this many threads)
 
 
@@ -354,23 +366,26 @@ class _Launch:
             per = mask.reshape(-1, WARP)
             if (per.any(axis=1) & ~per.all(axis=1)).any():
                 self.fail("mma with part of the warp inactive", ~mask)
+        (m, n_, k), na, nb, _ = MMA_SHAPES[s.kind]
+        fa, fb, fc = mma_fragments(s.kind)
         vals = [np.broadcast_to(np.asarray(self.eval(x), np.float32), (self.n,)) for x in (*s.a, *s.b, *s.c)]
-        a, b, c = [_tf32(v) for v in vals[:4]], [_tf32(v) for v in vals[4:6]], vals[6:]
+        rnd = _tf32 if s.kind == "tf32" else (lambda v: _round(v, _MMA_DT[s.kind]))
+        a, b, c = [rnd(v) for v in vals[:na]], [rnd(v) for v in vals[na : na + nb]], vals[na + nb :]
         w = self.n // WARP
         lane = np.arange(self.n) % WARP
         g, q = (lane >> 2).reshape(w, WARP), (lane % 4).reshape(w, WARP)
         wi = np.repeat(np.arange(w), WARP).reshape(w, WARP)
-        A = np.zeros((w, 16, 8))
-        B = np.zeros((w, 8, 8))
-        C = np.zeros((w, 16, 8))
-        for v, (r, col) in zip(a, ((g, q), (g + 8, q), (g, q + 4), (g + 8, q + 4))):
-            A[wi, r, col] = v.reshape(w, WARP)
-        for v, r in zip(b, (q, q + 4)):
-            B[wi, r, g] = v.reshape(w, WARP)
-        pos = ((g, 2 * q), (g, 2 * q + 1), (g + 8, 2 * q), (g + 8, 2 * q + 1))
+        A = np.zeros((w, m, k))
+        B = np.zeros((w, k, n_))
+        C = np.zeros((w, m, n_))
+        for v, (ro, km, ko) in zip(a, fa):
+            A[wi, g + ro, km * q + ko] = v.reshape(w, WARP)
+        for v, (km, ko) in zip(b, fb):
+            B[wi, km * q + ko, g] = v.reshape(w, WARP)
+        pos = [(g + ro, 2 * q + co) for ro, co in fc]
         for v, (r, col) in zip(c, pos):
             C[wi, r, col] = v.reshape(w, WARP)
-        D = (A @ B + C).astype(np.float32)
+        D = (A @ B + C).astype(np.float32)  # products exact; the sum in float64, then rounded once
         for var, (r, col) in zip(s.d, pos):
             v = D[wi, r, col].reshape(-1)
             old = self.env.get(var.uid)

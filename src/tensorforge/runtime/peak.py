@@ -13,6 +13,10 @@ new core defeats them), with small probes JIT-compiled from hand-written LLVM IR
   must agree. Elsewhere (llvmlite cannot assemble AArch64 inline asm), or when they disagree, the clock
   is the kernel's ``cpuinfo_max_freq``, or unknown. The clock only serves to derive flops per cycle from
   the measured peak, for the description.
+* int8 and bf16 peaks, one per instruction family the host has (``FAMILIES``): independent chains of the
+  family's instruction in inline assembly (x86_64): ``vpdpbusd`` on zmm (AVX512-VNNI) or ymm (AVX-VNNI),
+  ``vdpbf16ps`` on zmm (AVX512-BF16), and the AMX tile products ``tdpbssd`` / ``tdpbf16ps`` on four
+  accumulator tiles (16 rows x 64 bytes). Counted as 2 operations per multiply-add, as the fp32 peak is.
 * memory bandwidth: a streaming read (vector integer sums) over a buffer 4x the last-level cache, on
   one thread and on all cores (Python threads on separate chunks: ctypes releases the GIL).
 
@@ -28,12 +32,12 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..codegen.targets import Target, host
 from ..errors import CompileError
 
-CACHE_VERSION = 2  # bump when MachinePeak's fields or the probes' meaning change: old files are not read
+CACHE_VERSION = 3  # bump when MachinePeak's fields or the probes' meaning change: old files are not read
 CPUFREQ_MAX = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"  # kHz
 CLOCK_CHAIN = 400  # dependent ops per loop iteration in the clock probes
 IMUL_LATENCY = 3  # cycles of a 64-bit register imul on every x86 core since Nehalem / Zen
@@ -55,6 +59,8 @@ class MachinePeak:
     mem_gbs_1: float  # measured: streaming read, one thread
     mem_gbs_all: float  # measured: streaming read, all cores
     mem_probe_mib: int  # size of the buffer the bandwidth probe streams over
+    # measured: GOP/s of one core per int8/bf16 instruction family of FAMILIES the host has (2 per MAC)
+    family_gops_core: dict[str, float] = field(default_factory=dict)
 
     @property
     def flops_per_cycle(self) -> int | None:
@@ -82,6 +88,14 @@ class MachinePeak:
         n = self._threads(threads)
         return self.mem_gbs_all if n == self.cores else min(self.mem_gbs_all, n * self.mem_gbs_1)
 
+    def family_gops(self, family: str, threads: int | None = None) -> float | None:
+        """The peak GOP/s of an instruction family (``FAMILIES``) on ``threads`` cores (None: not measured:
+        the host lacks it). ``fp32`` is the FMA peak."""
+        if family == "fp32":
+            return self.gflops(threads)
+        per_core = self.family_gops_core.get(family)
+        return None if per_core is None else per_core * self._threads(threads)
+
     def percent(self, gflops: float, threads: int | None = None) -> float:
         return 100.0 * gflops / self.gflops(threads)
 
@@ -92,7 +106,8 @@ class MachinePeak:
         return (f"{self.cpu}: {self.cores} cores, {clock}; fp32 FMA on {self.vector_bits}-bit vectors "
                 f"(measured): {self.fma_gflops_core:.1f} GFLOP/s per core{fpc}, peak {self.gflops():.1f} "
                 f"GFLOP/s on all cores; memory (streaming read over {self.mem_probe_mib} MiB) "
-                f"{self.mem_gbs_1:.1f} GB/s on one thread, {self.mem_gbs_all:.1f} GB/s on {self.cores}")  # fmt: skip
+                f"{self.mem_gbs_1:.1f} GB/s on one thread, {self.mem_gbs_all:.1f} GB/s on {self.cores}"
+                + "".join(f"; {f} {g:.0f} GOP/s per core" for f, g in self.family_gops_core.items()))  # fmt: skip
 
 
 # -- probes -------------------------------------------------------------------------------------------
@@ -243,6 +258,95 @@ def measure_fma_gflops(t: Target | None = None) -> float:
     return rate / 1e9
 
 
+# family: (the target features it needs (any one of the alternatives), the instruction (%acc: the
+#          accumulator), its accumulators, its source registers, operations per instruction (2 per
+#          multiply-add), whether it runs on AMX tiles)
+FAMILIES: dict[str, tuple[tuple[tuple[str, ...], ...], str, list[str], list[str], int, bool]] = {
+    "int8-amx": ((("amx-int8", "amx-tile"),), "tdpbssd %tmm6, %tmm4, %acc", [f"tmm{i}" for i in range(4)], [],
+                 2 * 16 * 16 * 64, True),
+    "int8-vnni512": ((("avx512vnni",),), "vpdpbusd %zmm31, %zmm30, %acc", [f"zmm{i}" for i in range(16)],
+                     ["zmm30", "zmm31"], 2 * 64, False),
+    "int8-vnni256": ((("avxvnni",), ("avx512vnni", "avx512vl")), "vpdpbusd %ymm15, %ymm14, %acc",
+                     [f"ymm{i}" for i in range(12)],
+                     ["ymm14", "ymm15"], 2 * 32, False),
+    "bf16-amx": ((("amx-bf16", "amx-tile"),), "tdpbf16ps %tmm6, %tmm4, %acc", [f"tmm{i}" for i in range(4)], [],
+                 2 * 16 * 16 * 32, True),
+    "bf16-avx512": ((("avx512bf16",),), "vdpbf16ps %zmm31, %zmm30, %acc", [f"zmm{i}" for i in range(16)],
+                    ["zmm30", "zmm31"], 2 * 32, False),
+}  # fmt: skip
+FAMILY_UNROLL = 4  # instructions per accumulator per loop iteration
+
+
+def _amx_config() -> bytes:
+    """The 64-byte tile configuration of the AMX probes: palette 1, eight tiles of 16 rows x 64 bytes."""
+    cfg = bytearray(64)
+    cfg[0] = 1
+    for t in range(8):
+        cfg[16 + 2 * t : 18 + 2 * t] = (64).to_bytes(2, "little")
+        cfg[48 + t] = 16
+    return bytes(cfg)
+
+
+def _family_ir(family: str) -> str:
+    """``void tf_probe_<family>(i64 n, ptr cfg)``: the loop in one inline assembly block (n > 0 iterations of
+    FAMILY_UNROLL x accumulators independent instructions; the registers zeroed first; ``cfg``: AMX's tile
+    configuration, loaded first and the tiles released at the end)."""
+    _, insn, accs, srcs, _, amx = FAMILIES[family]
+    if amx:
+        head = ["ldtilecfg ($2)"] + [f"tilezero %tmm{i}" for i in range(8)]
+        tail, clobbers = ["tilerelease"], ""
+    else:
+        regs = [*accs, *srcs]
+        head = [f"vpxord %{r}, %{r}, %{r}" if r.startswith("zmm") else f"vpxor %{r}, %{r}, %{r}" for r in regs]
+        tail = ["vzeroupper"]
+        clobbers = "".join(f",~{{{r}}}" for r in regs)
+    body = [insn.replace("%acc", f"%{a}") for _ in range(FAMILY_UNROLL) for a in accs]
+    text = "\\0A".join([*head, "1:", *body, "decq $0", "jnz 1b", *tail])
+    return f"""
+define void @tf_probe(i64 %n, ptr %cfg) {{
+entry:
+  %left = call i64 asm sideeffect "{text}", "=r,0,r,~{{memory}},~{{flags}}{clobbers}"(i64 %n, ptr %cfg)
+  ret void
+}}
+"""
+
+
+def families_of(t: Target) -> list[str]:
+    """The int8/bf16 instruction families of FAMILIES that target ``t`` has (x86_64 only)."""
+    if t.arch != "x86_64" or t.is_gpu:
+        return []
+    return [f for f, (alts, *_) in FAMILIES.items() if any(all(t.has_feature(x) for x in a) for a in alts)]
+
+
+def measure_family_gops(family: str, t: Target | None = None) -> float:
+    """GOP/s of one core running only ``family``'s instruction (2 operations per multiply-add)."""
+    import llvmlite.binding as llvm
+
+    t = t or host()
+    _, _, accs, _, ops, amx = FAMILIES[family]
+    if amx:
+        from ..codegen.amx import request_amx
+
+        if not request_amx():
+            raise CompileError(f"{family}: the operating system refused this process the AMX tile state")
+    llvm.initialize_native_asmparser()
+    fn = _jit(_family_ir(family), t, {"tf_probe": ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)})["tf_probe"]
+    cfg = ctypes.create_string_buffer(_amx_config(), 64)
+    return _best_rate(lambda n: fn(n, ctypes.addressof(cfg)), FAMILY_UNROLL * len(accs) * ops) / 1e9
+
+
+def measure_families(t: Target | None = None) -> dict[str, float]:
+    """GOP/s per core of each int8/bf16 family the host has (a family whose probe fails is left out)."""
+    t = t or host()
+    out = {}
+    for f in families_of(t):
+        try:
+            out[f] = round(measure_family_gops(f, t), 1)
+        except (CompileError, RuntimeError, OSError):
+            continue
+    return out
+
+
 def _stream_ir(lanes: int) -> str:
     """``i32 tf_probe_read(ptr p, i64 steps)``: the wrapping sum of the i32s of steps x STREAM_ACCS
     vectors of ``lanes`` i32 (integer adds: latency 1, the loads are the bottleneck)."""
@@ -359,7 +463,7 @@ def measure(t: Target | None = None) -> MachinePeak:
     bw1, *bwn = measure_bandwidth_gbs([1, t.cores] if t.cores > 1 else [1], nbytes, t)
     bwn = max([bw1, *bwn])  # more threads never have less bandwidth available (one could idle): noise
     return MachinePeak(t.cpu, t.cores, None if clock is None else round(clock, 3), source, t.vector_bits,
-                       round(fma, 1), round(bw1, 1), round(bwn, 1), nbytes >> 20)  # fmt: skip
+                       round(fma, 1), round(bw1, 1), round(bwn, 1), nbytes >> 20, measure_families(t))  # fmt: skip
 
 
 _MEASURED: list[MachinePeak] = []  # this process's model, once read or measured
@@ -392,5 +496,6 @@ def machine_peak(refresh: bool = False) -> MachinePeak:
     return p
 
 
-__all__ = ["MachinePeak", "cross_checked_clock", "fma_chains", "machine_peak", "measure", "measure_bandwidth_gbs",
-           "measure_clock", "measure_fma_gflops", "stream_bytes", "stream_reader"]  # fmt: skip
+__all__ = ["FAMILIES", "MachinePeak", "cross_checked_clock", "families_of", "fma_chains", "machine_peak", "measure",
+           "measure_bandwidth_gbs", "measure_clock", "measure_family_gops", "measure_families", "measure_fma_gflops",
+           "stream_bytes", "stream_reader"]  # fmt: skip

@@ -31,6 +31,7 @@ from ..autodiff.train_graph import Slot, TrainingGraph, build_training_graph
 from ..autodiff.transform import import_with_inputs, promote
 from ..codegen.targets import get_target
 from ..compiler import Options, build_artifact, compile_tiered
+from ..compiler.gpu import gpu_program, gpu_runner
 from ..errors import InputError, TensorforgeError, TrainingError
 from ..frontends.onnx import load_model
 from ..ir.dtype import is_float_dtype
@@ -72,8 +73,10 @@ class TrainingStep:
         self.loss_options = {"from_logits": from_logits} if loss == "cross_entropy" else {}
         self.optimizer = optimizer if optimizer is not None else SGD()
         self.output = output
-        self.target = get_target(target)
-        if not self.target.is_host:
+        gpu = gpu_runner(target)  # cuda / cuda:N: the GPU; an NVPTX target name: the grid interpreter
+        self._gpu = gpu[1] if gpu else False
+        self.target = gpu[0] if gpu else get_target(target)
+        if not gpu and not self.target.is_host:
             raise TensorforgeError(f"a training step runs in this process; target {self.target.name} is not the host")
         self.options = Options(opt_level=opt_level)
         self.tiered = tiered
@@ -344,6 +347,8 @@ class TrainingStep:
 
     def _compile(self, g: Graph, state: dict[int, int] | None = None) -> Executable:
         """The executable of a step (or predict) graph; tiered: unoptimized code first (see ``compile_tiered``)."""
+        if self._gpu is not False:  # GPU schedules, on the GPU or the grid interpreter (compiler/gpu.py)
+            return gpu_program(g, self.target, self.options, self._gpu, state)
         if self.tiered:
             return compile_tiered(g, self.target, self.options, state)
         return Executable(build_artifact(g, self.target, self.options, state=state)[0])

@@ -9,6 +9,8 @@
 * anything else (AArch64, SSE, other signedness): widen both operands to the accumulator's type, multiply
   and add the groups' lanes with shuffles: exact everywhere, LLVM picks the target's instructions.
 
+``TileGemm`` (a whole AMX micro-kernel) takes ``tdpbf16ps`` too (``kind="bf16"``, float32 tiles).
+
 ``TileDot`` is AMX: ``tdpb{s,u}{s,u}d`` on 16x16 int32 tiles; the accumulator travels between iterations as
 a ``<256 x i32>`` vector (``llvm.x86.cast.{vector.to.tile,tile.to.vector}``, as clang emits it), so LLVM's
 AMX passes keep it in a tile register and insert ``ldtilecfg`` / ``tilerelease``.
@@ -138,78 +140,88 @@ def _elem_ptr(em: Emitter, ld, extra: ir.Value | None = None) -> ir.Value:
 
 
 def emit_tile_gemm(em: Emitter, s) -> bool:
-    """``TileGemm`` (``lower/kir/tile.py``): the K loop with the accumulators as ``x86_amx`` phis."""
+    """``TileGemm`` (``lower/kir/tile.py``): the K loop (one per segment) with the accumulators as ``x86_amx``
+    phis. Offsets and strides are in elements of the operands' buffers (bytes for 8-bit, 2 for bf16 bits)."""
     if not isinstance(s, TileGemm):
         return False
-    if not (_feature(em, "amx-int8") and _feature(em, "amx-tile")):
-        raise CompileError(f"TileGemm needs a target with amx-int8 (target {em.mb.target.name} lacks it)")
+    bf16 = s.kind == "bf16"
+    need = "amx-bf16" if bf16 else "amx-int8"
+    if not (_feature(em, need) and _feature(em, "amx-tile")):
+        raise CompileError(f"TileGemm needs a target with {need} (target {em.mb.target.name} lacks it)")
     b, mb = em.b, em.mb
     load = mb.declare("llvm.x86.tileloadd64.internal", X86_AMX, [I16, I16, PTR, I64])
     zero = mb.declare("llvm.x86.tilezero.internal", X86_AMX, [I16, I16])
     store = mb.declare("llvm.x86.tilestored64.internal", ir.VoidType(), [I16, I16, PTR, I64, X86_AMX])
-    op = _TDP[(_SIGNED8[s.a.buf.dtype], _SIGNED8[s.b.buf.dtype])]
+    op = "tdpbf16ps" if bf16 else _TDP[(_SIGNED8[s.a.buf.dtype], _SIGNED8[s.b.buf.dtype])]
     dot = mb.declare(f"llvm.x86.{op}.internal", X86_AMX, [I16, I16, I16, X86_AMX, X86_AMX, X86_AMX])
     rows, colb = ir.Constant(I16, 16), ir.Constant(I16, 64)
     i64 = lambda v: ir.Constant(I64, v)  # noqa: E731
+    ea, eb = s.a.buf.dtype.itemsize, s.b.buf.dtype.itemsize
     cstride = i64(4 * s.c_stride)
     offs = [[i * 16 * s.c_stride + j * 16 for j in range(s.nb)] for i in range(s.ma)]
     ins = s.c_in_stride or s.c_stride
     in_offs = [[i * 16 * ins + j * 16 for j in range(s.nb)] for i in range(s.ma)]
     a0, b0 = _elem_ptr(em, s.a), _elem_ptr(em, s.b)
-    init = [[b.call(load, [rows, colb, _elem_ptr(em, s.c_in, i64(in_offs[i][j])), i64(4 * ins)]) if s.c_in is not None
+    accs = [[b.call(load, [rows, colb, _elem_ptr(em, s.c_in, i64(in_offs[i][j])), i64(4 * ins)]) if s.c_in is not None
              else b.call(zero, [rows, colb]) for j in range(s.nb)] for i in range(s.ma)]  # fmt: skip
     n = em.expr(s.ksteps)
     fn = em.s.fn
-    pre = b.block
-    head, body, done = (fn.append_basic_block(f"tile.{x}") for x in ("head", "body", "end"))
-    b.branch(head)
-    b.position_at_end(head)
-    k = b.phi(I64, "tk")
-    accs = [[b.phi(X86_AMX, f"tacc{i}{j}") for j in range(s.nb)] for i in range(s.ma)]
-    k.add_incoming(i64(0), pre)
-    for i in range(s.ma):
-        for j in range(s.nb):
-            accs[i][j].add_incoming(init[i][j], pre)
-    b.cbranch(b.icmp_signed("<", k, n), body, done)
-    b.position_at_end(body)
     i8 = ir.IntType(8)
-    pa = b.gep(a0, [b.mul(k, i64(s.a_k * s.a.buf.dtype.itemsize))], source_etype=i8)
-    pb = b.gep(b0, [b.mul(k, i64(s.b_k * s.b.buf.dtype.itemsize))], source_etype=i8)
     pf = mb.declare("llvm.prefetch.p0", ir.VoidType(), [PTR, I32, I32, I32])
-
-    def tile_a(i):
-        return b.call(load, [rows, colb, b.gep(pa, [i64(i * s.a_tile)], source_etype=i8), i64(s.a_stride)])
-
-    def tile_b(j):
-        return b.call(load, [rows, colb, b.gep(pb, [i64(j * s.b_tile)], source_etype=i8), i64(s.b_stride)])
-
-    # loads in the order that keeps the fewest tiles live: the side with one tile first (1 x nb: A, then
-    # each B tile used at once; ma x 1 the other way round), else all B tiles and one A row at a time
-    new = [[None] * s.nb for _ in range(s.ma)]
-    if s.ma == 1:
-        at = tile_a(0)
-        for j in range(s.nb):
-            new[0][j] = b.call(dot, [rows, colb, colb, accs[0][j], at, tile_b(j)])
-    else:
-        bt = [tile_b(j) for j in range(s.nb)]
+    for si, (a_off, b_off) in enumerate(s.segments or ((0, 0),)):
+        pre = b.block
+        head, body, done = (fn.append_basic_block(f"tile.{x}{si}") for x in ("head", "body", "end"))
+        a_seg = b.gep(a0, [i64(a_off * ea)], source_etype=i8) if a_off else a0
+        b_seg = b.gep(b0, [i64(b_off * eb)], source_etype=i8) if b_off else b0
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(I64, "tk")
+        phis = [[b.phi(X86_AMX, f"tacc{i}{j}") for j in range(s.nb)] for i in range(s.ma)]
+        k.add_incoming(i64(0), pre)
         for i in range(s.ma):
-            at = tile_a(i)
             for j in range(s.nb):
-                new[i][j] = b.call(dot, [rows, colb, colb, accs[i][j], at, bt[j]])
-    if s.prefetch:  # the 16 rows of each tile ``prefetch`` steps ahead
-        for base, step, ntiles, tile, rs in ((pa, s.a_k, s.ma, s.a_tile, s.a_stride),
-                                             (pb, s.b_k, s.nb, s.b_tile, s.b_stride)):  # fmt: skip
-            ahead = b.gep(base, [i64(s.prefetch * step)], source_etype=i8)
-            for t in range(ntiles):
-                for row in range(16):
-                    p = b.gep(ahead, [i64(t * tile + row * rs)], source_etype=i8)
-                    b.call(pf, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
-    k.add_incoming(b.add(k, i64(1)), b.block)
-    for i in range(s.ma):
-        for j in range(s.nb):
-            accs[i][j].add_incoming(new[i][j], b.block)
-    b.branch(head)
-    b.position_at_end(done)
+                phis[i][j].add_incoming(accs[i][j], pre)
+        b.cbranch(b.icmp_signed("<", k, n), body, done)
+        b.position_at_end(body)
+        pa = b.gep(a_seg, [b.mul(k, i64(s.a_k * ea))], source_etype=i8)
+        pb = b.gep(b_seg, [b.mul(k, i64(s.b_k * eb))], source_etype=i8)
+
+        def tile_a(i, pa=pa):
+            at = b.gep(pa, [i64(i * s.a_tile * ea)], source_etype=i8)
+            return b.call(load, [rows, colb, at, i64(s.a_stride * ea)])
+
+        def tile_b(j, pb=pb):
+            at = b.gep(pb, [i64(j * s.b_tile * eb)], source_etype=i8)
+            return b.call(load, [rows, colb, at, i64(s.b_stride * eb)])
+
+        # loads in the order that keeps the fewest tiles live: the side with one tile first (1 x nb: A, then
+        # each B tile used at once; ma x 1 the other way round), else all B tiles and one A row at a time
+        new = [[None] * s.nb for _ in range(s.ma)]
+        if s.ma == 1:
+            at = tile_a(0)
+            for j in range(s.nb):
+                new[0][j] = b.call(dot, [rows, colb, colb, phis[0][j], at, tile_b(j)])
+        else:
+            bt = [tile_b(j) for j in range(s.nb)]
+            for i in range(s.ma):
+                at = tile_a(i)
+                for j in range(s.nb):
+                    new[i][j] = b.call(dot, [rows, colb, colb, phis[i][j], at, bt[j]])
+        if s.prefetch:  # the 16 rows of each tile ``prefetch`` steps ahead
+            for base, step, ntiles, tile, rs, e in ((pa, s.a_k, s.ma, s.a_tile, s.a_stride, ea),
+                                                    (pb, s.b_k, s.nb, s.b_tile, s.b_stride, eb)):  # fmt: skip
+                ahead = b.gep(base, [i64(s.prefetch * step * e)], source_etype=i8)
+                for t in range(ntiles):
+                    for row in range(16):
+                        p = b.gep(ahead, [i64((t * tile + row * rs) * e)], source_etype=i8)
+                        b.call(pf, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+        k.add_incoming(b.add(k, i64(1)), b.block)
+        for i in range(s.ma):
+            for j in range(s.nb):
+                phis[i][j].add_incoming(new[i][j], b.block)
+        b.branch(head)
+        b.position_at_end(done)
+        accs = phis
     for i in range(s.ma):
         for j in range(s.nb):
             b.call(store, [rows, colb, _elem_ptr(em, s.c_out, i64(offs[i][j])), cstride, accs[i][j]])

@@ -2,7 +2,8 @@
 ``map_exprs`` / ``format``, so every walk, substitution and printer handles it; the LLVM emitter is
 ``codegen/llvm/intdot.py``).
 
-It computes an ``ma x nb`` grid of 16x16 int32 tiles over ``ksteps`` K steps of 64 bytes::
+It computes an ``ma x nb`` grid of 16x16 int32 tiles (float32 for ``kind="bf16"``) over ``ksteps`` K steps of
+64 bytes::
 
     C[i][j] (+)= sum_k A_tile(i, k) @ B_tile(j, k)
 
@@ -43,6 +44,13 @@ class TileGemm(Stmt):
     ksteps: Expr
     prefetch: int = 0  # prefetch the A and B tiles this many K steps ahead (0: none)
     c_in_stride: int = 0  # rows of ``c_in`` (0: ``c_stride``)
+    # "int8": ``tdpb{s,u}{s,u}d`` on 8-bit A/B, int32 tiles; "bf16": ``tdpbf16ps`` on bf16 bits (u16 buffers:
+    # A tile 16 rows x 32 bf16, B tile 16 rows of 16 VNNI-2 pairs), float32 tiles
+    kind: str = "int8"
+    # K as segments: ``(a_off, b_off)`` element offsets added to ``a`` / ``b``, each segment ``ksteps`` K steps
+    # with the accumulators carried in tile registers from one to the next (a convolution's taps); () is one
+    # segment at (0, 0)
+    segments: tuple[tuple[int, int], ...] = ()
 
     def exprs(self):
         yield self.a
@@ -60,7 +68,7 @@ class TileGemm(Stmt):
             out = Load(buf, out.index)
         return TileGemm(fe(self.a), self.a_stride, self.a_tile, self.a_k, fe(self.b), self.b_stride, self.b_tile,
                         self.b_k, c_in, out, self.c_stride, self.ma, self.nb, fe(self.ksteps),
-                        self.prefetch, self.c_in_stride)  # fmt: skip
+                        self.prefetch, self.c_in_stride, self.kind, self.segments)  # fmt: skip
 
     def format(self) -> str:
         from ..printer import format_expr
@@ -69,9 +77,11 @@ class TileGemm(Stmt):
             return f"&{x.buf.name}[{format_expr(x.index)}]"
 
         src = "0" if self.c_in is None else at(self.c_in)
-        return (f"{at(self.c_out)} = tile_gemm<{self.ma}x{self.nb}>({src}, A {at(self.a)} rows {self.a_stride} "
+        kind = "" if self.kind == "int8" else f", {self.kind}"
+        segs = f" x {len(self.segments)} segments" if self.segments else ""
+        return (f"{at(self.c_out)} = tile_gemm<{self.ma}x{self.nb}{kind}>({src}, A {at(self.a)} rows {self.a_stride} "
                 f"tiles {self.a_tile} k {self.a_k}, B {at(self.b)} rows {self.b_stride} tiles {self.b_tile} "
-                f"k {self.b_k}, C rows {self.c_stride}, {format_expr(self.ksteps)} steps)")  # fmt: skip
+                f"k {self.b_k}, C rows {self.c_stride}, {format_expr(self.ksteps)} steps{segs})")  # fmt: skip
 
 
 @dataclass(frozen=True, eq=False, slots=True)
