@@ -29,6 +29,7 @@ SUITES = ["bench_mlp", "bench_train", "bench_opt", "bench_gemm", "bench_int8", "
 SUITES += ["bench_prune"]  # sparse GEMM by density; digits MLP dense, 80% sparse, channel-pruned
 SUITES += ["bench_bf16"]  # precision="bf16": bf16 GEMM vs fp32, ResNet-50 bf16 vs fp32
 SUITES += ["bench_explore"]  # one explorer report per model of bench_models (docs/explorer/)
+SUITES += ["bench_torch"]  # PyTorch models: tensorforge vs eager vs inductor; Keras vs TensorFlow
 
 
 def machine() -> str:

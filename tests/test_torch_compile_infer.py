@@ -92,22 +92,48 @@ def test_border_shares_memory():
 
 
 def test_training_dropout_uses_torchs_generator():
-    """Dropout in training: native_dropout runs eagerly (the split), so the mask is PyTorch's own draw from
-    its generator, the same as eager's for the same seed; the rest of forward and backward is compiled."""
+    """Dropout in training is compiled (a Philox mask drawn in the compiled forward, its seed drawn from PyTorch's
+    generator per call: tests/test_torch_dropout.py): torch.manual_seed reproduces the loss and the gradients,
+    and nothing runs eagerly."""
     torch.manual_seed(0)
     tfg.torch_report(clear=True)
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3))
-    ref = copy.deepcopy(model)
     fast = torch.compile(model, backend="tensorforge")
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
-    losses = []
-    for m in (fast, ref):
+    losses, grads = [], []
+    for _ in range(2):
         torch.manual_seed(5)
-        loss = F.cross_entropy(m(x), y)
+        model.zero_grad()
+        loss = F.cross_entropy(fast(x), y)
         loss.backward()
         losses.append(float(loss.detach()))
-    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    for a, b in zip(model.parameters(), ref.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert losses[0] == losses[1]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
     (fw,) = [r for r in tfg.torch_report().graphs if r.kind == "forward"]
-    assert fw.where == "split" and fw.eager_ops == {"aten.native_dropout.default": 1}
+    assert fw.where == "tensorforge" and not fw.eager_ops
+
+
+@pytest.mark.parametrize(("norm_first", "activation"), [(False, "relu"), (True, "gelu")])
+def test_transformer_encoder_fast_path_compiles(norm_first, activation):
+    """In eval mode without gradients nn.TransformerEncoderLayer takes its fused fast path, which torch.compile
+    captures as one aten._transformer_encoder_layer_fwd: converted (post- and pre-norm, ReLU and GELU), nothing
+    eager; with a key padding mask that op runs eagerly (a split) and the output still matches."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.1, batch_first=True, norm_first=norm_first,
+                                       activation=activation)  # fmt: skip
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    torch._dynamo.reset()
+    tfg.torch_report(clear=True)
+    fast = torch.compile(model, backend="tensorforge")
+    x = torch.randn(3, 10, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+    rep = tfg.torch_report()
+    assert [g.where for g in rep.graphs] == ["tensorforge"] and not rep.eager_ops(), str(rep)
+    pad = torch.zeros(3, 10, dtype=torch.bool)
+    pad[0, 7:] = True
+    with torch.no_grad():
+        got, want = fast(x, src_key_padding_mask=pad), model(x, src_key_padding_mask=pad)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -27,19 +27,23 @@ def from_tensorflow(model, input_signature: Sequence | None = None, *, signature
 class KerasTrainingStep(TrainingStep):
     """A Keras 3 model's training step, compiled (``tfg.training_step(keras_model, ...)``): the model's
     trainable variables are the step's parameters, named by their Keras paths (``sequential/dense/kernel``
-    -> ``sequential_dense_kernel``). ``write_back()`` puts the trained values into the Keras model with
+    -> ``sequential_dense_kernel``); a batch norm's moving mean and variance are its running statistics, updated
+    in training with the layer's momentum. ``write_back()`` puts the trained values into the Keras model with
     ``set_weights``; ``fit`` below does so after training."""
 
     def __init__(self, keras_model, loss: str = "cross_entropy", optimizer=None, **options):
         proto, self.variables = to_onnx_trainable(keras_model)
-        options.setdefault("params", [n for n, _ in self.variables])
+        trainable = {id(v) for v in keras_model.trainable_variables}
+        options.setdefault("params", [n for n, v in self.variables if id(v) in trainable])
         super().__init__(proto, loss, optimizer, **options)
         self.keras_model = keras_model
 
     def write_back(self) -> None:
-        """The trained parameters into the Keras model (``model.set_weights``, in its weight order)."""
-        params = self.parameters
-        by_var = {id(v): params[self.source_names.get(n, n)] for n, v in self.variables}
+        """The trained parameters and the batch norms' moving statistics into the Keras model
+        (``model.set_weights``, in its weight order)."""
+        state = self.state_dict()
+        by_var = {id(v): state[self.source_names.get(n, n)] for n, v in self.variables
+                  if self.source_names.get(n, n) in state}  # fmt: skip
         weights = [by_var.get(id(v), None) for v in self.keras_model.weights]
         current = self.keras_model.get_weights()
         self.keras_model.set_weights([np.asarray(w, c.dtype).reshape(c.shape) if w is not None else c

@@ -13,8 +13,10 @@ the new running statistics of batch norm, which AOTAutograd writes back into the
 A ``FxRunner`` compiles its graph per input signature on first use (``frontends/torch_fx.py``: every
 SymInt of a dynamic shape specialized to the call's value, so torch's recompiles with symbolic sizes
 become one native program per size seen) and runs it with one native call: tensors go in and out as numpy
-views of the same memory (no copy for contiguous CPU tensors). When a graph cannot be converted, the nodes
-at fault run eagerly and the rest is compiled: the graph is partitioned around them (torch.fx's
+views of the same memory (no copy for contiguous CPU tensors). A graph with random ops (dropout in
+training) gets one more input, a seed drawn from PyTorch's default generator per call (``_draw_seed``).
+When a graph cannot be converted, the nodes at fault run eagerly and the rest is compiled: the graph is
+partitioned around them (torch.fx's
 ``CapabilityBasedPartitioner``) and each supported part gets a runner of its own, which can split again.
 
 Inference graphs take the model's parameters and buffers as inputs (dynamo lifts them); they are
@@ -140,6 +142,12 @@ def _from_numpy(a: np.ndarray, torch):
     return torch.from_numpy(a)
 
 
+def _draw_seed(torch) -> np.ndarray:
+    """A seed for a graph's random ops (dropout), drawn from PyTorch's default CPU generator at every call, as
+    inductor draws its Philox seeds: ``torch.manual_seed`` reproduces the masks, and calls never share one."""
+    return np.array(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64).item(), np.int64)
+
+
 def _signature(args) -> tuple:
     return tuple((a.dtype, tuple(a.shape)) if hasattr(a, "dtype") and hasattr(a, "shape") else a for a in args)
 
@@ -197,7 +205,8 @@ class FxRunner:
             if c is None:
                 return self._eager(*args)
         torch = self.torch
-        outs = c.model.call([_as_numpy(args[p], torch) for p in c.positions]) if c.model is not None else []
+        outs = c.model.call([_as_numpy(args[p], torch) if p >= 0 else _draw_seed(torch) for p in c.positions]
+                            ) if c.model is not None else []  # fmt: skip
         res = []
         for how, x in c.plan:
             if how == "graph":

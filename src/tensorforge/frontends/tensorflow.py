@@ -14,6 +14,7 @@ get the model's names (Keras output names, the signature's argument and output k
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -119,17 +120,69 @@ def to_onnx(model, input_signature: Sequence | None = None, opset: int = OPSET, 
     return proto
 
 
+def _var_names(variables, taken: set[str]) -> list[str]:
+    out = []
+    for v in variables:
+        base = re.sub(r"[^\w.\-]", "_", str(getattr(v, "path", None) or v.name)) or "w"
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+@contextlib.contextmanager
+def _fused_batch_norms(tf, model):
+    """While tracing: Keras BatchNormalization layers on 4-D channels-last inputs call ``fused_batch_norm``
+    (inference form), which tf2onnx writes as one ONNX BatchNormalization reading the moving mean and variance
+    (graph arguments here): the training step rewrites that node to batch statistics and updates the two as
+    running statistics, which ``KerasTrainingStep.write_back`` puts back. Keras computes the same thing as
+    separate ops that tf2onnx would fold into constants."""
+    import keras
+
+    patched = []
+    for layer in getattr(model, "_flatten_layers", lambda: [])():
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        original = layer.call
+
+        def call(inputs, training=None, mask=None, layer=layer, original=original):
+            axis = layer.axis[0] if isinstance(layer.axis, list | tuple) else layer.axis
+            if len(inputs.shape) != 4 or axis not in (-1, 3) or inputs.dtype != tf.float32:
+                return original(inputs, training=training, mask=mask)
+            c = inputs.shape[-1]
+            gamma = layer.gamma if layer.scale else tf.ones((c,), tf.float32)
+            beta = layer.beta if layer.center else tf.zeros((c,), tf.float32)
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(inputs, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta),
+                                                       tf.convert_to_tensor(layer.moving_mean),
+                                                       tf.convert_to_tensor(layer.moving_variance),
+                                                       epsilon=layer.epsilon, is_training=False)  # fmt: skip
+            return y
+
+        layer.call = call
+        patched.append(layer)
+    try:
+        yield [(layer.moving_mean, layer.moving_variance, float(layer.momentum)) for layer in patched]
+    finally:
+        for layer in patched:
+            del layer.call  # the class's method again
+
+
 def to_onnx_trainable(model, opset: int = OPSET):
     """A Keras 3 model as ONNX for training: ``(proto, [(initializer name, keras variable)])``.
 
     tf2onnx folds what it sees as constants (a zero bias disappears, batch norm goes into the convolution),
     so the trainable variables are captured as arguments of the traced function instead (Keras 3's
     ``stateless_call``), converted as graph inputs, and then turned into initializers holding their current
-    values: named parameters a training step can update and hand back (``set_weights``)."""
+    values: named parameters a training step can update and hand back (``set_weights``). The non-trainable
+    variables are arguments too: a batch norm's moving mean and variance reach one ONNX BatchNormalization
+    (``_fused_batch_norms``) as initializers, which the training step updates as running statistics (the
+    pairs returned include them)."""
     tf = import_tensorflow()
     import onnx
     import tf2onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     if not hasattr(model, "stateless_call") or not getattr(model, "inputs", None):
         raise TensorforgeError(f"training a TensorFlow model takes a built Keras 3 model, not {type(model).__name__}")
@@ -137,42 +190,43 @@ def to_onnx_trainable(model, opset: int = OPSET):
     variables = list(model.trainable_variables)
     fixed = list(model.non_trainable_variables)
     taken = set(names)
-    wnames = []
-    for v in variables:
-        base = re.sub(r"[^\w.\-]", "_", str(getattr(v, "path", None) or v.name)) or "w"
-        name, k = base, 1
-        while name in taken:
-            name, k = f"{base}_{k}", k + 1
-        taken.add(name)
-        wnames.append(name)
-    n = len(specs)
-    wspecs = [tf.TensorSpec(v.shape, v.dtype, name=w) for v, w in zip(variables, wnames)]
+    wnames = _var_names(variables, taken)
+    fnames = _var_names(fixed, taken)
+    n, nw = len(specs), len(variables)
+    wspecs = [tf.TensorSpec(v.shape, v.dtype, name=w) for v, w in zip(variables + fixed, wnames + fnames)]
 
     def stateless(*args):
         xs = list(args[:n])
-        out, _ = model.stateless_call(list(args[n:]), [v.value for v in fixed], xs if n > 1 else xs[0],
+        out, _ = model.stateless_call(list(args[n : n + nw]), list(args[n + nw :]), xs if n > 1 else xs[0],
                                       training=False)  # fmt: skip
         return out
 
-    fn = tf.function(stateless, input_signature=specs + wspecs)
-    try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs + wspecs, opset=opset)
-    except Exception as e:
-        raise TensorforgeError(f"tf2onnx could not convert {type(model).__name__}: {type(e).__name__}: {e}") from e
+    with _fused_batch_norms(tf, model) as norms:
+        fn = tf.function(stateless, input_signature=specs + wspecs)
+        try:
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs + wspecs, opset=opset)
+        except Exception as e:
+            raise TensorforgeError(f"tf2onnx could not convert {type(model).__name__}: {type(e).__name__}: {e}") from e
     _tidy(proto, names, outs)
     g = proto.graph
     present = {i.name for i in g.input}
     missing = [w for w in wnames if w not in present]
     if missing:
         raise TensorforgeError(f"Keras model '{model.name}': variable(s) {missing} do not reach the output")
-    values = {w: numpy_helper.from_array(np.asarray(v.numpy()), w) for v, w in zip(variables, wnames)}
+    pairs = list(zip(wnames, variables)) + [(f, v) for f, v in zip(fnames, fixed) if f in present]
+    values = {w: numpy_helper.from_array(np.asarray(v.numpy()), w) for w, v in pairs}
+    fixed_name = {id(v): f for f, v in zip(fnames, fixed)}
+    momentum = {fixed_name[id(v)]: m for mean, var, m in norms for v in (mean, var) if id(v) in fixed_name}
+    for node in g.node:  # Keras's momentum on the batch norms (tf2onnx writes none)
+        if node.op_type == "BatchNormalization" and len(node.input) == 5 and node.input[3] in momentum:
+            node.attribute.append(helper.make_attribute("momentum", momentum[node.input[3]]))
     kept = [i for i in g.input if i.name not in values]
     del g.input[:]
     g.input.extend(kept)
     g.initializer.extend(values.values())
     g.name = str(getattr(model, "name", None) or type(model).__name__)
     onnx.checker.check_model(proto)
-    return proto, list(zip(wnames, variables))
+    return proto, pairs
 
 
 def _tidy(proto, in_names: list[str], out_names: list[str] | None) -> None:

@@ -444,6 +444,17 @@ class TorchImporter:
             outputs.append(v)
         return outputs
 
+    def random_seed(self, cx) -> Value:
+        """The int64 seed of the graph's random numbers: only the torch.compile importer has one (a run-time
+        input drawn per call); an exported program gets none."""
+        cx.unsupported("random numbers (dropout in training) are drawn per call only under torch.compile; "
+                       "export the model in eval mode")  # fmt: skip
+
+    def random_offset(self) -> int:
+        """A new counter stream for the next random op of this graph."""
+        self.rng_streams = getattr(self, "rng_streams", 0) + 1
+        return self.rng_streams - 1
+
     def _is_input(self, v: Value) -> bool:
         return any(v is x for n, x in self.env.items() if getattr(n, "op", None) == "placeholder")
 
@@ -524,7 +535,7 @@ class Ctx:
         return self.cast(x, dtype) if isinstance(x, Value) else self.const(x, dtype)
 
 
-from . import torch_aten_grad, torch_aten_nn, torch_aten_ops  # noqa: E402, F401  (register the converters)
+from . import torch_aten_fused, torch_aten_grad, torch_aten_nn, torch_aten_ops, torch_aten_random  # noqa: E402, F401
 
 
 def import_exported(ep, name: str = "model", input_names: Sequence[str] | None = None,

@@ -20,8 +20,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import TensorforgeError, UnsupportedError
+from ..ir.dtype import DType
 from ..ir.graph import Graph, TensorType, Value
 from .torch_export import ATEN, TorchImporter, op_name, source_of, torch, torch_dtype
+
+SEED_POSITION = -1  # in the positions run() returns: the random seed, drawn per call, not an argument
 
 
 def trace_values(gm, args: Sequence, frozen: dict[int, Any] | None = None) -> dict:
@@ -61,16 +64,22 @@ class FxImporter(TorchImporter):
         self.vals = vals
         self.constants = constants or {}  # placeholder position -> value (frozen parameters)
         self.failed = None  # the FX node whose conversion failed
+        self.seed: Value | None = None  # the random ops' seed, an input drawn per call (SEED_POSITION)
 
     def fx_nodes(self):
         return self.gm.graph.nodes
+
+    def random_seed(self, cx) -> Value:
+        if self.seed is None:
+            self.seed = Value(self.fresh("rng_seed"), TensorType(DType.I64, ()))
+        return self.seed
 
     def unsupported_nodes(self) -> list:
         return [n for n in self.gm.graph.nodes if n.op == "call_function" and op_name(n.target) not in ATEN]
 
     def run(self) -> tuple[Graph | None, OutputPlan, list[int]]:
         """The graph (``None`` when nothing needs computing), the output plan, and which placeholders are
-        the graph's inputs, in order."""
+        the graph's inputs, in order (``SEED_POSITION`` for the random ops' seed)."""
         self.check_supported()
         inputs: list[Value] = []
         positions: list[int] = []
@@ -98,6 +107,9 @@ class FxImporter(TorchImporter):
                     raise
             elif node.op == "output":
                 outputs = self._plan(node, plan, input_of)
+        if self.seed is not None:
+            inputs.append(self.seed)
+            positions.append(SEED_POSITION)
         if not outputs:
             return None, plan, positions
         names = [f"output{i}" for i in range(len(outputs))]

@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     pool,
     pooling,
     qgemm,
+    random,
     reduce,
     resize,
     shape_ops,

@@ -16,6 +16,7 @@ from . import (  # noqa: F401
     norm,
     pooling,
     quant,
+    random,
     reduce,
     resize,
     shape,
