@@ -41,6 +41,7 @@ from ..ir.dtype import DType
 from . import kir as K
 from .gemm import MATMUL_VARIANTS, _broadcast_c_index, _fold_rows, _kloop
 from .gemm_plan import PARALLEL_FLOPS_PER_ELEMENT, choose_tile
+from .int8_gemm import tile_loop
 from .kir import Buffer, Const, Decl, Expr, For, If, Load, LoopKind, Stmt, Store, Var, binop
 from .kir.bf16 import BfDot, BfTileDot, ToBF16, round_bf16_bits
 from .kir.tile import TileGemm
@@ -285,15 +286,8 @@ class BfGemm:
 def emit_bf16_gemm(ctx: LowerCtx, plan: BfPlan, g: BfGemm, parallel: bool) -> Stmt:
     if plan.isa == "amx":
         return _emit_amx(plan, g, parallel)
-    mt_n, np_n = -(-g.M // plan.MR), -(-g.N // plan.NR)
-    t, mt, p = Var("tile"), Var("mt"), Var("p")
-    if g.order == "pm":
-        decls = [Decl(p, binop("floordiv", t, mt_n)), Decl(mt, binop("mod", t, mt_n))]
-    else:
-        decls = [Decl(mt, binop("floordiv", t, np_n)), Decl(p, binop("mod", t, np_n))]
-    body = _vector_block(plan, g, mt, p)
-    kind = LoopKind.PARALLEL if parallel and mt_n * np_n > 1 else LoopKind.SERIAL
-    return For(t, Const(0), Const(mt_n * np_n), K.seq(*decls, body), kind)
+    return tile_loop(-(-g.M // plan.MR), -(-g.N // plan.NR), g.order, lambda mt, p: _vector_block(plan, g, mt, p),
+                     parallel)  # fmt: skip
 
 
 def _vector_block(plan: BfPlan, g: BfGemm, mt: Var, p: Var) -> Stmt:

@@ -342,6 +342,24 @@ def _broadcast_c_index(out_idx: Sequence[Expr], c_shape: Sequence[int]) -> list[
     return [Const(0) if d == 1 else out_idx[pad + i] for i, d in enumerate(c_shape)]
 
 
+def matmul_dims(a_shape, b_shape, trans_a: bool, trans_b: bool):
+    """The dims of ``op(a) @ op(b)`` (numpy matmul rules, 1-D operands promoted): ``(a1, b1, M, K, N, a_batch,
+    b_batch, batch_shape)``, ``a1``/``b1`` whether an operand was 1-D, the batch dims of each and broadcast."""
+    a_shape, b_shape = list(a_shape), list(b_shape)
+    a1, b1 = len(a_shape) == 1, len(b_shape) == 1
+    if a1:
+        a_shape = [1, a_shape[0]]
+    if b1:
+        b_shape = [b_shape[0], 1]
+    if trans_a:
+        a_shape[-2], a_shape[-1] = a_shape[-1], a_shape[-2]
+    if trans_b:
+        b_shape[-2], b_shape[-1] = b_shape[-1], b_shape[-2]
+    a_batch, b_batch = a_shape[:-2], b_shape[:-2]
+    batch_shape = list(np.broadcast_shapes(tuple(a_batch), tuple(b_batch)))
+    return a1, b1, a_shape[-2], a_shape[-1], b_shape[-1], a_batch, b_batch, batch_shape
+
+
 # Other kernels for special operands (lower/sparse_gemm.py: a sparse constant B), tried in order before the dense
 # one with lower_matmul's arguments: each returns its statement, or None where it does not apply.
 MATMUL_VARIANTS: list[Callable[..., Stmt | None]] = []
@@ -356,20 +374,7 @@ def lower_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink: Sink, trans_a: bool = 
             return stmt
     dt = sink.dtype
     cdt = dt.compute
-    a_shape, b_shape = list(a.shape), list(b.shape)
-    a1, b1 = len(a_shape) == 1, len(b_shape) == 1
-    if a1:
-        a_shape = [1, a_shape[0]]
-    if b1:
-        b_shape = [b_shape[0], 1]
-    if trans_a:
-        a_shape[-2], a_shape[-1] = a_shape[-1], a_shape[-2]
-    if trans_b:
-        b_shape[-2], b_shape[-1] = b_shape[-1], b_shape[-2]
-    M, Kd = a_shape[-2], a_shape[-1]
-    N = b_shape[-1]
-    a_batch, b_batch = a_shape[:-2], b_shape[:-2]
-    batch_shape = list(np.broadcast_shapes(tuple(a_batch), tuple(b_batch)))
+    a1, b1, M, Kd, N, a_batch, b_batch, batch_shape = matmul_dims(a.shape, b.shape, trans_a, trans_b)
     batch = int(np.prod(batch_shape)) if batch_shape else 1
     out_rank = len(sink.shape)
     # A[batch..., M, K] @ B[K, N]: one GEMM of batch*M rows (a ViT's A[197, 1, 768] is one 197-row product,

@@ -23,13 +23,14 @@ tile is loaded (padding reads zero), never stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 
 from ..ir.dtype import DType
 from ..ops.nn import _conv_window
 from . import kir as K
+from .gemm import _batch_index, matmul_dims
 from .gpu_kir import MMA_SHAPES, WARP, Barrier, Mma, SharedBuffer, gpu_spec, launch, mma_fragments
 from .kir import Const, Decl, Expr, For, If, Load, Stmt, Store, Var, binop
 from .rules import LowerCtx, schedule_rule
@@ -234,29 +235,11 @@ def mma_kind(ctx: LowerCtx, cdt: DType) -> str | None:
 
 
 # -- MatMul and Gemm -------------------------------------------------------------------------------------------
-def _batch_index(bi: Expr, batch_shape: Sequence[int], operand_batch: Sequence[int]) -> list[Expr]:
-    pad = len(batch_shape) - len(operand_batch)
-    digits = unflatten(bi, batch_shape) if batch_shape else []
-    return [Const(0) if d == 1 else digits[pad + i] for i, d in enumerate(operand_batch)]
-
-
 def gpu_matmul(ctx: LowerCtx, a: TExpr, b: TExpr, sink, trans_a: bool = False, trans_b: bool = False,
                alpha: float = 1.0, c: TExpr | None = None, beta: float = 1.0) -> Stmt:  # fmt: skip
     """``sink = alpha * op(a) @ op(b) + beta * c`` for 2-D or batched (numpy-broadcast) operands."""
     cdt = sink.dtype.compute
-    a_shape, b_shape = list(a.shape), list(b.shape)
-    a1, b1 = len(a_shape) == 1, len(b_shape) == 1
-    if a1:
-        a_shape = [1, a_shape[0]]
-    if b1:
-        b_shape = [b_shape[0], 1]
-    if trans_a:
-        a_shape[-2], a_shape[-1] = a_shape[-1], a_shape[-2]
-    if trans_b:
-        b_shape[-2], b_shape[-1] = b_shape[-1], b_shape[-2]
-    M, Kd, N = a_shape[-2], a_shape[-1], b_shape[-1]
-    a_batch, b_batch = a_shape[:-2], b_shape[:-2]
-    batch_shape = list(np.broadcast_shapes(tuple(a_batch), tuple(b_batch)))
+    a1, b1, M, Kd, N, a_batch, b_batch, batch_shape = matmul_dims(a.shape, b.shape, trans_a, trans_b)
     batch = int(np.prod(batch_shape)) if batch_shape else 1
 
     def a_at(bi, m, k):

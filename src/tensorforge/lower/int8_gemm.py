@@ -333,17 +333,20 @@ def emit_int8_gemm(ctx: LowerCtx, plan: Int8Plan, g: Int8Gemm, parallel: bool) -
     g = replace(g, MR=plan.MR, NR=plan.NR)
     if plan.isa == "amx":
         return _emit_amx(ctx, plan, g, parallel)
-    MR, NR = plan.MR, plan.NR
-    mt_n, np_n = -(-g.M // MR), -(-g.N // NR)
-    t = Var("tile")
-    mt, p = Var("mt"), Var("p")
-    if g.order == "pm":
+    return tile_loop(-(-g.M // plan.MR), -(-g.N // plan.NR), g.order, lambda mt, p: _vector_block(plan, g, mt, p),
+                     parallel)  # fmt: skip
+
+
+def tile_loop(mt_n: int, np_n: int, order: str, block: Callable[[Var, Var], Stmt], parallel: bool) -> Stmt:
+    """One loop over the ``mt_n x np_n`` register tiles (row tile ``mt``, column panel ``p``; "mp": rows outer,
+    "pm": panels outer), parallel when asked and there is more than one: ``block(mt, p)`` computes one."""
+    t, mt, p = Var("tile"), Var("mt"), Var("p")
+    if order == "pm":
         decls = [Decl(p, binop("floordiv", t, mt_n)), Decl(mt, binop("mod", t, mt_n))]
     else:
         decls = [Decl(mt, binop("floordiv", t, np_n)), Decl(p, binop("mod", t, np_n))]
-    body = _vector_block(plan, g, mt, p)
     kind = LoopKind.PARALLEL if parallel and mt_n * np_n > 1 else LoopKind.SERIAL
-    return For(t, Const(0), Const(mt_n * np_n), K.seq(*decls, body), kind)
+    return For(t, Const(0), Const(mt_n * np_n), K.seq(*decls, block(mt, p)), kind)
 
 
 def _emit_amx(ctx: LowerCtx, plan: Int8Plan, g: Int8Gemm, parallel: bool) -> Stmt:
