@@ -306,3 +306,29 @@ def test_verifier_names_the_pass_that_broke_the_graph():
             run_passes(["_bad"], "graph g(%x: f32[2]) -> (%y: f32[2]) {\n  %y: f32[2] = Relu(%x)\n}")
     finally:
         del PASSES["_bad"]
+
+
+def test_graph_and_output_names_that_are_not_identifiers_round_trip(tmp_path):
+    """A model file named 'resnet50-v1.onnx' or a TensorFlow output 'logits:0' names the graph / an output with
+    characters an identifier cannot hold: the text quotes them and parses back (a cached artifact's graph is read
+    from its text), also after a compile-cache hit in a new compile."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    import tensorforge as tfg
+    from tensorforge.ir.parser import parse_graph
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["logits:0"])], "resnet50-v1",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                          [helper.make_tensor_value_info("logits:0", TensorProto.FLOAT, [2, 3])])  # fmt: skip
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    cm = tfg.compile(model)
+    text = str(cm.graph)
+    back = parse_graph(text)
+    assert str(back) == text and back.output_names == ["logits:0"]
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    path = tmp_path / "m.tfa"
+    cm.save(str(path))
+    loaded = tfg.load(str(path))
+    assert str(loaded.graph) == text
+    np.testing.assert_array_equal(loaded(x), np.maximum(x, 0))

@@ -305,10 +305,17 @@ class _Parser:
         self.t.next()
         return nodes
 
+    def label(self, what: str) -> str:
+        """A graph or output name: an identifier, or a quoted string (printer.format_label)."""
+        if self.t.peek()[0] == "string":
+            tok = self.t.next()[1]
+            return tok[1:-1].encode().decode("unicode_escape")
+        return self.t.expect_kind("ident", what)
+
     def graph(self) -> Graph:
         self.t.skip_nl()
         self.t.expect("graph")
-        name = self.t.expect_kind("ident", "the graph name")
+        name = self.label("the graph name")
         self.t.expect("(")
         inputs = []
         while not self.t.at(")"):
@@ -324,8 +331,8 @@ class _Parser:
         out_refs = []
         while not self.t.at(")"):
             oname = None
-            if self.t.peek()[0] == "ident":
-                oname = self.t.next()[1]
+            if self.t.peek()[0] in ("ident", "string"):
+                oname = self.label("an output name")
                 self.t.expect("=")
             line = self.t.line
             if self.t.peek(1)[1] == "=" or self.t.peek(2)[1] == "const":

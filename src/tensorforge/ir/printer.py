@@ -8,6 +8,8 @@ graph mlp(%x: f32[1,784]) -> (%probs: f32[1,10]) {
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .dtype import DType
@@ -78,13 +80,20 @@ def format_node(n: Node, indent: str = "") -> str:
     return "\n".join(lines)
 
 
+def format_label(name: str) -> str:
+    """A graph or output name: bare when it is an identifier, else a quoted string (``'resnet50-v1'``,
+    ``'logits:0'``), which the parser reads back."""
+    return name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", name) else repr(name)
+
+
 def format_graph(g: Graph) -> str:
     ins = ", ".join(f"%{v.name}: {v.type}" for v in g.inputs)
     outs = ", ".join(
-        ("" if v.name == name else f"{name}=") + (format_operand(v) if v.is_const else f"%{v.name}: {v.type}")
+        ("" if v.name == name else f"{format_label(name)}=")
+        + (format_operand(v) if v.is_const else f"%{v.name}: {v.type}")
         for v, name in zip(g.outputs, g.output_names)
     )
-    lines = [f"graph {g.name}({ins}) -> ({outs}) {{"]
+    lines = [f"graph {format_label(g.name)}({ins}) -> ({outs}) {{"]
     for n in g.nodes:
         lines.append(format_node(n, "  "))
     lines.append("}")
