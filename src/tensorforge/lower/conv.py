@@ -549,13 +549,32 @@ def _conv(ctx: LowerCtx, node, ins: list[TExpr], outs):
     return _conv_generic(ctx, node, x, w, bias, sink, win, group)
 
 
+def patch_element(x: TExpr, win: Window, img: Expr, g: Expr, cg: int, k: Expr, n: Expr) -> Expr:
+    """Implicit im2col: element ``(k, n)`` of image ``img``'s patch matrix in group ``g`` (``k`` over the group's
+    ``cg`` channels x the window, ``n`` over output positions), zero where the window reaches the padding."""
+    sp = len(win.kernel)
+    ck = unflatten(k, (cg, *win.kernel))
+    osp = unflatten(n, tuple(win.out_size))
+    pos = []
+    valid: Expr | None = None
+    for d in range(sp):
+        p = binop("add", binop("sub", binop("mul", osp[d], win.strides[d]), win.pads_begin[d]),
+                  binop("mul", ck[1 + d], win.dilations[d]))  # fmt: skip
+        if win.pads_begin[d] or win.pads_end[d]:
+            ok = K.binop("and", K.cmp("ge", p, Const(0)), K.cmp("lt", p, Const(win.in_size[d])))
+            valid = ok if valid is None else K.binop("and", valid, ok)
+            p = K.maximum(Const(0), K.minimum(p, Const(win.in_size[d] - 1)))
+        pos.append(p)
+    v = x([img, binop("add", binop("mul", g, cg), ck[0]), *pos])
+    return v if valid is None else K.select(valid, v, K.const(0, v.dtype))
+
+
 def _conv_generic(ctx: LowerCtx, node, x: TExpr, w: TExpr, bias: TExpr | None, sink: Sink, win: Window,
                   group: int) -> Stmt:  # fmt: skip
     """Any number of spatial dims (and GPU targets): per image a GEMM whose B packing reads the input
     directly, with padding (implicit im2col, one index computation per element)."""
     n_img, c_in = x.shape[:2]
     m_out = w.shape[0]
-    sp = len(win.kernel)
     cg, mg = c_in // group, m_out // group
     ksize = int(np.prod(win.kernel))
     Kd = cg * ksize
@@ -586,23 +605,7 @@ def _conv_generic(ctx: LowerCtx, node, x: TExpr, w: TExpr, bias: TExpr | None, s
     img = Var("img")
 
     def src(g: Expr, k: Expr, n: Expr) -> Expr:
-        ck = unflatten(k, (cg, *win.kernel))
-        c = binop("add", binop("mul", g, cg), ck[0])
-        osp = unflatten(n, out_sp)
-        pos = []
-        valid: Expr | None = None
-        for d in range(sp):
-            p = binop("add", binop("sub", binop("mul", osp[d], win.strides[d]), win.pads_begin[d]),
-                      binop("mul", ck[1 + d], win.dilations[d]))  # fmt: skip
-            if win.pads_begin[d] or win.pads_end[d]:
-                ok = K.binop("and", K.cmp("ge", p, Const(0)), K.cmp("lt", p, Const(win.in_size[d])))
-                valid = ok if valid is None else K.binop("and", valid, ok)
-                p = K.maximum(Const(0), K.minimum(p, Const(win.in_size[d] - 1)))
-            pos.append(p)
-        v = x([img, c, *pos])
-        if valid is not None:
-            v = K.select(valid, v, K.const(0, v.dtype))
-        return v
+        return patch_element(x, win, img, g, cg, k, n)
 
     out3 = sink.view.reshape((n_img, m_out, N))
 

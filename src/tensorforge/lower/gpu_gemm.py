@@ -30,6 +30,7 @@ import numpy as np
 from ..ir.dtype import DType
 from ..ops.nn import _conv_window
 from . import kir as K
+from .conv import patch_element
 from .gemm import _batch_index, matmul_dims
 from .gpu_kir import MMA_SHAPES, WARP, Barrier, Mma, SharedBuffer, gpu_spec, launch, mma_fragments
 from .kir import Const, Decl, Expr, For, If, Load, Stmt, Store, Var, binop
@@ -295,7 +296,6 @@ def _conv(ctx: LowerCtx, node, ins, outs):
     group = int(node.attrs.get("group", 1))
     n_img, c_in = x.shape[:2]
     m_out = w.shape[0]
-    sp = len(win.kernel)
     cg, mg = c_in // group, m_out // group
     Kd = cg * int(np.prod(win.kernel))
     out_sp = tuple(win.out_size)
@@ -311,19 +311,7 @@ def _conv(ctx: LowerCtx, node, ins, outs):
 
     def b_at(bi, k, n):
         img, g = split(bi)
-        ck = unflatten(k, (cg, *win.kernel))
-        osp = unflatten(n, out_sp)
-        pos, valid = [], None
-        for d in range(sp):
-            p = binop("add", binop("sub", binop("mul", osp[d], win.strides[d]), win.pads_begin[d]),
-                      binop("mul", ck[1 + d], win.dilations[d]))  # fmt: skip
-            if win.pads_begin[d] or win.pads_end[d]:
-                ok = K.binop("and", K.cmp("ge", p, Const(0)), K.cmp("lt", p, Const(win.in_size[d])))
-                valid = ok if valid is None else K.binop("and", valid, ok)
-                p = K.maximum(Const(0), K.minimum(p, Const(win.in_size[d] - 1)))
-            pos.append(p)
-        v = x([img, binop("add", binop("mul", g, cg), ck[0]), *pos])
-        return v if valid is None else K.select(valid, v, K.const(0, v.dtype))
+        return patch_element(x, win, img, g, cg, k, n)
 
     def store(bi, m, n, v):
         img, g = split(bi)

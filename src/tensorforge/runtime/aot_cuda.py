@@ -30,7 +30,17 @@ from ..errors import CompileError
 from .aot import Toolchain, _write_export, manifest
 from .aot_files import example_source, makefile, readme
 from .artifact import Artifact
-from .capi import INFERENCE_DECLS, STATUS, LibrarySpec, _ints, c_string, check_prefix, common_source, header_text
+from .capi import (
+    INFERENCE_DECLS,
+    STATUS,
+    LibrarySpec,
+    _ints,
+    c_string,
+    check_prefix,
+    common_source,
+    header_text,
+    session_accessors,
+)
 
 _KIND = {"in": 0, "out": 1, "const": 2}  # kernel argument kinds; anything else is an arena offset (3)
 
@@ -65,7 +75,7 @@ def cuda_source(spec: LibrarySpec, artifact: Artifact) -> str:
     p = spec.prefix
     return common_source(spec) + string.Template(CUDA_SOURCE).substitute(
         p=p, P=p.upper(), n_in=len(spec.inputs), n_out=len(spec.outputs), n_consts=max(1, len(spec.const_offsets)),
-        device_error=STATUS["ERROR_DEVICE"][0], **_launch_tables(artifact),
+        device_error=STATUS["ERROR_DEVICE"][0], session_accessors=session_accessors(p), **_launch_tables(artifact),
     )  # fmt: skip
 
 
@@ -281,15 +291,7 @@ TF_API int ${p}_session_create(${p}_session **out, const char *weights_path) {
 }
 
 /* The GPU runs the whole grid: the thread count is kept for the API, not used. */
-TF_API int ${p}_session_set_num_threads(${p}_session *s, int n) {
-    if (s == NULL || n < 1) return ${P}_ERROR_ARGUMENT;
-    s->threads = n;
-    return ${P}_OK;
-}
-
-TF_API int ${p}_session_num_threads(const ${p}_session *s) { return s ? s->threads : 0; }
-
-TF_API const char *${p}_session_error(const ${p}_session *s) { return s ? s->error : tf_create_error; }
+${session_accessors}
 
 static int tf_cuda_run(${p}_session *s, const void *const *inputs, void *const *outputs) {
     tf_cuda *cu = &s->cu;

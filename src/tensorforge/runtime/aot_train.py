@@ -49,6 +49,7 @@ from .capi import (
     check_prefix,
     common_source,
     header_text,
+    session_accessors,
     uses_amx,  # fmt: skip
 )
 
@@ -281,7 +282,7 @@ def training_source(lib: LibrarySpec, spec: TrainingSpec, lay: _Layout, t_const_
     t_formats, t_base, t_count = _formats(lay.tp)
     t = lay.target
     return string.Template(TRAINING_SOURCE).substitute(
-        p=p, P=p.upper(), real=lay.real, t_n_in=max(1, len(lay.tp.inputs)),
+        p=p, P=p.upper(), session_accessors=session_accessors(p), real=lay.real, t_n_in=max(1, len(lay.tp.inputs)),
         t_n_out=max(1, len(lay.tp.outputs)), p_n_in=max(1, len(lay.pp.inputs)),
         t_n_consts=max(1, len(t_const_offsets)), t_const_offsets=_ints(t_const_offsets, "ULL"),
         p_n_consts=max(1, len(lib.const_offsets)), t_status_offset=lay.tp.status_offset,

@@ -274,15 +274,7 @@ TF_API void ${p}_session_destroy(${p}_session *s) {
     if (s != NULL) tf_free_session(s);
 }
 
-TF_API int ${p}_session_set_num_threads(${p}_session *s, int n) {
-    if (s == NULL || n < 1) return ${P}_ERROR_ARGUMENT;
-    s->threads = n;
-    return ${P}_OK;
-}
-
-TF_API int ${p}_session_num_threads(const ${p}_session *s) { return s ? s->threads : 0; }
-
-TF_API const char *${p}_session_error(const ${p}_session *s) { return s ? s->error : tf_create_error; }
+${session_accessors}
 
 TF_API int ${p}_train_step(${p}_session *s, const void *const *x, const void *y, float *loss) {
     if (s == NULL) return ${P}_ERROR_ARGUMENT;

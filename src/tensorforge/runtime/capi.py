@@ -420,17 +420,7 @@ TF_API void ${p}_session_destroy(${p}_session *s) {
     free(s);
 }
 
-TF_API int ${p}_session_set_num_threads(${p}_session *s, int n) {
-    if (s == NULL || n < 1) return ${P}_ERROR_ARGUMENT;
-    s->threads = n;
-    return ${P}_OK;
-}
-
-TF_API int ${p}_session_num_threads(const ${p}_session *s) { return s ? s->threads : 0; }
-
-TF_API const char *${p}_session_error(const ${p}_session *s) {
-    return s ? s->error : tf_create_error;
-}
+${session_accessors}
 
 TF_API int ${p}_run(${p}_session *s, const void *const *inputs, void *const *outputs) {
     if (s == NULL) return ${P}_ERROR_ARGUMENT;
@@ -456,10 +446,29 @@ TF_API int ${p}_run(${p}_session *s, const void *const *inputs, void *const *out
 """
 
 
+# The session accessors every library defines alike (inference, training, GPU): each session struct has the
+# fields ``threads`` and ``error``; placed after the struct (``${session_accessors}`` in each source)
+SESSION_ACCESSORS = """TF_API int ${p}_session_set_num_threads(${p}_session *s, int n) {
+    if (s == NULL || n < 1) return ${P}_ERROR_ARGUMENT;
+    s->threads = n;
+    return ${P}_OK;
+}
+
+TF_API int ${p}_session_num_threads(const ${p}_session *s) { return s ? s->threads : 0; }
+
+TF_API const char *${p}_session_error(const ${p}_session *s) { return s ? s->error : tf_create_error; }
+"""
+
+
+def session_accessors(prefix: str) -> str:
+    return string.Template(SESSION_ACCESSORS).substitute(p=prefix, P=prefix.upper())
+
+
 def inference_source(spec: LibrarySpec) -> str:
     p = spec.prefix
     return common_source(spec) + string.Template(INFERENCE_SOURCE).substitute(
-        p=p, P=p.upper(), n_in=len(spec.inputs), n_out=len(spec.outputs), n_consts=max(1, len(spec.const_offsets))
+        p=p, P=p.upper(), n_in=len(spec.inputs), n_out=len(spec.outputs), n_consts=max(1, len(spec.const_offsets)),
+        session_accessors=session_accessors(p),
     )  # fmt: skip
 
 
@@ -538,4 +547,5 @@ int {p}_run({p}_session *session, const void *const *inputs, void *const *output
 
 
 __all__ = ["API_VERSION", "LibrarySpec", "STATUS", "Weights", "c_ident", "c_string", "check_prefix",
-           "cpu_requirements", "header_text", "uses_amx", "inference_source", "unique_idents"]  # fmt: skip
+           "cpu_requirements", "header_text", "inference_source", "session_accessors", "unique_idents",
+           "uses_amx"]  # fmt: skip
